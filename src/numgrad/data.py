@@ -1,0 +1,145 @@
+"""Inputs ``x`` and targets ``t`` for an experiment, from the ``data`` config group.
+
+Sources: ``article`` (inline arrays, by default the book's single sample),
+``blobs`` (Gaussian class clusters drawn from the run's generator), ``iris``
+(the 150-sample table shipped with the package) and ``file`` (``.npz``/``.csv``).
+Problems with a source are reported as :class:`~numgrad.config.ConfigError`.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from numgrad.config import ConfigError, DataSource, Scaling
+
+
+def load_data(data_cfg: Any, shape: list[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(x, t)`` for ``data_cfg``; ``shape`` is ``net.shape`` (blobs follow it).
+
+    ``t`` is returned as given (one-hot rows or integer labels); the net checks it
+    against its weights.
+
+    Examples
+    --------
+    >>> from omegaconf import OmegaConf
+    >>> from numgrad.config import DataConfig
+    >>> cfg = OmegaConf.structured(DataConfig(x=[0.6, 0.9], t=[0, 0, 1]))
+    >>> x, t = load_data(cfg, [2, 3], np.random.default_rng(0))
+    >>> x.tolist(), t.tolist()
+    ([0.6, 0.9], [0, 0, 1])
+    """
+    source = data_cfg.name
+    if source == DataSource.article:
+        if data_cfg.x is None:
+            raise ConfigError("data.x", None, "data=article needs data.x and data.t")
+        return _inline(data_cfg.x, "data.x"), _inline(data_cfg.t, "data.t")
+    if source == DataSource.blobs:
+        return make_blobs(data_cfg.n_samples, shape[0], shape[1], data_cfg.spread, rng)
+    if source == DataSource.iris:
+        x, t = _read_csv(resources.files("numgrad") / "datasets" / "iris.csv", "data=iris")
+        return scale_features(x, data_cfg.scaling), t
+    return _read_file(Path(data_cfg.path))
+
+
+def make_blobs(
+    n_samples: int, n_inputs: int, n_classes: int, spread: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced Gaussian clusters: class ``k`` around a standard-normal centre scaled by 3.
+
+    Examples
+    --------
+    >>> x, t = make_blobs(6, 2, 3, 0.5, np.random.default_rng(0))
+    >>> x.shape, t.tolist()
+    ((6, 2), [0, 1, 2, 0, 1, 2])
+    """
+    centres = 3.0 * rng.standard_normal((n_classes, n_inputs))
+    labels = np.arange(n_samples) % n_classes  # balanced, every class present when n >= k
+    x = centres[labels] + spread * rng.standard_normal((n_samples, n_inputs))
+    return x, labels
+
+
+def scale_features(x: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """Scale each column: ``rms`` to unit root-mean-square, ``zscore`` to zero mean and
+    unit variance, ``none`` as is. All-zero or constant columns are left unscaled.
+
+    SimpleNet has no bias term, so centred features (``zscore``) take away the offset
+    it would need: on Iris a bias-free linear net then tops out near 85% training
+    accuracy, while ``rms`` keeps the means and reaches about 95%.
+
+    Examples
+    --------
+    >>> scale_features(np.array([[3.0, 1.0], [4.0, 3.0]]), Scaling.zscore).tolist()
+    [[-1.0, -1.0], [1.0, 1.0]]
+    >>> scale_features(np.array([[3.0], [4.0]]), Scaling.rms).round(4).ravel().tolist()
+    [0.8485, 1.1314]
+    """
+    if scaling == Scaling.none:
+        return x
+    if scaling == Scaling.zscore:
+        x = x - x.mean(axis=0)
+    size = np.sqrt(np.mean(x**2, axis=0))  # the std once centred
+    return x / np.where(size > 0, size, 1.0)
+
+
+def _inline(value: Any, field: str) -> np.ndarray:
+    from omegaconf import OmegaConf  # noqa: PLC0415 - only inline data comes as a ListConfig
+
+    plain = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    try:
+        array = np.asarray(plain, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(field, plain, f"not a numeric array ({exc})") from None
+    if field == "data.t" and np.all(array == np.round(array)):
+        array = array.astype(np.int64)  # labels or one-hot rows are integers
+    return array
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise ConfigError("data.path", str(path), "no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                missing = [k for k in ("x", "t") if k not in archive.files]
+                if missing:
+                    found = ", ".join(archive.files) or "none"
+                    raise ConfigError("data.path", str(path), f"needs arrays x and t (found: {found})")
+                return archive["x"], archive["t"]
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError("data.path", str(path), f"not a readable .npz ({exc})") from None
+    if suffix == ".csv":
+        return _read_csv(path, str(path))
+    raise ConfigError("data.path", str(path), "must end in .npz or .csv")
+
+
+def _read_csv(path: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of features, the last column an integer label; an optional header line."""
+    text = path.read_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and not _is_numeric_row(lines[0]):
+        lines = lines[1:]
+    try:
+        table = np.loadtxt(lines, delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError as exc:
+        raise ConfigError("data.path", name, f"not a numeric CSV ({exc})") from None
+    if table.shape[0] == 0 or table.shape[1] < 2:
+        raise ConfigError("data.path", name, "needs rows of features followed by a label column")
+    labels = table[:, -1]
+    if not np.all(labels == np.round(labels)):
+        raise ConfigError("data.path", name, "the last column must hold integer labels")
+    return table[:, :-1], labels.astype(np.int64)
+
+
+def _is_numeric_row(line: str) -> bool:
+    try:
+        [float(cell) for cell in line.split(",")]
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,158 @@
+"""The installed ``numgrad`` script, run as a user would, in a subprocess."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from numgrad.functions import cross_entropy_error, softmax
+
+pytestmark = pytest.mark.slow
+OFF = "tracking.enabled=false"
+
+
+def final_loss(stdout: str) -> float:
+    return float(re.search(r"final loss (\S+),", stdout).group(1))
+
+
+def only_run(workdir):
+    client = MlflowClient(workdir.uri)
+    runs = client.search_runs([client.get_experiment_by_name("numgrad").experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def load_weights(client, run, name):
+    path = client.download_artifacts(run.info.run_id, f"weights/{name}.npy")
+    return np.load(path)
+
+
+def test_default_run(workdir):
+    proc = workdir.run()
+    assert "finished after 100 steps (stop reason: steps)" in proc.stdout
+    assert workdir.store.is_file()
+    client, run = only_run(workdir)
+    assert run.info.status == "FINISHED"
+    W = load_weights(client, run, "W_final")
+    x, t = np.array([0.6, 0.9]), np.array([0, 0, 1])
+    # the printed final loss is the loss of the stored final W, by the book's own functions
+    assert final_loss(proc.stdout) == pytest.approx(cross_entropy_error(softmax(x @ W), t), 1e-9)
+    assert run.data.metrics["final_loss"] == pytest.approx(final_loss(proc.stdout), 1e-9)
+
+
+def test_overrides_run(workdir):
+    proc = workdir.run(
+        "optimizer.lr=0.5", "gradient.h=1e-3", "net.shape=[4,3]", "data=blobs", "seed=7"
+    )
+    client, run = only_run(workdir)
+    params = run.data.params
+    assert params["optimizer.lr"] == "0.5" and params["gradient.h"] == "0.001"
+    assert params["seed"] == "7" and params["data.name"] == "blobs"
+    assert load_weights(client, run, "W_init").shape == (4, 3)
+    assert run.data.metrics["final_loss"] == pytest.approx(final_loss(proc.stdout), 1e-9)
+
+
+def test_iris_reaches_90_percent(workdir):
+    proc = workdir.run("data=iris", "net.shape=[4,3]", "optimizer.steps=300", OFF)
+    accuracy = float(re.search(r"accuracy (\S+),", proc.stdout).group(1))
+    assert accuracy >= 0.9
+    assert not (workdir.path / "outputs").exists()  # tracking off: no store
+
+
+def test_multirun_2x2(workdir):
+    proc = workdir.run("optimizer.lr=0.1,1.0", "gradient.h=1e-2,1e-4", OFF, multirun=True)
+    jobs = sorted(p.name for p in (workdir.path / "multirun").iterdir() if p.name.isdigit())
+    assert jobs == ["0", "1", "2", "3"]
+    assert proc.stdout.count("final loss") == 4
+    for job in jobs:
+        overrides = (workdir.path / "multirun" / job / ".hydra" / "overrides.yaml").read_text()
+        assert "optimizer.lr=" in overrides and "gradient.h=" in overrides
+
+
+def test_same_seed_is_bit_identical_and_seed_changes_w0(workdir):
+    for seed in (3, 3, 4):
+        workdir.run(f"seed={seed}", "optimizer.steps=20", f"tracking.run_name=s{seed}")
+    client = MlflowClient(workdir.uri)
+    runs = client.search_runs(
+        [client.get_experiment_by_name("numgrad").experiment_id], order_by=["start_time ASC"]
+    )
+    assert [r.info.run_name for r in runs] == ["s3", "s3", "s4"]
+    first, second, other = (load_weights(client, r, "W_final") for r in runs)
+    assert first.tobytes() == second.tobytes()
+    w0 = [load_weights(client, r, "W_init") for r in runs]
+    assert w0[0].tobytes() == w0[1].tobytes() and not np.array_equal(w0[0], w0[2])
+
+
+def test_python_dash_m_and_help(workdir):
+    import subprocess
+
+    help_text = subprocess.run(
+        [sys.executable, "-m", "numgrad", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for group in ("data:", "gradient:", "optimizer:", "tracking:"):
+        assert group in help_text
+    assert "article, blobs, file, iris" in help_text
+
+
+def bad(workdir, *overrides):
+    proc = workdir.run(*overrides, check=False)
+    return proc.returncode, proc.stderr.strip()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.lr=-1"], "numgrad: error: invalid optimizer.lr=-1.0: must be > 0"),
+        (["optimizer.lr=nan"], "numgrad: error: invalid optimizer.lr=nan: must be a finite number"),
+        (["gradient.h=0"], "numgrad: error: invalid gradient.h=0.0: must be > 0"),
+        (["gradient.h=inf"], "numgrad: error: invalid gradient.h=inf: must be a finite number"),
+        (["optimizer.steps=-5"], "numgrad: error: invalid optimizer.steps=-5: must be >= 0"),
+        (["optimizer.tol=-1"], "numgrad: error: invalid optimizer.tol=-1.0: must be >= 0"),
+        (["net.shape=[3,3]"], "numgrad: error: invalid net.shape=[3, 3]: does not fit data=article"),
+        (["net.init=given", "net.W=[[1,2],[3,4]]"],
+         "numgrad: error: invalid net.W=[[1.0, 2.0], [3.0, 4.0]]: has shape [2, 2], net.shape is [2, 3]"),
+        (["data=file", "data.path=missing.npz"],
+         "numgrad: error: invalid data.path='missing.npz': no such file"),
+        (["data.t=[0,0,7]"], "numgrad: error: invalid net.shape=[2, 3]: does not fit data=article"),
+        (["data.x=[0.6,nan]"], "numgrad: error: invalid net.shape=[2, 3]: does not fit data=article"),
+    ],
+)  # fmt: skip
+def test_bad_input_one_line_no_run(workdir, overrides, message):
+    code, err = bad(workdir, *overrides)
+    assert code == 2
+    assert err.startswith(message), err
+    assert len(err.splitlines()) == 1
+    assert not workdir.store.exists()  # nothing was created
+    assert not (workdir.path / "run").exists()  # not even Hydra's run dir
+
+
+def test_npz_without_t_and_labels_out_of_range(workdir):
+    np.savez(workdir.path / "only_x.npz", x=np.ones((3, 2)))
+    code, err = bad(workdir, "data=file", "data.path=only_x.npz")
+    assert code == 2 and err == (
+        "numgrad: error: invalid data.path='only_x.npz': needs arrays x and t (found: x)"
+    )
+    np.savez(workdir.path / "bad_labels.npz", x=np.ones((3, 2)), t=np.array([0, 1, 5]))
+    code, err = bad(workdir, "data=file", "data.path=bad_labels.npz")
+    assert code == 2 and "label 5" in err and len(err.splitlines()) == 1
+    assert not workdir.store.exists()
+
+
+def test_csv_file_runs(workdir):
+    rows = ["f1,f2,label", "0.1,0.2,0", "0.9,0.8,2", "0.5,0.4,1"]
+    (workdir.path / "d.csv").write_text("\n".join(rows) + "\n")
+    proc = workdir.run("data=file", "data.path=d.csv", "optimizer.steps=5", OFF)
+    assert "after 5 steps" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "override", ["optimizer.lr=abc", "optimizer.momentum=0.9", "net.shape=[2,", "gradient.h=1e-3,1e-4"]
+)
+def test_composition_errors_exit_nonzero_without_run(workdir, override):
+    code, err = bad(workdir, override)
+    assert code != 0 and err
+    assert not workdir.store.exists()

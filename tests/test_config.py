@@ -1,0 +1,152 @@
+"""Composition of conf/ with Hydra's compose API, and validate()."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, OverrideParseException
+from omegaconf import OmegaConf
+
+from numgrad.config import (
+    ConfigError,
+    DataSource,
+    Init,
+    Method,
+    Scaling,
+    register_configs,
+    validate,
+)
+from numgrad.data import load_data
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = {
+    "data": ["article", "blobs", "iris", "file"],
+    "net": ["simple"],
+    "gradient": ["central"],
+    "optimizer": ["sgd"],
+    "tracking": ["mlflow"],
+}
+
+
+def compose_cfg(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_repo_conf_is_the_packaged_conf():
+    import numgrad.cli
+
+    assert CONF.resolve() == Path(numgrad.cli.CONFIG_DIR).resolve()
+
+
+def test_every_option_of_every_group_is_listed_here():
+    on_disk = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in GROUPS}
+    assert on_disk == {g: sorted(opts) for g, opts in GROUPS.items()}
+
+
+@pytest.mark.parametrize(
+    ("group", "option"), [(g, o) for g, opts in GROUPS.items() for o in opts]
+)
+def test_every_option_composes(group, option):
+    cfg = compose_cfg(f"{group}={option}")
+    assert OmegaConf.is_config(cfg[group])
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def test_defaults_are_the_book_example():
+    cfg = compose_cfg()
+    assert cfg.seed == 0
+    assert cfg.data.name is DataSource.article
+    assert list(cfg.data.x) == [0.6, 0.9] and list(cfg.data.t) == [0, 0, 1]
+    assert list(cfg.net.shape) == [2, 3] and cfg.net.init is Init.normal and cfg.net.scale == 1.0
+    assert cfg.gradient.method is Method.vectorized and cfg.gradient.h == 1e-4
+    assert not cfg.gradient.check
+    assert (cfg.optimizer.lr, cfg.optimizer.steps, cfg.optimizer.tol) == (0.1, 100, 0.0)
+    assert cfg.tracking.enabled and cfg.tracking.uri is None
+    assert cfg.tracking.experiment == "numgrad" and cfg.tracking.max_points == 1000
+    validate(cfg)
+
+
+def test_overrides_reach_the_config():
+    cfg = compose_cfg(
+        "optimizer.lr=0.5", "gradient.h=1e-3", "net.shape=[4,3]", "data=blobs", "seed=7",
+        "gradient.method=loop", "gradient.check=true", "optimizer.steps=0", "data.spread=0.25",
+        "tracking.enabled=false",
+    )  # fmt: skip
+    assert cfg.optimizer.lr == 0.5 and cfg.gradient.h == 1e-3 and cfg.seed == 7
+    assert list(cfg.net.shape) == [4, 3] and cfg.data.name is DataSource.blobs
+    assert cfg.gradient.method is Method.loop and cfg.gradient.check
+    assert cfg.optimizer.steps == 0 and cfg.data.spread == 0.25 and not cfg.tracking.enabled
+    x, t = load_data(cfg.data, list(cfg.net.shape), np.random.default_rng(cfg.seed))
+    assert x.shape == (60, 4) and set(t.tolist()) == {0, 1, 2}
+
+
+def test_iris_sets_shape_and_lr_itself_and_overrides_still_win():
+    cfg = compose_cfg("data=iris")
+    assert list(cfg.net.shape) == [4, 3] and cfg.optimizer.lr == 1.0
+    x, t = load_data(cfg.data, [4, 3], np.random.default_rng(0))
+    assert x.shape == (150, 4) and np.bincount(t).tolist() == [50, 50, 50]
+    np.testing.assert_allclose(np.sqrt(np.mean(x**2, axis=0)), 1, atol=1e-12)
+    assert cfg.data.scaling is Scaling.rms
+    cfg = compose_cfg("data=iris", "optimizer.lr=0.3", "data.scaling=zscore")
+    assert cfg.optimizer.lr == 0.3
+    x, _ = load_data(cfg.data, [4, 3], np.random.default_rng(0))
+    np.testing.assert_allclose(x.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(x.std(axis=0), 1, atol=1e-12)
+
+
+def test_inline_data_and_given_weights():
+    cfg = compose_cfg(
+        "data.x=[[0.6,0.9],[0.1,0.4]]", "data.t=[2,0]", "net.init=given",
+        "net.W=[[1,2,3],[4,5,6]]",
+    )  # fmt: skip
+    validate(cfg)
+    x, t = load_data(cfg.data, [2, 3], np.random.default_rng(0))
+    assert x.tolist() == [[0.6, 0.9], [0.1, 0.4]] and t.tolist() == [2, 0]
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["optimizer.lr=abc", "optimizer.steps=1.5", "net.init=uniform", "gradient.method=forward",
+     "optimizer.momentum=0.9", "data=nope", "net.shape=[2,x]", "gradient.h=[1"],
+)  # fmt: skip
+def test_type_errors_fail_at_composition(override):
+    with pytest.raises((ConfigCompositionException, OverrideParseException)):
+        compose_cfg(override)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=0", r"invalid optimizer.lr=0.0: must be > 0"),
+        ("optimizer.lr=-1", r"invalid optimizer.lr=-1.0: must be > 0"),
+        ("optimizer.lr=nan", r"invalid optimizer.lr=nan: must be a finite number"),
+        ("optimizer.lr=inf", r"invalid optimizer.lr=inf: must be a finite number"),
+        ("optimizer.lr=1e400", r"invalid optimizer.lr=inf: must be a finite number"),
+        ("gradient.h=0", r"invalid gradient.h=0.0: must be > 0"),
+        ("gradient.h=-1e-4", r"invalid gradient.h=-0.0001: must be > 0"),
+        ("optimizer.steps=-1", r"invalid optimizer.steps=-1: must be >= 0"),
+        ("optimizer.tol=-0.1", r"invalid optimizer.tol=-0.1: must be >= 0"),
+        ("net.shape=[2]", r"invalid net.shape=\[2\]: must be \[n_inputs, n_classes\]"),
+        ("net.shape=[0,3]", r"invalid net.shape=\[0, 3\]"),
+        ("net.init=given", r"invalid net.W=None: net.init=given needs net.W"),
+        ("net.W=[[1,2,3],[4,5,6]]", r"invalid net.init='normal': net.W is given"),
+        ("data=file", r"invalid data.path=None: data=file needs data.path"),
+        ("data=blobs data.n_samples=0", r"invalid data.n_samples=0: must be >= 1"),
+        ("tracking.log_every=0", r"invalid tracking.log_every=0: must be >= 1"),
+    ],
+)
+def test_validate_names_field_and_value(override, message):
+    cfg = compose_cfg(*override.split())
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+
+
+def test_config_error_is_one_line():
+    err = ConfigError("optimizer.lr", math.nan, "must be a finite number")
+    assert "\n" not in str(err) and err.field == "optimizer.lr"
