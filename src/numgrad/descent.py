@@ -119,6 +119,9 @@ class Descent:
             raise Diverged(step, "loss", loss)
         if not np.isfinite(grad).all():
             raise Diverged(step, "gradient", float(grad[~np.isfinite(grad)].flat[0]))
+        weight_norm = _norm(self.W)
+        if not math.isfinite(weight_norm):
+            raise Diverged(step, "weight norm", weight_norm)
         rel_error = None
         if self.check:
             rel_error = relative_error(grad, analytic_gradient(self.W, self.x, self.labels))
@@ -126,11 +129,20 @@ class Descent:
         record = StepRecord(
             step=step,
             loss=float(loss),
-            grad_norm=float(np.linalg.norm(grad)),
+            grad_norm=_norm(grad),
             grad_max_abs=float(np.abs(grad).max()),
-            weight_norm=float(np.linalg.norm(self.W)),
+            weight_norm=weight_norm,
             accuracy=float(np.mean(predicted == self.labels)),
             grad_rel_error=rel_error,
             seconds=time.perf_counter() - start,
         )
         return record, grad
+
+
+def _norm(a: np.ndarray) -> float:
+    """The L2 norm without overflow in the squares (weights near 1e300 still have one)."""
+    largest = float(np.abs(a).max())
+    if largest == 0.0 or not math.isfinite(largest):
+        return largest
+    with np.errstate(over="ignore"):
+        return largest * float(np.linalg.norm(a / largest))

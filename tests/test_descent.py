@@ -1,0 +1,101 @@
+"""The descent loop: records, stopping rules, divergence, the in-place contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from numgrad.data import make_blobs
+from numgrad.descent import STOP_CONVERGED, STOP_STEPS, Descent, Diverged
+from numgrad.gradient import ENGINES, analytic_gradient, loss_from_labels, vectorized_gradient
+
+BOOK_W = np.array([[0.47355232, 0.9977393, 0.84668094], [0.85557411, 0.03563661, 0.69422093]])
+X, LABELS = np.array([[0.6, 0.9]]), np.array([2])
+
+
+def test_steps_zero_evaluates_w0_only():
+    W = BOOK_W.copy()
+    d = Descent(W, X, LABELS, vectorized_gradient, h=1e-4, lr=0.1, steps=0)
+    records = list(d)
+    assert [r.step for r in records] == [0]
+    assert d.steps_taken == 0 and d.stop_reason == STOP_STEPS
+    assert np.array_equal(W, BOOK_W)  # no update
+    assert records[0].loss == pytest.approx(0.92806853663411326, abs=1e-6)
+    np.testing.assert_allclose(d.last_gradient, ENGINES["loop"](BOOK_W, X, LABELS, 1e-4), atol=1e-12)
+
+
+@pytest.mark.parametrize("method", sorted(ENGINES))
+def test_descent_matches_a_hand_written_loop(method):
+    rng = np.random.default_rng(1)
+    W0 = rng.standard_normal((3, 4))
+    x, labels = rng.standard_normal((10, 3)), rng.integers(0, 4, 10)
+    W = W0.copy()
+    d = Descent(W, x, labels, ENGINES[method], h=1e-5, lr=0.3, steps=7)
+    records = list(d)
+    reference = W0.copy()
+    for _ in range(7):
+        reference -= 0.3 * analytic_gradient(reference, x, labels)
+    assert [r.step for r in records] == list(range(8)) and d.steps_taken == 7
+    np.testing.assert_allclose(W, reference, atol=1e-8)  # W was updated in place
+    assert records[-1].loss == pytest.approx(loss_from_labels(W, x, labels), abs=1e-12)
+    assert records[-1].weight_norm == pytest.approx(np.linalg.norm(W))
+    assert records[0].loss > records[-1].loss
+    assert all(r.grad_rel_error is None for r in records)
+    assert [r.seconds for r in records] == sorted(r.seconds for r in records)
+
+
+def test_record_fields():
+    W = BOOK_W.copy()
+    (record,) = Descent(W, X, LABELS, vectorized_gradient, h=1e-4, lr=0.1, steps=0, check=True)
+    grad = analytic_gradient(BOOK_W, X, LABELS)
+    assert record.grad_norm == pytest.approx(np.linalg.norm(grad), rel=1e-6)
+    assert record.grad_max_abs == pytest.approx(np.abs(grad).max(), rel=1e-6)
+    assert record.accuracy == 1.0  # the book's argmax is 2, the label
+    assert 0 < record.grad_rel_error < 1e-6
+
+
+def test_tol_stops_early():
+    W = BOOK_W.copy()
+    d = Descent(W, X, LABELS, vectorized_gradient, h=1e-4, lr=1.0, steps=10_000, tol=0.05)
+    records = list(d)
+    assert d.stop_reason == STOP_CONVERGED
+    assert records[-1].grad_norm < 0.05 <= records[-2].grad_norm
+    assert d.steps_taken == len(records) - 1 < 10_000
+
+
+def blobs():
+    rng = np.random.default_rng(0)
+    return make_blobs(60, 2, 3, 1.0, rng), rng.standard_normal((2, 3))
+
+
+def test_a_single_sample_does_not_diverge_it_saturates():
+    # One step of lr=1e308 fits the book's single sample perfectly: the loss is the
+    # book's -log(1 + 1e-7), finite, and the gradient vanishes. Not a divergence.
+    W = BOOK_W.copy()
+    records = list(Descent(W, X, LABELS, vectorized_gradient, h=1e-4, lr=1e308, steps=3))
+    assert records[-1].loss == pytest.approx(-np.log(1 + 1e-7), rel=1e-9)
+    assert records[-1].grad_norm == 0.0 and records[-1].weight_norm > 1e307
+
+
+def test_divergence_names_the_step_and_keeps_earlier_records():
+    (x, t), W = blobs()
+    d = Descent(W, x, t, vectorized_gradient, h=1e-4, lr=1e308, steps=50)
+    seen = []
+    with pytest.raises(Diverged, match=r"diverged at step (\d+): (loss|gradient|weight norm) is") as info:
+        for record in d:
+            seen.append(record)
+    assert info.value.step == len(seen) >= 1
+    assert all(np.isfinite(r.loss) for r in seen)
+
+
+def test_overflow_in_the_update_raises_no_warning():
+    (x, t), W = blobs()
+    with np.errstate(all="raise"), pytest.raises(Diverged):
+        list(Descent(W, x, t, vectorized_gradient, h=1e-4, lr=1e308, steps=50))
+
+
+def test_weights_beyond_float_range_are_divergence():
+    # finite logits and loss, but a norm no float can hold
+    W, x = np.full((2, 3), 1.5e308), np.array([[0.1, 0.1]])
+    with pytest.raises(Diverged, match="diverged at step 0: weight norm is inf"):
+        list(Descent(W, x, LABELS, ENGINES["analytic"], h=1e-4, lr=0.1, steps=1))
