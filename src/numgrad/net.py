@@ -1,0 +1,325 @@
+"""``SimpleNet``: the book's one-layer net ``z = x @ W`` with softmax and cross-entropy.
+
+The class validates and normalizes inputs once (:meth:`SimpleNet.prepare`) and then
+delegates to the pure functions of :mod:`numgrad.gradient`, which assume valid input.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import numpy as np
+
+from numgrad.gradient import ENGINES, loss_from_labels
+
+# Below this many weights, __repr__ prints W itself; above, summary statistics.
+_REPR_MAX_WEIGHTS = 12
+
+
+class SimpleNet:
+    """A linear softmax classifier ``softmax(x @ W)`` with the book's cross-entropy loss.
+
+    Parameters
+    ----------
+    W : array_like, shape (n_inputs, n_classes)
+        Initial weights: real numbers, finite, 2-D, non-empty. Copied to a
+        C-contiguous float64 array (integers are converted).
+
+    Attributes
+    ----------
+    W : ndarray of float64, shape (n_inputs, n_classes)
+        The weights; gradient descent may update them in place.
+
+    Raises
+    ------
+    ValueError
+        If ``W`` is not a finite, non-empty 2-D array of real numbers.
+
+    Examples
+    --------
+    >>> net = SimpleNet([[0.47355232, 0.9977393, 0.84668094],
+    ...                  [0.85557411, 0.03563661, 0.69422093]])
+    >>> x, t = np.array([0.6, 0.9]), np.array([0, 0, 1])
+    >>> net.predict(x).round(8)
+    array([1.05414809, 0.63071653, 1.1328074 ])
+    >>> round(net.loss(x, t), 6)
+    0.928068
+    >>> net.gradient(x, t).round(6)
+    array([[ 0.219248,  0.143562, -0.36281 ],
+           [ 0.328871,  0.215344, -0.544215]])
+    """
+
+    def __init__(self, W: np.ndarray) -> None:
+        W = np.asarray(W)
+        if W.dtype.kind not in "iuf":
+            raise ValueError(f"W must hold real numbers (integer or float), got dtype {W.dtype}")
+        if W.ndim != 2:
+            raise ValueError(
+                f"W must be 2-D (n_inputs, n_classes), got {W.ndim}-D with shape {W.shape}"
+            )
+        if W.size == 0:
+            raise ValueError(f"W must be non-empty, got shape {W.shape}")
+        if not np.isfinite(W).all():
+            bad = np.argwhere(~np.isfinite(W))
+            raise ValueError(
+                f"W has {len(bad)} non-finite value(s) (nan or inf), first at W[{bad[0][0]}, "
+                f"{bad[0][1]}] = {W[tuple(bad[0])]}"
+            )
+        self.W = np.array(W, dtype=np.float64, order="C")  # always a fresh copy
+
+    @classmethod
+    def random(
+        cls, shape: tuple[int, int], rng: np.random.Generator, scale: float = 1.0
+    ) -> SimpleNet:
+        """A net with standard-normal weights times ``scale``, drawn from ``rng``.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            ``(n_inputs, n_classes)``, both positive.
+        rng : numpy.random.Generator
+            The source of randomness (never the global numpy RNG), e.g.
+            ``np.random.default_rng(seed)``.
+        scale : float, optional
+            Standard deviation of the weights.
+
+        Raises
+        ------
+        TypeError
+            If ``rng`` is not a ``numpy.random.Generator``.
+        ValueError
+            If ``shape`` is not two positive integers or ``scale`` is not finite.
+
+        Examples
+        --------
+        >>> net = SimpleNet.random((2, 3), np.random.default_rng(0), scale=0.01)
+        >>> net.shape
+        (2, 3)
+        """
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(
+                "rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), "
+                f"got {type(rng).__name__}"
+            )
+        shape = tuple(shape) if isinstance(shape, tuple | list) else (shape,)
+        if len(shape) != 2 or not all(
+            isinstance(n, int | np.integer) and not isinstance(n, bool) and n > 0 for n in shape
+        ):
+            raise ValueError(
+                f"shape must be two positive integers (n_inputs, n_classes), got {shape}"
+            )
+        if not (isinstance(scale, Real) and math.isfinite(scale)):
+            raise ValueError(f"scale must be a finite real number, got {scale!r}")
+        return cls(rng.standard_normal(shape) * scale)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_inputs, n_classes)``, the shape of ``W``."""
+        return self.W.shape
+
+    def prepare(self, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Validate inputs and targets and bring them to the engines' form.
+
+        Parameters
+        ----------
+        x : array_like, shape (n_inputs,) or (batch, n_inputs)
+            Inputs; a 1-D ``x`` is one sample. Finite real numbers.
+        t : array_like
+            Targets, either integer class labels (shape ``(batch,)``; a scalar for
+            one sample) or one-hot rows (shape ``(batch, n_classes)``; a 1-D row of
+            length ``n_classes`` when ``x`` is 1-D).
+
+        Returns
+        -------
+        x2d : ndarray of float64, shape (batch, n_inputs), C-contiguous
+        labels : ndarray of int64, shape (batch,)
+
+        Raises
+        ------
+        ValueError
+            With a message naming the problem and the numbers involved: wrong
+            number of features or classes, batch sizes that differ, a label out of
+            range or not an integer, a row that is not one-hot, non-finite inputs,
+            an empty batch.
+
+        Examples
+        --------
+        >>> net = SimpleNet(np.zeros((2, 3)))
+        >>> x2d, labels = net.prepare([0.6, 0.9], [0, 0, 1])
+        >>> x2d, labels
+        (array([[0.6, 0.9]]), array([2]))
+        """
+        x2d, single = self._prepare_x(x)
+        labels = self._prepare_t(t, single)
+        if len(labels) != len(x2d):
+            raise ValueError(
+                f"x has {len(x2d)} samples (rows) but t has {len(labels)}: they must be the same"
+            )
+        return x2d, labels
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Logits ``x @ W``: shape (n_classes,) for one sample, (batch, n_classes) else.
+
+        Examples
+        --------
+        >>> SimpleNet([[1.0, 0.0], [0.0, 2.0]]).predict([3.0, 4.0])
+        array([3., 8.])
+        """
+        x2d, single = self._prepare_x(x)
+        z = x2d @ self.W
+        return z[0] if single else z
+
+    def loss(self, x: np.ndarray, t: np.ndarray) -> float:
+        """The book's loss: mean of ``-log(softmax(x @ W)[label] + 1e-7)``.
+
+        Examples
+        --------
+        >>> round(SimpleNet(np.zeros((2, 3))).loss([0.6, 0.9], 2), 6)  # log 3
+        1.098612
+        """
+        return loss_from_labels(self.W, *self.prepare(x, t))
+
+    def accuracy(self, x: np.ndarray, t: np.ndarray) -> float:
+        """Fraction of samples whose largest logit is the true class.
+
+        Examples
+        --------
+        >>> SimpleNet([[1.0, 0.0], [0.0, 1.0]]).accuracy([[2.0, 1.0], [2.0, 1.0]], [0, 1])
+        0.5
+        """
+        x2d, labels = self.prepare(x, t)
+        return float(np.mean(np.argmax(x2d @ self.W, axis=1) == labels))
+
+    def gradient(
+        self, x: np.ndarray, t: np.ndarray, method: str = "vectorized", h: float = 1e-4
+    ) -> np.ndarray:
+        """Gradient of :meth:`loss` with respect to ``W``.
+
+        Parameters
+        ----------
+        x, t : array_like
+            As in :meth:`prepare`.
+        method : {"vectorized", "loop", "analytic"}, optional
+            The engine (:data:`numgrad.gradient.ENGINES`): central differences all
+            at once, the book's one-weight-at-a-time loop, or the closed form.
+        h : float, optional
+            Step of the central differences (finite, > 0; unused by "analytic").
+
+        Returns
+        -------
+        ndarray of float64, shape ``W.shape``. ``W`` itself is left unchanged.
+
+        Raises
+        ------
+        ValueError
+            For an unknown ``method``, an ``h`` that is not a finite number > 0, or
+            invalid ``x``/``t`` (see :meth:`prepare`).
+
+        Examples
+        --------
+        >>> net = SimpleNet(np.zeros((2, 3)))
+        >>> net.gradient([0.6, 0.9], 2, method="analytic").round(6)
+        array([[ 0.2,  0.2, -0.4],
+               [ 0.3,  0.3, -0.6]])
+        """
+        if method not in ENGINES:
+            choices = ", ".join(repr(name) for name in ENGINES)
+            raise ValueError(f"unknown gradient method {method!r}; choose one of {choices}")
+        if isinstance(h, bool) or not isinstance(h, Real) or not (math.isfinite(h) and h > 0):
+            raise ValueError(f"h must be a finite number > 0, got {h!r}")
+        x2d, labels = self.prepare(x, t)
+        return ENGINES[method](self.W, x2d, labels, float(h))
+
+    def __repr__(self) -> str:
+        head = f"SimpleNet(shape={self.shape}, dtype={self.W.dtype}"
+        if self.W.size <= _REPR_MAX_WEIGHTS:
+            weights = np.array2string(self.W, precision=4, separator=", ").replace("\n", "")
+            return f"{head}, W={weights})"
+        return (
+            f"{head}, W: mean={self.W.mean():.4g}, std={self.W.std():.4g}, "
+            f"min={self.W.min():.4g}, max={self.W.max():.4g})"
+        )
+
+    # -- validation helpers -------------------------------------------------------------
+
+    def _prepare_x(self, x: np.ndarray) -> tuple[np.ndarray, bool]:
+        """``x`` as a C-contiguous float64 (batch, n_inputs) array, and whether it was 1-D."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "iuf":
+            raise ValueError(f"x must hold real numbers (integer or float), got dtype {x.dtype}")
+        if x.ndim not in (1, 2):
+            raise ValueError(
+                f"x must be 1-D (one sample) or 2-D (batch, features), got {x.ndim}-D "
+                f"with shape {x.shape}"
+            )
+        single = x.ndim == 1
+        x2d = np.ascontiguousarray(x.reshape(1, -1) if single else x, dtype=np.float64)
+        n_inputs = self.W.shape[0]
+        if x2d.shape[1] != n_inputs:
+            raise ValueError(f"x has {x2d.shape[1]} features (columns) but W has {n_inputs} rows")
+        if len(x2d) == 0:
+            raise ValueError("empty batch: x has 0 samples (rows)")
+        if not np.isfinite(x2d).all():
+            bad = np.argwhere(~np.isfinite(x2d))
+            sample, feature = bad[0]
+            raise ValueError(
+                f"x has {len(bad)} non-finite value(s) (nan or inf), first at sample "
+                f"{sample}, feature {feature}: {x2d[sample, feature]}"
+            )
+        return x2d, single
+
+    def _prepare_t(self, t: np.ndarray, single: bool) -> np.ndarray:
+        """Integer labels, shape (batch,), from labels or one-hot rows."""
+        t = np.asarray(t)
+        n_classes = self.W.shape[1]
+        if t.ndim > 2:
+            raise ValueError(
+                f"t must be labels (1-D) or one-hot rows (2-D), got {t.ndim}-D with shape {t.shape}"
+            )
+        # For one sample, a 1-D t is a one-hot row unless it is a single label.
+        if single and t.ndim == 1 and t.size != 1:
+            t = t.reshape(1, -1)
+        elif single and n_classes == 1 and t.shape == (1,):
+            t = t.reshape(1, 1)  # one class: [1] is its one-hot row (and [0] is rejected)
+        if t.ndim == 2:
+            return self._labels_from_one_hot(t)
+        return self._check_labels(t.reshape(-1))
+
+    def _labels_from_one_hot(self, t: np.ndarray) -> np.ndarray:
+        n_classes = self.W.shape[1]
+        if t.shape[1] != n_classes:
+            raise ValueError(
+                f"t has {t.shape[1]} classes (columns of one-hot rows) but W has "
+                f"{n_classes} columns (classes)"
+            )
+        if t.dtype.kind not in "biuf":
+            raise ValueError(f"one-hot t must hold numbers, got dtype {t.dtype}")
+        # A one-hot row has a single 1 and zeros elsewhere (nan fails both tests).
+        is_one_hot = ((t == 0) | (t == 1)).all(axis=1) & ((t == 1).sum(axis=1) == 1)
+        if not is_one_hot.all():
+            row = int(np.flatnonzero(~is_one_hot)[0])
+            raise ValueError(
+                f"t row {row} is not one-hot (exactly one 1, zeros elsewhere): {t[row]}"
+            )
+        return np.argmax(t, axis=1).astype(np.int64)
+
+    def _check_labels(self, labels: np.ndarray) -> np.ndarray:
+        n_classes = self.W.shape[1]
+        if labels.dtype.kind == "f":
+            integral = np.isfinite(labels) & (labels == np.round(labels))
+            if not integral.all():
+                index = int(np.flatnonzero(~integral)[0])
+                raise ValueError(
+                    f"labels must be integers, but t[{index}] = {labels[index]} is not"
+                )
+        elif labels.dtype.kind not in "iu":
+            raise ValueError(f"labels must be integers (or one-hot rows), got dtype {labels.dtype}")
+        out_of_range = (labels < 0) | (labels >= n_classes)
+        if out_of_range.any():
+            index = int(np.flatnonzero(out_of_range)[0])
+            raise ValueError(
+                f"label {labels[index]:g} at t[{index}] is out of range: W has {n_classes} "
+                f"classes, so labels must be in 0..{n_classes - 1}"
+            )
+        return labels.astype(np.int64)

@@ -1,0 +1,406 @@
+"""Tests of numgrad.gradient: the book's example, engine agreement, numerics, contracts.
+
+References: the book's printed numbers, the seed's loop (``loop_gradient``), the
+closed form, and an independent extended-precision (``np.longdouble``) central
+difference for accuracy at small ``h``.
+"""
+
+import doctest
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import numgrad.gradient
+from numgrad.gradient import (
+    ENGINES,
+    analytic_gradient,
+    loop_gradient,
+    loss_from_labels,
+    numerical_gradient,
+    relative_error,
+    vectorized_gradient,
+)
+from numgrad.net import SimpleNet
+
+# gradient_simplenet.py, with W as the book prints it (rounded to 8 digits, which is
+# why 1e-6 is as close as the printed numbers can be reproduced).
+BOOK_W = np.array([[0.47355232, 0.9977393, 0.84668094], [0.85557411, 0.03563661, 0.69422093]])
+BOOK_X = np.array([[0.6, 0.9]])
+BOOK_LABELS = np.array([2])
+BOOK_LOSS = 0.92806853663411326
+BOOK_DW = np.array([[0.21924763, 0.14356247, -0.36281009], [0.32887144, 0.2153437, -0.54421514]])
+
+ENGINE_NAMES = sorted(ENGINES)
+EXTENDED = np.finfo(np.longdouble).eps < 1e-18  # 80-bit x87 or better
+
+
+def random_case(seed, n_inputs, n_classes, batch, logit_scale=1.0):
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((n_inputs, n_classes)) * logit_scale
+    x = rng.standard_normal((batch, n_inputs))
+    labels = rng.integers(0, n_classes, batch)
+    return W, x, labels
+
+
+def extended_central_difference(W, x, labels, h):
+    """Exact-step central differences of the book's loss, in np.longdouble.
+
+    Deliberately the plain loop (no shared code with the engines), in ~19 digits,
+    so that it resolves the float64 engines' rounding noise of order 1e-16 / h.
+    """
+    W, x, h = W.astype(np.longdouble), x.astype(np.longdouble), np.longdouble(h)
+    rows = np.arange(len(labels))
+
+    def loss(w):
+        z = x @ w
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        y_t = e[rows, labels] / e.sum(axis=1)
+        return -np.sum(np.log(y_t + np.longdouble(1e-7))) / len(labels)
+
+    grad = np.zeros(W.shape, dtype=np.longdouble)
+    for idx in np.ndindex(W.shape):
+        plus, minus = W.copy(), W.copy()
+        plus[idx] += h
+        minus[idx] -= h
+        grad[idx] = (loss(plus) - loss(minus)) / (2 * h)
+    return grad
+
+
+def max_abs_diff(a, b):
+    return float(np.max(np.abs(np.asarray(a, dtype=np.longdouble) - b)))
+
+
+def test_docstring_examples():
+    result = doctest.testmod(numgrad.gradient, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+# -- the book's worked example ----------------------------------------------------------
+
+
+def test_book_loss():
+    assert loss_from_labels(BOOK_W, BOOK_X, BOOK_LABELS) == pytest.approx(BOOK_LOSS, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+def test_book_gradient_every_engine(name):
+    grad = ENGINES[name](BOOK_W, BOOK_X, BOOK_LABELS, 1e-4)
+    np.testing.assert_allclose(grad, BOOK_DW, rtol=0, atol=1e-6)
+
+
+def test_engines_table():
+    assert set(ENGINES) == {"vectorized", "loop", "analytic"}
+    # One uniform positional signature (W, x, labels, h); analytic ignores h.
+    grads = [ENGINES[name](BOOK_W, BOOK_X, BOOK_LABELS, 1e-3) for name in ENGINE_NAMES]
+    for grad in grads:
+        assert grad.shape == BOOK_W.shape and grad.dtype == np.float64
+    np.testing.assert_array_equal(
+        ENGINES["analytic"](BOOK_W, BOOK_X, BOOK_LABELS, 0.5),
+        analytic_gradient(BOOK_W, BOOK_X, BOOK_LABELS),
+    )
+
+
+# -- the engines agree --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("target", ["labels", "one-hot"])
+@pytest.mark.parametrize("batch", [1, 32])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (50, 10)])
+def test_engines_agree_on_random_cases(shape, batch, target, order):
+    seed = 1000 * shape[0] + 10 * shape[1] + batch
+    W, x, labels = random_case(seed, *shape, batch)
+    t = labels if target == "labels" else np.eye(shape[1])[labels]
+    x2d, labels2 = SimpleNet(W).prepare(x, t)
+    np.testing.assert_array_equal(labels2, labels)
+    W = np.asarray(W, order=order)
+    W_before = W.copy(order="K")
+    loop = loop_gradient(W, x2d, labels2)
+    vec = vectorized_gradient(W, x2d, labels2)
+    ana = analytic_gradient(W, x2d, labels2)
+    np.testing.assert_array_equal(W, W_before)  # no engine touches the caller's W
+    np.testing.assert_allclose(vec, loop, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ana, loop, rtol=0, atol=1e-6)
+    for grad in (loop, vec, ana):
+        assert grad.flags.c_contiguous and grad.dtype == np.float64
+
+
+@pytest.mark.parametrize("h", [1e-1, 1e-2, 1e-3, 1e-4, 1e-5])
+def test_vectorized_matches_loop_across_step_sizes(h):
+    W, x, labels = random_case(7, 20, 6, 16)
+    np.testing.assert_allclose(
+        vectorized_gradient(W, x, labels, h), loop_gradient(W, x, labels, h), rtol=0, atol=1e-9
+    )
+
+
+@pytest.mark.skipif(not EXTENDED, reason="np.longdouble is not extended precision here")
+@pytest.mark.parametrize("h", [1e-2, 1e-4, 1e-7])
+@pytest.mark.parametrize("case", [(2, 3, 1), (2, 3, 32), (20, 10, 16)])
+def test_vectorized_against_extended_precision(case, h):
+    # At h = 1e-7 the loop itself carries rounding noise of ~1e-16 * loss / h
+    # (measured up to 2e-8 on 50x10), so the exact central difference is the
+    # reference there; the vectorized engine is within its own floor of ~1e-9.
+    W, x, labels = random_case(sum(case), *case)
+    reference = extended_central_difference(W, x, labels, h)
+    assert max_abs_diff(vectorized_gradient(W, x, labels, h), reference) < 1e-9
+    assert max_abs_diff(loop_gradient(W, x, labels, h), reference) < 1e-7
+
+
+def test_vectorized_chunking_does_not_change_the_result(monkeypatch):
+    W, x, labels = random_case(3, 7, 4, 11)
+    whole = vectorized_gradient(W, x, labels)
+    # Tiny blocks: several input chunks, row chunks and product groups per call.
+    monkeypatch.setattr(numgrad.gradient, "_CHUNK_ELEMENTS", 9)
+    monkeypatch.setattr(numgrad.gradient, "_MAX_PRODUCT_ROWS", 3)
+    chunked = vectorized_gradient(W, x, labels)
+    # The same ratios multiplied in another order: equal up to rounding (~1e-16 / h).
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(chunked, loop_gradient(W, x, labels), rtol=0, atol=1e-9)
+
+
+def test_vectorized_large_batch_spans_product_groups():
+    W, x, labels = random_case(4, 6, 5, 600)  # > 256 samples: more than one product
+    np.testing.assert_allclose(
+        vectorized_gradient(W, x, labels), loop_gradient(W, x, labels), rtol=0, atol=1e-9
+    )
+
+
+def test_vectorized_product_groups_avoid_underflow():
+    # h * |x| = 1 (the kernel's limit) and a rare true class: every sample's ratio
+    # for W[0, true] is ~e^-2, so one product over 600 samples would underflow to 0
+    # (log -> -inf); products over groups of at most 256 samples stay near e^-512.
+    W = np.array([[0.0, 0.0, -5.0]])
+    x = np.ones((600, 1))
+    labels = np.full(600, 2)
+    with np.errstate(all="raise"):
+        vec = vectorized_gradient(W, x, labels, h=1.0)
+    np.testing.assert_allclose(vec, loop_gradient(W, x, labels, h=1.0), rtol=0, atol=1e-9)
+
+
+def test_sum_of_others_does_not_cancel():
+    # S - e_j would give exactly 0 for j = 0 here (1 + 1e-20 == 1 in float64).
+    e = np.array([[1.0, 1e-20, 3e-30], [0.5, 0.25, 0.25]])
+    expected = [[1e-20 + 3e-30, 1.0 + 3e-30, 1.0 + 1e-20], [0.5, 0.75, 0.75]]
+    np.testing.assert_allclose(numgrad.gradient._sum_of_others(e), expected, rtol=1e-15)
+
+
+def test_vectorized_near_its_step_limit_and_fallback_beyond():
+    W, x, labels = random_case(5, 3, 4, 5)
+    x = x * 10
+    h_limit = 1.0 / np.abs(x).max()  # h * max|x| = 1: the product kernel's limit
+    np.testing.assert_allclose(
+        vectorized_gradient(W, x, labels, 0.999 * h_limit),
+        loop_gradient(W, x, labels, 0.999 * h_limit),
+        rtol=0,
+        atol=1e-9,
+    )
+    # Beyond it the vectorized engine *is* the loop.
+    np.testing.assert_array_equal(
+        vectorized_gradient(W, x, labels, 2 * h_limit), loop_gradient(W, x, labels, 2 * h_limit)
+    )
+
+
+def test_vectorized_peak_memory_784x10_batch_1000():
+    W, x, labels = random_case(6, 784, 10, 1000)
+    tracemalloc.start()
+    try:
+        vectorized_gradient(W, x, labels)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 200e6
+    assert peak < 20e6  # measured ~4 MB: chunking, not luck, keeps it small
+
+
+# -- hard numerics ------------------------------------------------------------------------
+
+# Logits of +-1e3: true classes with probability exactly 0 (samples 0 and 2), a
+# saturated correct one (sample 4) and two near-ties that carry the gradient.
+EXTREME_W = np.array([[1000.0, -1000.0, 999.5], [0.0, 1000.0, 0.0]])
+EXTREME_X = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.5], [0.3, 0.7]])
+EXTREME_LABELS = np.array([1, 0, 2, 2, 1])
+
+
+def test_extreme_logits_setup():
+    with np.errstate(all="raise"):
+        y = numgrad.gradient.softmax(EXTREME_X @ EXTREME_W)
+    assert y[0, 1] == 0.0 and y[2, 2] == 0.0  # true-class probability 0
+
+
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+def test_extreme_logits_every_engine_under_raise(name):
+    with np.errstate(all="raise"):
+        loss = loss_from_labels(EXTREME_W, EXTREME_X, EXTREME_LABELS)
+        grad = ENGINES[name](EXTREME_W, EXTREME_X, EXTREME_LABELS, 1e-4)
+        loop = loop_gradient(EXTREME_W, EXTREME_X, EXTREME_LABELS, 1e-4)
+        closed_form = analytic_gradient(EXTREME_W, EXTREME_X, EXTREME_LABELS)
+    # Two samples contribute -log(1e-7) each, the others next to nothing or log 2-ish.
+    assert np.isfinite(loss) and loss > 2 * 16.1 / 5
+    assert np.isfinite(grad).all() and np.abs(grad).max() > 0.01
+    np.testing.assert_allclose(grad, closed_form, rtol=0, atol=1e-6)
+    tolerance = 1e-9 if name == "vectorized" else 1e-6
+    np.testing.assert_allclose(grad, loop, rtol=0, atol=tolerance)
+
+
+@pytest.mark.skipif(not EXTENDED, reason="np.longdouble is not extended precision here")
+def test_extreme_logits_vectorized_against_extended_precision():
+    reference = extended_central_difference(EXTREME_W, EXTREME_X, EXTREME_LABELS, 1e-4)
+    grad = vectorized_gradient(EXTREME_W, EXTREME_X, EXTREME_LABELS, 1e-4)
+    assert max_abs_diff(grad, reference) < 1e-11  # measured ~2e-13; the loop ~2e-11
+
+
+@pytest.mark.parametrize("true_logit", [-16.0, -17.0, -18.0])
+def test_true_class_probability_near_the_1e7_offset(true_logit):
+    # y_t ~ 1e-7: the +1e-7 in the log halves the gradient, in both the j == t
+    # and j != t columns; the engines must model it, not drop it.
+    W = np.array([[0.0, true_logit, 0.5]])
+    x = np.array([[1.0], [0.5]])
+    labels = np.array([1, 1])
+    loop = loop_gradient(W, x, labels)
+    np.testing.assert_allclose(vectorized_gradient(W, x, labels), loop, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(analytic_gradient(W, x, labels), loop, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+def test_integer_weights_give_a_float64_nonzero_gradient(name):
+    W = np.array([[1, 2, 3], [4, 5, 6]])
+    x = np.array([[0.5, -0.2], [0.1, 0.3]])
+    labels = np.array([0, 2])
+    with np.errstate(all="raise"):
+        grad = ENGINES[name](W, x, labels, 1e-4)
+    assert grad.dtype == np.float64 and np.abs(grad).min() > 0
+    np.testing.assert_allclose(grad, analytic_gradient(W.astype(float), x, labels), atol=1e-6)
+
+
+def test_single_class_gradient_is_zero():
+    W, x, labels = random_case(8, 3, 1, 4)
+    for name in ENGINE_NAMES:
+        np.testing.assert_array_equal(ENGINES[name](W, x, labels, 1e-4), np.zeros((3, 1)))
+
+
+# -- numerical_gradient ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (4,), (2, 3), (2, 3, 4)])
+def test_numerical_gradient_of_sum_of_squares_is_2x(shape):
+    x = np.random.default_rng(9).standard_normal(shape)
+    grad = numerical_gradient(lambda v: np.sum(v**2), x)
+    assert grad.shape == x.shape
+    np.testing.assert_allclose(grad, 2 * x, rtol=0, atol=1e-8)
+
+
+def test_numerical_gradient_of_a_quadratic_form_on_a_3d_array():
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 3, 2))
+    A = rng.standard_normal((x.size, x.size))
+    grad = numerical_gradient(lambda v: v.ravel() @ A @ v.ravel(), x)
+    np.testing.assert_allclose(grad, ((A + A.T) @ x.ravel()).reshape(x.shape), atol=1e-7)
+
+
+def test_numerical_gradient_of_a_fortran_ordered_array():
+    x = np.asfortranarray(np.arange(6.0).reshape(2, 3))
+    weights = np.array([[1.0, -2.0, 3.0], [0.5, 0.0, 7.0]])
+    grad = numerical_gradient(lambda v: np.sum(weights * v), x)
+    np.testing.assert_allclose(grad, weights, atol=1e-9)
+
+
+def test_numerical_gradient_restores_x_bitwise():
+    h = 1e-4
+    # Just below a power of two, v + h rounds to the coarser grid above it, so
+    # (v + h) - h != v (and for -0.99995, (v - h) + h != v): restoring by undoing
+    # the step would corrupt x; the stored original must be written back.
+    x = np.array([[0.1, 0.99995, 3.3], [0.49999, -0.99995, 123.456]])
+    before = x.copy()
+    assert ((x + h) - h != x).any()
+    assert ((x - h) + h != x).any()
+    numerical_gradient(lambda v: float(np.sum(np.sin(v))), x, h)
+    np.testing.assert_array_equal(x, before)
+
+
+def test_numerical_gradient_restores_x_when_f_raises():
+    x = np.array([0.1, 0.7, 3.3])
+    before = x.copy()
+    calls = []
+
+    def f(v):
+        calls.append(v.copy())
+        if len(calls) == 4:  # the minus step of the second element
+            raise RuntimeError("boom")
+        return float(v.sum())
+
+    with pytest.raises(RuntimeError, match="boom"):
+        numerical_gradient(f, x)
+    np.testing.assert_array_equal(x, before)
+    assert calls[3][1] == np.float64(0.7) - 1e-4  # it did fail mid-perturbation
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.bool_])
+def test_numerical_gradient_refuses_non_float_x(dtype):
+    x = np.array([1, 2, 3], dtype=dtype)
+    with pytest.raises(TypeError, match=r"real floating dtype.*truncated"):
+        numerical_gradient(lambda v: float(np.sum(v)), x)
+
+
+def test_numerical_gradient_refuses_non_arrays():
+    with pytest.raises(TypeError, match=r"numpy array.*perturbed in place.*list"):
+        numerical_gradient(lambda v: float(np.sum(v)), [1.0, 2.0])
+
+
+def test_numerical_gradient_keeps_float32():
+    x = np.array([1.0, -2.0], dtype=np.float32)
+    grad = numerical_gradient(lambda v: float(np.sum(v.astype(np.float64) ** 2)), x, h=1e-2)
+    assert grad.dtype == np.float32
+    np.testing.assert_allclose(grad, [2.0, -4.0], rtol=1e-4)
+
+
+def test_numerical_gradient_calls_f_with_x_itself():
+    # The contract: f must compute from the array it is given. That array is x
+    # itself, perturbed in place (so the book's closure over net.W happens to work).
+    x = np.array([1.0, 2.0])
+    seen = []
+    numerical_gradient(lambda v: seen.append(v is x) or 0.0, x)
+    assert seen == [True] * 4
+
+
+def test_numerical_gradient_f_that_ignores_its_argument_gets_zero():
+    # The book's pattern `lambda w: net.loss(x, t)` ignores w. Aimed at a copy of W
+    # (as loop_gradient does, to leave the caller's W alone) it silently yields 0;
+    # reading the argument gives the true gradient.
+    W, x, labels = BOOK_W, BOOK_X, BOOK_LABELS
+    ignores_argument = numerical_gradient(lambda w: loss_from_labels(W, x, labels), W.copy())
+    reads_argument = numerical_gradient(lambda w: loss_from_labels(w, x, labels), W.copy())
+    np.testing.assert_array_equal(ignores_argument, np.zeros_like(W))
+    np.testing.assert_allclose(reads_argument, BOOK_DW, atol=1e-6)
+
+
+def test_loop_gradient_does_not_modify_w_even_if_loss_fails():
+    W = np.asfortranarray(BOOK_W)
+    before = W.copy()
+    with pytest.raises(IndexError):
+        loop_gradient(W, BOOK_X, np.array([7]))  # label out of range (no validation)
+    np.testing.assert_array_equal(W, before)
+
+
+# -- relative_error -----------------------------------------------------------------------
+
+
+def test_relative_error_properties():
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    assert relative_error(a, a) == 0.0
+    assert relative_error(np.zeros(5), np.zeros(5)) == 0.0
+    assert relative_error(a, b) == relative_error(b, a)
+    assert relative_error(a, -a) == 1.0
+    assert 0.0 < relative_error(a, b) <= 1.0
+    assert relative_error(1e-20 * a, 1e-20 * b) == pytest.approx(relative_error(a, b))
+    assert relative_error(np.array([3.0, 4.0]), np.zeros(2)) == 1.0
+    assert isinstance(relative_error(a, b), float)
+
+
+def test_relative_error_of_the_engines_is_small():
+    W, x, labels = random_case(12, 50, 10, 32)
+    grad = analytic_gradient(W, x, labels)
+    assert relative_error(vectorized_gradient(W, x, labels), grad) < 1e-7
+    assert relative_error(vectorized_gradient(W, x, labels), loop_gradient(W, x, labels)) < 1e-10
