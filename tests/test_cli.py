@@ -150,9 +150,18 @@ def test_csv_file_runs(workdir):
 
 
 @pytest.mark.parametrize(
-    "override", ["optimizer.lr=abc", "optimizer.momentum=0.9", "net.shape=[2,", "gradient.h=1e-3,1e-4"]
+    ("override", "field"),
+    [
+        ("optimizer.lr=abc", "optimizer.lr"),
+        ("optimizer.momentum=0.9", "optimizer.momentum"),
+        ("net.shape=[2,", "net.shape"),
+        ("gradient.h=1e-3,1e-4", "gradient.h"),  # a sweep list without -m
+        ("data=nope", "data/nope"),
+        ("net.init=uniform", "net.init"),
+    ],
 )
-def test_composition_errors_exit_nonzero_without_run(workdir, override):
+def test_composition_errors_are_one_line_naming_the_field(workdir, override, field):
     code, err = bad(workdir, override)
-    assert code != 0 and err
-    assert not workdir.store.exists()
+    assert code == 2
+    assert err.startswith("numgrad: error: ") and field in err and len(err.splitlines()) == 1
+    assert not workdir.store.exists() and not (workdir.path / "run").exists()

@@ -165,9 +165,10 @@ def _hydra_entry(cfg: DictConfig) -> float:
         # One bad cell must not stop the sweep: record it, tell the user, and give
         # sweepers the worst value (never NaN, which they cannot rank).
         print(f"numgrad: job {hc.job.num} ({' '.join(overrides)}) failed: {exc}", file=sys.stderr)
-        write_job_status(output_dir, overrides, "FAILED", error=f"{type(exc).__name__}: {exc}")
+        write_job_status(output_dir, overrides, "FAILED", error=f"{type(exc).__name__}: {exc}",
+                         job=hc.job.num, pid=os.getpid())  # fmt: skip
         return float("inf")
-    write_job_status(output_dir, overrides, "FINISHED", final_loss=loss)
+    write_job_status(output_dir, overrides, "FINISHED", final_loss=loss, job=hc.job.num, pid=os.getpid())
     return loss
 
 
@@ -202,8 +203,19 @@ def main() -> None:
     # raise instead lets us print one line. A user who set the variable gets Hydra's.
     own_errors = "HYDRA_FULL_ERROR" not in os.environ
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    from numgrad import callbacks
+
     try:
-        _hydra_entry()
+        try:
+            _hydra_entry()
+        except BaseException as exc:
+            # Hydra calls no on_multirun_end when the sweeper raises (a job's unexpected
+            # error, Ctrl-C, SIGTERM): end the sweep's parent run here, KILLED or FAILED.
+            callbacks.end_sweep(exc)
+            raise
+        outcome = callbacks.end_sweep()  # a no-op after on_multirun_end; None for one run
+        if outcome is not None and outcome.failed:
+            sys.exit(1)  # the sweep's end printed every failed job, not only the first
     except KeyboardInterrupt:
         print("numgrad: interrupted", file=sys.stderr)
         sys.exit(130)
@@ -238,4 +250,9 @@ def one_line(exc: BaseException) -> str:
     text = re.sub(r"\n\s*(full_key|object_type|reference_type)=?:?.*", "", text)
     text = re.sub(r":\s*\n\s*\t", ": ", text)
     text = re.sub(r"\n\s*\t", ", ", text)
-    return re.sub(r"\s*\n+\s*", "; ", text).strip("; ")
+    text = re.sub(r"\s*\n+\s*", "; ", text).strip("; ")
+    text = re.sub(r"; (Config search path|See https://hydra\.cc).*", "", text)
+    override = getattr(exc, "override", None)  # Hydra's OverrideParseException
+    if override is not None and str(override) not in text:
+        text = f"cannot parse override {str(override)!r}: {text}"
+    return text
