@@ -5,7 +5,6 @@ closed form, and an independent extended-precision (``np.longdouble``) central
 difference for accuracy at small ``h``.
 """
 
-import doctest
 import tracemalloc
 
 import numpy as np
@@ -70,11 +69,6 @@ def extended_central_difference(W, x, labels, h):
 def max_abs_diff(a, b):
     return float(np.max(np.abs(np.asarray(a, dtype=np.longdouble) - b)))
 
-
-def test_docstring_examples():
-    result = doctest.testmod(numgrad.gradient, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0
-    assert result.failed == 0
 
 
 # -- the book's worked example ----------------------------------------------------------

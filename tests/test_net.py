@@ -1,6 +1,5 @@
 """Tests of numgrad.net.SimpleNet: the book's example, construction, validation."""
 
-import doctest
 import re
 
 import numpy as np
@@ -26,11 +25,6 @@ METHODS = sorted(ENGINES)
 def net():
     return SimpleNet(BOOK_W)
 
-
-def test_docstring_examples():
-    result = doctest.testmod(numgrad.net, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0
-    assert result.failed == 0
 
 
 # -- the book's worked example ----------------------------------------------------------
