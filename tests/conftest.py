@@ -117,11 +117,11 @@ class MlflowServer:
             "--artifacts-destination", str(self.root / "artifacts"),
             "--workers", "1",
         ]  # fmt: skip
-        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
-        self.proc = subprocess.Popen(
-            cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
-            env=numgrad_env(), start_new_session=True,
-        )  # fmt: skip
+        with open(self.root / "server.log", "ab") as log:  # the server keeps its own copy
+            self.proc = subprocess.Popen(
+                cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
+                env=numgrad_env(), start_new_session=True,
+            )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

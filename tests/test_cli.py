@@ -82,7 +82,7 @@ def test_same_seed_is_bit_identical_and_seed_changes_w0(workdir):
     )
     assert [r.info.run_name for r in runs] == ["s3", "s3", "s4"]
     first, second, other = (load_weights(client, r, "W_final") for r in runs)
-    assert first.tobytes() == second.tobytes()
+    assert first.tobytes() == second.tobytes() and not np.array_equal(first, other)
     w0 = [load_weights(client, r, "W_init") for r in runs]
     assert w0[0].tobytes() == w0[1].tobytes() and not np.array_equal(w0[0], w0[2])
 
@@ -106,25 +106,27 @@ def bad(workdir, *overrides):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["optimizer.lr=-1"], "numgrad: error: invalid optimizer.lr=-1.0: must be > 0"),
-        (["optimizer.lr=nan"], "numgrad: error: invalid optimizer.lr=nan: must be a finite number"),
-        (["gradient.h=0"], "numgrad: error: invalid gradient.h=0.0: must be > 0"),
-        (["gradient.h=inf"], "numgrad: error: invalid gradient.h=inf: must be a finite number"),
-        (["optimizer.steps=-5"], "numgrad: error: invalid optimizer.steps=-5: must be >= 0"),
-        (["optimizer.tol=-1"], "numgrad: error: invalid optimizer.tol=-1.0: must be >= 0"),
-        (["net.shape=[3,3]"], "numgrad: error: invalid net.shape=[3, 3]: does not fit data=article"),
+        (["optimizer.lr=-1"], "invalid optimizer.lr=-1.0: must be > 0"),
+        (["optimizer.lr=nan"], "invalid optimizer.lr=nan: must be a finite number"),
+        (["optimizer.lr=1e400"], "invalid optimizer.lr=inf: must be a finite number"),
+        (["gradient.h=0"], "invalid gradient.h=0.0: must be > 0"),
+        (["gradient.h=inf"], "invalid gradient.h=inf: must be a finite number"),
+        (["optimizer.steps=-5"], "invalid optimizer.steps=-5: must be >= 0"),
+        (["optimizer.tol=-1"], "invalid optimizer.tol=-1.0: must be >= 0"),
+        (["net.shape=[3,3]"],
+         "invalid net.shape=[3, 3]: does not fit data=article: x has 2 features (columns) but W has 3 rows"),
         (["net.init=given", "net.W=[[1,2],[3,4]]"],
-         "numgrad: error: invalid net.W=[[1.0, 2.0], [3.0, 4.0]]: has shape [2, 2], net.shape is [2, 3]"),
-        (["data=file", "data.path=missing.npz"],
-         "numgrad: error: invalid data.path='missing.npz': no such file"),
-        (["data.t=[0,0,7]"], "numgrad: error: invalid net.shape=[2, 3]: does not fit data=article"),
-        (["data.x=[0.6,nan]"], "numgrad: error: invalid net.shape=[2, 3]: does not fit data=article"),
+         "invalid net.W=[[1.0, 2.0], [3.0, 4.0]]: has shape [2, 2], net.shape is [2, 3]"),
+        (["data=file", "data.path=missing.npz"], "invalid data.path='missing.npz': no such file"),
+        (["data.t=[0,0,7]"], "invalid data.t=[0, 0, 7]: t row 0 is not one-hot"),
+        (["data.x=[[0.6,0.9]]", "data.t=[3]"], "invalid data.t=[3]: label 3 at t[0] is out of range"),
+        (["data.x=[0.6,nan]"], "invalid data.x=[0.6, nan]: x has 1 non-finite value(s)"),
     ],
 )  # fmt: skip
 def test_bad_input_one_line_no_run(workdir, overrides, message):
     code, err = bad(workdir, *overrides)
     assert code == 2
-    assert err.startswith(message), err
+    assert err.startswith("numgrad: error: " + message), err
     assert len(err.splitlines()) == 1
     assert not workdir.store.exists()  # nothing was created
     assert not (workdir.path / "run").exists()  # not even Hydra's run dir

@@ -49,9 +49,7 @@ def test_every_option_of_every_group_is_listed_here():
     assert on_disk == {g: sorted(opts) for g, opts in GROUPS.items()}
 
 
-@pytest.mark.parametrize(
-    ("group", "option"), [(g, o) for g, opts in GROUPS.items() for o in opts]
-)
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_every_option_composes(group, option):
     cfg = compose_cfg(f"{group}={option}")
     assert OmegaConf.is_config(cfg[group])

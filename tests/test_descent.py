@@ -21,7 +21,9 @@ def test_steps_zero_evaluates_w0_only():
     assert d.steps_taken == 0 and d.stop_reason == STOP_STEPS
     assert np.array_equal(W, BOOK_W)  # no update
     assert records[0].loss == pytest.approx(0.92806853663411326, abs=1e-6)
-    np.testing.assert_allclose(d.last_gradient, ENGINES["loop"](BOOK_W, X, LABELS, 1e-4), atol=1e-12)
+    np.testing.assert_allclose(
+        d.last_gradient, ENGINES["loop"](BOOK_W, X, LABELS, 1e-4), atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("method", sorted(ENGINES))
@@ -81,7 +83,9 @@ def test_divergence_names_the_step_and_keeps_earlier_records():
     (x, t), W = blobs()
     d = Descent(W, x, t, vectorized_gradient, h=1e-4, lr=1e308, steps=50)
     seen = []
-    with pytest.raises(Diverged, match=r"diverged at step (\d+): (loss|gradient|weight norm) is") as info:
+    with pytest.raises(
+        Diverged, match=r"diverged at step (\d+): (loss|gradient|weight norm) is"
+    ) as info:
         for record in d:
             seen.append(record)
     assert info.value.step == len(seen) >= 1

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 
-import numgrad.functions
 from numgrad.functions import CEE_DELTA, cross_entropy_error, softmax
 
 # The book's ch04 example of cross_entropy_error (10 classes, true class 2).
@@ -16,7 +15,6 @@ def one_hot(label, n_classes=10):
     t = np.zeros(n_classes)
     t[label] = 1
     return t
-
 
 
 def test_softmax_1d_matches_formula():

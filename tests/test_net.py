@@ -5,7 +5,6 @@ import re
 import numpy as np
 import pytest
 
-import numgrad.net
 from numgrad.gradient import ENGINES, analytic_gradient
 from numgrad.net import SimpleNet
 
@@ -24,7 +23,6 @@ METHODS = sorted(ENGINES)
 @pytest.fixture
 def net():
     return SimpleNet(BOOK_W)
-
 
 
 # -- the book's worked example ----------------------------------------------------------

@@ -17,7 +17,9 @@ import numpy as np
 from numgrad.config import ConfigError, DataSource, Scaling
 
 
-def load_data(data_cfg: Any, shape: list[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def load_data(
+    data_cfg: Any, shape: list[int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(x, t)`` for ``data_cfg``; ``shape`` is ``net.shape`` (blobs follow it).
 
     ``t`` is returned as given (one-hot rows or integer labels); the net checks it
@@ -86,7 +88,7 @@ def scale_features(x: np.ndarray, scaling: Scaling) -> np.ndarray:
 
 
 def _inline(value: Any, field: str) -> np.ndarray:
-    from omegaconf import OmegaConf  # noqa: PLC0415 - only inline data comes as a ListConfig
+    from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
     try:
@@ -108,7 +110,9 @@ def _read_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 missing = [k for k in ("x", "t") if k not in archive.files]
                 if missing:
                     found = ", ".join(archive.files) or "none"
-                    raise ConfigError("data.path", str(path), f"needs arrays x and t (found: {found})")
+                    raise ConfigError(
+                        "data.path", str(path), f"needs arrays x and t (found: {found})"
+                    )
                 return archive["x"], archive["t"]
         except (OSError, ValueError) as exc:
             if isinstance(exc, ConfigError):
