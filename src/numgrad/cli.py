@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from numgrad import tracking
-from numgrad.config import ConfigError, Init, register_configs, validate
+from numgrad.config import ConfigError, DataSource, Init, register_configs, validate
 from numgrad.data import load_data
 from numgrad.descent import Descent, Diverged, StepRecord
 from numgrad.gradient import ENGINES
@@ -55,7 +55,7 @@ def run(
     try:
         x2d, labels = net.prepare(x, t)
     except ValueError as exc:
-        raise ConfigError("net.shape", shape, f"does not fit data={cfg.data.name.name}: {exc}")
+        raise _data_error(cfg.data, shape, str(exc)) from None
     descent = Descent(
         net.W, x2d, labels, ENGINES[cfg.gradient.method.value],
         h=cfg.gradient.h, lr=cfg.optimizer.lr, steps=cfg.optimizer.steps,
@@ -80,6 +80,19 @@ def run(
     return descent.last_record.loss
 
 
+def _data_error(data_cfg: Any, shape: list[int], problem: str) -> ConfigError:
+    """Name the field to fix: the shape when the sizes disagree, else where the data came from."""
+    source = data_cfg.name.name
+    if re.match(r"(x has \d+ features|t has \d+ classes)", problem):
+        return ConfigError("net.shape", shape, f"does not fit data={source}: {problem}")
+    if data_cfg.name == DataSource.file:
+        return ConfigError("data.path", data_cfg.path, problem)
+    if data_cfg.name == DataSource.article:
+        field = "data.x" if problem.startswith("x ") else "data.t"
+        return ConfigError(field, OmegaConf.to_container(data_cfg[field[5:]]), problem)
+    return ConfigError("data", source, problem)
+
+
 def _initial_weights(net_cfg: Any, shape: list[int], rng: np.random.Generator) -> np.ndarray:
     if net_cfg.init == Init.given:
         try:
@@ -87,7 +100,9 @@ def _initial_weights(net_cfg: Any, shape: list[int], rng: np.random.Generator) -
         except (TypeError, ValueError) as exc:
             raise ConfigError("net.W", net_cfg.W, f"not a numeric matrix ({exc})") from None
         if W.shape != tuple(shape):
-            raise ConfigError("net.W", W.tolist(), f"has shape {list(W.shape)}, net.shape is {shape}")
+            raise ConfigError(
+                "net.W", W.tolist(), f"has shape {list(W.shape)}, net.shape is {shape}"
+            )
         if not np.isfinite(W).all():
             raise ConfigError("net.W", W.tolist(), "must be finite")
         return W
@@ -99,10 +114,15 @@ def _initial_weights(net_cfg: Any, shape: list[int], rng: np.random.Generator) -
 def _print_summary(descent: Descent, net: SimpleNet, sink: Any) -> None:
     last = descent.last_record
     print(
-        f"numgrad: finished after {descent.steps_taken} steps (stop reason: {descent.stop_reason}); "
+        f"numgrad: finished after {descent.steps_taken} steps "
+        f"(stop reason: {descent.stop_reason}); "
         f"final loss {last.loss:.10g}, accuracy {last.accuracy:.4f}, "
         f"grad norm {last.grad_norm:.3g}"
-        + (f", grad rel. error {last.grad_rel_error:.3g}" if last.grad_rel_error is not None else "")
+        + (
+            f", grad rel. error {last.grad_rel_error:.3g}"
+            if last.grad_rel_error is not None
+            else ""
+        )
     )
     if net.W.size <= SHOW_W_MAX:
         print("W_final =\n" + np.array2string(net.W, precision=8, max_line_width=100))
@@ -168,7 +188,8 @@ def _hydra_entry(cfg: DictConfig) -> float:
         write_job_status(output_dir, overrides, "FAILED", error=f"{type(exc).__name__}: {exc}",
                          job=hc.job.num, pid=os.getpid())  # fmt: skip
         return float("inf")
-    write_job_status(output_dir, overrides, "FINISHED", final_loss=loss, job=hc.job.num, pid=os.getpid())
+    job = {"job": hc.job.num, "pid": os.getpid()} if _in_multirun() else {}
+    write_job_status(output_dir, overrides, "FINISHED", final_loss=loss, **job)
     return loss
 
 
@@ -239,8 +260,9 @@ def one_line(exc: BaseException) -> str:
 
     Examples
     --------
-    >>> one_line(ValueError("Could not find 'data/x'" + chr(10) + "Options:" + chr(10) + chr(9) + "a"))
-    "Could not find 'data/x'; Options: a"
+    >>> nl, tab = chr(10), chr(9)
+    >>> one_line(ValueError(f"Could not find 'data/x'{nl}Options:{nl}{tab}a{nl}{tab}b"))
+    "Could not find 'data/x'; Options: a, b"
     """
     parts = [str(exc)]
     cause = exc.__cause__

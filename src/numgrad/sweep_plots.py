@@ -1,0 +1,162 @@
+"""Figures of a sweep, drawn from its summary rows: returned (or saved), never shown.
+
+A row is a mapping with ``params`` (the job's swept overrides, ``{"optimizer.lr":
+"0.1", ...}``, values as typed on the command line), ``status`` and the numbers of
+``sweep_summary.csv`` (``final_loss``, ``grad_rel_error``, ... as floats or None).
+matplotlib is imported lazily, through :func:`numgrad.plots._figure` (Agg canvas, no
+pyplot).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+H_KEY = "gradient.h"
+MAX_SERIES = 8  # more groups than this are drawn as one unlabelled scatter
+
+
+def number(text: Any) -> float | None:
+    """The value of an override as a float, None when it is not a number.
+
+    Examples
+    --------
+    >>> number("1e-3"), number("abc"), number(None)
+    (0.001, None, None)
+    """
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def swept_numeric(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """The numeric parameters that take at least two values across the rows, sorted.
+
+    Examples
+    --------
+    >>> rows = [{"params": {"optimizer.lr": "0.1", "data": "iris"}},
+    ...         {"params": {"optimizer.lr": "1.0", "data": "iris"}}]
+    >>> swept_numeric(rows)
+    {'optimizer.lr': [0.1, 1.0]}
+    """
+    values: dict[str, set[float]] = {}
+    numeric: dict[str, bool] = {}
+    for row in rows:
+        for key, text in row["params"].items():
+            x = number(text)
+            numeric[key] = numeric.get(key, True) and x is not None and math.isfinite(x)
+            if x is not None:
+                values.setdefault(key, set()).add(x)
+    return {k: sorted(v) for k, v in values.items() if numeric[k] and len(v) >= 2}
+
+
+def spans_decades(values: Iterable[float], decades: float = 2.0) -> bool:
+    """True when all values are positive and max/min is at least ``10**decades``.
+
+    Examples
+    --------
+    >>> spans_decades([1e-2, 1e-4]), spans_decades([0.1, 1.0]), spans_decades([0.0, 1.0])
+    (True, False, False)
+    """
+    values = list(values)
+    if not values or min(values) <= 0:
+        return False
+    return max(values) / min(values) >= 10**decades
+
+
+def metric_vs_parameter(
+    rows: Sequence[Mapping[str, Any]], key: str, metric: str, *, title: str | None = None
+) -> Any:
+    """``metric`` against the swept parameter ``key``, one line per value of the others.
+
+    Rows without a finite ``metric`` (failed jobs) are left out and counted in the
+    title. The x axis is logarithmic when the values span two decades or more, the
+    y axis when the metric's values do.
+
+    Examples
+    --------
+    >>> rows = [{"params": {"gradient.h": h}, "grad_rel_error": e}
+    ...         for h, e in (("1e-1", 1e-3), ("1e-5", 1e-10), ("1e-9", 1e-6))]
+    >>> fig = metric_vs_parameter(rows, "gradient.h", "grad_rel_error")
+    >>> ax = fig.axes[0]
+    >>> ax.get_xscale(), ax.get_yscale(), ax.get_xlabel()
+    ('log', 'log', 'gradient.h')
+    """
+    from numgrad.plots import _figure
+
+    keys = {k for row in rows for k in row["params"]} - {key}
+    others = sorted(k for k in keys if len({str(r["params"].get(k)) for r in rows}) > 1)
+    series: dict[str, list[tuple[float, float]]] = {}
+    left_out = 0
+    for row in rows:
+        x, y = number(row["params"].get(key)), row.get(metric)
+        if x is None or y is None or not math.isfinite(y):
+            left_out += 1
+            continue
+        label = ", ".join(f"{k.split('.')[-1]}={row['params'].get(k)}" for k in others)
+        series.setdefault(label, []).append((x, y))
+    fig = _figure(6.4, 4.0)
+    fig.subplots_adjust(left=0.14, right=0.96, bottom=0.13, top=0.9)
+    ax = fig.add_subplot()
+    # Too many lines, or one point per line (a random search): one unlabelled scatter.
+    merged = len(series) > MAX_SERIES or (len(series) > 1 and max(map(len, series.values())) == 1)
+    if merged:
+        series = {"": [p for points in series.values() for p in points]}
+    for label, points in sorted(series.items()):
+        points.sort()
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, "o" if merged else "o-", ms=4, lw=1.2, label=label or None)
+    xs_all = [x for points in series.values() for x, _ in points]
+    ys_all = [y for points in series.values() for _, y in points]
+    if spans_decades(xs_all):
+        ax.set_xscale("log")
+    if spans_decades(ys_all):
+        ax.set_yscale("log")
+    if any(label for label in series):
+        ax.legend(fontsize=8)
+    ax.set_xlabel(key)
+    ax.set_ylabel(metric)
+    note = f" ({left_out} jobs without a value not shown)" if left_out else ""
+    ax.set_title((title or f"{metric} against {key}") + note, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def render_sweep(rows: Sequence[Mapping[str, Any]], out_dir: Path | str) -> list[Path]:
+    """Write the sweep's figures as PNGs into ``out_dir`` and return their paths.
+
+    ``final_loss_vs_<key>.png`` for every swept numeric parameter, and
+    ``grad_rel_error_vs_gradient.h.png`` (the truncation/round-off trade-off) when h
+    was swept with ``gradient.check=true``.
+    """
+    out_dir = Path(out_dir)
+    # Values near the float limit (lr=1e308) overflow matplotlib's log-axis transforms.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _render(rows, out_dir)
+
+
+def _render(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
+    from numgrad.plots import save
+
+    written = []
+    swept = swept_numeric(rows)
+    for key in swept:
+        if any(_finite(r.get("final_loss")) for r in rows):
+            fig = metric_vs_parameter(rows, key, "final_loss")
+            written.append(save(fig, out_dir / f"final_loss_vs_{key}.png"))
+    if H_KEY in swept and any(_finite(r.get("grad_rel_error")) for r in rows):
+        fig = metric_vs_parameter(
+            rows, H_KEY, "grad_rel_error",
+            title="gradient's relative error against h (truncation vs round-off)",
+        )  # fmt: skip
+        written.append(save(fig, out_dir / f"grad_rel_error_vs_{H_KEY}.png"))
+    return written
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value)

@@ -1,0 +1,480 @@
+"""Sweeps: a parent run per multirun, its children, the summary, launchers and Optuna.
+
+Whole-process tests run the installed ``numgrad -m`` and read everything back from the
+store with ``MlflowClient`` (and Hydra's own files where the sweeper writes them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from numgrad import callbacks, sweep_plots, tracking
+from numgrad.callbacks import read_summary
+
+JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def sweep_runs(uri: str, experiment: str = "numgrad"):
+    """The one parent (tagged ``numgrad.kind=sweep``) and every other run of the experiment."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("numgrad.kind") == "sweep"]
+    assert len(parents) == 1, [r.info.run_name for r in runs]
+    parent = parents[0]
+    children = [r for r in runs if r.info.run_id != parent.info.run_id]
+    for child in children:
+        assert child.data.tags.get("mlflow.parentRunId") == parent.info.run_id, child.info.run_name
+    return client, parent, children
+
+
+def summary(client: MlflowClient, parent) -> list[dict[str, str]]:
+    return read_summary(client.download_artifacts(parent.info.run_id, "sweep_summary.csv"))
+
+
+def steps_of(client: MlflowClient, run, key: str = "loss") -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+
+
+def artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    out = set()
+    for info in client.list_artifacts(run_id, path):
+        out |= artifacts(client, run_id, info.path) if info.is_dir else {info.path}
+    return out
+
+
+def job_records(sweep_dir: Path) -> dict[int, dict]:
+    records = (json.loads(p.read_text()) for p in sweep_dir.glob("*/numgrad_job.json"))
+    return {r["job"]: r for r in records}
+
+
+# ---------------------------------------------------------------- whole process
+
+
+@pytest.mark.slow
+def test_grid_sweep_parent_children_and_summary(workdir):
+    proc = workdir.run("optimizer.lr=0.1,1.0", "gradient.h=1e-2,1e-4", multirun=True)
+    client, parent, children = sweep_runs(workdir.uri)
+
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "sweep lr=0.1,1.0 h=1e-2,1e-4"
+    tags = parent.data.tags
+    assert tags["numgrad.sweep.dir"] == str(workdir.path / "multirun")
+    assert tags["numgrad.sweep.overrides"] == "optimizer.lr=0.1,1.0 gradient.h=1e-2,1e-4"
+    assert tags["numgrad.sweep.failed_count"] == "0" and tags["numgrad.sweep.jobs"] == "4"
+    assert parent.info.start_time <= min(c.info.start_time for c in children)
+
+    names = {c.info.run_name: c for c in children}
+    assert sorted(names) == ["lr=0.1,h=0.0001", "lr=0.1,h=0.01", "lr=1.0,h=0.0001", "lr=1.0,h=0.01"]
+    for name, child in names.items():
+        assert child.info.status == "FINISHED"
+        lr, h = (part.split("=")[1] for part in name.split(","))
+        assert float(child.data.params["optimizer.lr"]) == float(lr)
+        assert float(child.data.params["gradient.h"]) == float(h)
+        assert steps_of(client, child) == list(range(101))  # steps 0..100, every one
+        assert steps_of(client, child, "accuracy") == list(range(101))
+
+    rows = summary(client, parent)
+    assert len(rows) == 4
+    by_run = {r["run_id"]: r for r in rows}
+    assert set(by_run) == {c.info.run_id for c in children}
+    for child in children:
+        row = by_run[child.info.run_id]
+        assert row["status"] == "FINISHED" and row["steps_taken"] == "100"
+        assert float(row["final_loss"]) == child.data.metrics["final_loss"]  # exact
+        assert float(row["final_accuracy"]) == child.data.metrics["final_accuracy"]
+        assert float(row["optimizer.lr"]) == float(child.data.params["optimizer.lr"])
+        assert row["grad_rel_error"] == ""  # gradient.check was off
+    assert parent.data.metrics["best_final_loss"] == min(
+        c.data.metrics["final_loss"] for c in children
+    )
+    assert {
+        "sweep_summary.csv", "multirun.yaml",
+        "figures/final_loss_vs_optimizer.lr.png", "figures/final_loss_vs_gradient.h.png",
+    } <= artifacts(client, parent.info.run_id)  # fmt: skip
+    assert f"parent run {parent.info.run_id}" in proc.stdout
+    # The same summary sits in the sweep dir, for a sweep without a store at hand.
+    assert read_summary(workdir.path / "multirun" / "sweep_summary.csv") == rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [(), JOBLIB], ids=["basic", "joblib"])
+def test_failed_jobs_are_all_reported_and_recorded(workdir, launcher):
+    # job 0: invalid (fails before any run exists), job 1: diverges mid-run (data=blobs,
+    # lr=1e308 overflows the logits), jobs 2 and 3 run after them, on joblib on the
+    # same two workers.
+    proc = workdir.run(
+        "optimizer.lr=-1,1e308,0.1,0.5", "data=blobs", "optimizer.steps=10", *launcher,
+        multirun=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    err = proc.stderr
+    assert "sweep FAILED: 2 of 4 jobs did not finish" in err
+    tail = "data=blobs optimizer.steps=10) FAILED:"
+    assert f"job 0 (optimizer.lr=-1 {tail} ConfigError: invalid optimizer.lr" in err
+    assert f"job 1 (optimizer.lr=1e+308 {tail} Diverged: diverged at step" in err
+
+    client, parent, children = sweep_runs(workdir.uri)
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["numgrad.sweep.failed_count"] == "2"
+    assert parent.data.tags["numgrad.sweep.failed"] == "; ".join(
+        f"optimizer.lr={lr} data=blobs optimizer.steps=10" for lr in ("-1", "1e+308")
+    )
+    assert sorted(c.info.run_name for c in children) == [
+        f"lr={lr},data=blobs,steps=10" for lr in ("0.1", "0.5", "1e+308")
+    ]  # the invalid cell has no run: it failed before one existed
+    statuses = {c.data.params["optimizer.lr"]: c.info.status for c in children}
+    assert statuses == {"0.1": "FINISHED", "0.5": "FINISHED", "1e+308": "FAILED"}
+    diverged = next(c for c in children if c.info.status == "FAILED")
+    assert diverged.data.tags["numgrad.error"].startswith("Diverged:")
+    assert diverged.info.end_time is not None
+
+    rows = {r["optimizer.lr"]: r for r in summary(client, parent)}
+    assert sorted(rows) == ["-1", "0.1", "0.5", "1e+308"]  # every job, the invalid one too
+    assert rows["-1"]["status"] == "FAILED" and rows["-1"]["run_id"] == ""
+    assert rows["-1"]["error"].startswith("ConfigError: invalid optimizer.lr=-1.0")
+    assert rows["1e+308"]["status"] == "FAILED" and rows["1e+308"]["run_id"] == diverged.info.run_id
+    for lr in ("0.1", "0.5"):
+        child = next(c for c in children if c.data.params["optimizer.lr"] == lr)
+        assert rows[lr]["status"] == "FINISHED" and rows[lr]["run_id"] == child.info.run_id
+        # A job that ran after a failure has its own, complete run and nothing else.
+        assert steps_of(client, child) == list(range(11))
+        assert (
+            child.data.tags["numgrad.overrides"]
+            == f"optimizer.lr={lr} data=blobs optimizer.steps=10"
+        )
+        assert float(rows[lr]["final_loss"]) == child.data.metrics["final_loss"]
+
+    if launcher:
+        # Two workers took the four jobs: a failed job's worker went on to a job that
+        # finished, with no run left open from before.
+        jobs = job_records(workdir.path / "multirun")
+        failed_pids = {jobs[0]["pid"], jobs[1]["pid"]}
+        finished = [c for c in children if c.info.status == "FINISHED"]
+        assert len({jobs[n]["pid"] for n in jobs}) <= 2 and os.getpid() not in failed_pids
+        failed_at = {
+            jobs[0]["pid"]: (workdir.path / "multirun" / "0" / "numgrad_job.json").stat().st_mtime
+        }
+        failed_at[jobs[1]["pid"]] = min(
+            failed_at.get(jobs[1]["pid"], 1e99), diverged.info.end_time / 1000
+        )
+        after = [
+            c
+            for c in finished
+            if c.info.start_time / 1000 >= failed_at.get(int(c.data.tags["numgrad.pid"]), 1e99)
+        ]
+        assert after, "no worker ran a job after a failure"
+
+
+@pytest.mark.slow
+def test_joblib_two_workers_eight_jobs_on_a_new_store(workdir):
+    assert not workdir.store.exists()
+    proc = workdir.run(
+        "optimizer.lr=0.05,0.1,0.2,0.5", "gradient.h=1e-3,1e-4", "optimizer.steps=30", *JOBLIB,
+        multirun=True,
+    )  # fmt: skip
+    assert "database is locked" not in proc.stderr
+    client, parent, children = sweep_runs(workdir.uri)
+    assert parent.info.status == "FINISHED" and len(children) == 8
+    assert len({c.info.run_name for c in children}) == 8
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert len({c.data.tags["numgrad.pid"] for c in children}) == 2  # two worker processes
+    for child in children:
+        assert steps_of(client, child) == list(range(31))
+    assert client.search_runs(["0"]) == []  # nothing in the Default experiment
+    running = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "attributes.status = 'RUNNING'"
+    )
+    assert running == []
+    assert len(summary(client, parent)) == 8
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_joblib_sweep_kills_parent_and_children(workdir):
+    # Ctrl-C reaches the main process only (as with `kill -INT`): it asks the workers to
+    # end their runs before joblib kills them.
+    proc = workdir.popen(
+        "optimizer.lr=0.1,0.2,0.3", "optimizer.steps=1000000", "tracking.flush_seconds=0.2",
+        *JOBLIB, multirun=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        running = []
+        while len(running) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            # Open the store only once the sweep has created it (jobs started).
+            if (workdir.path / "multirun" / "1" / ".hydra").is_dir():
+                client = MlflowClient(workdir.uri)
+                running = [
+                    r for r in client.search_runs(["1"], "attributes.status = 'RUNNING'")
+                    if r.data.tags.get("mlflow.parentRunId") and r.data.metrics.get("loss")
+                ]  # fmt: skip
+        assert len(running) == 2, "the two workers' runs never showed up"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "numgrad: sweep KILLED" in err
+    client, parent, children = sweep_runs(workdir.uri)
+    assert parent.info.status == "KILLED" and parent.info.end_time is not None
+    assert {c.info.status for c in children} == {"KILLED"}
+    planned = sorted(tracking.sampled_steps(1_000_000, 1000))  # steps sent to the store
+    for child in children:
+        steps = steps_of(client, child)  # the history so far, none missing, plus the last step
+        assert len(steps) >= 2 and steps[:-1] == planned[: len(steps) - 1]
+        assert child.data.tags["numgrad.stop_reason"] == "terminated"  # closed by its worker
+    rows = summary(client, parent)
+    assert {r["status"] for r in rows} == {"KILLED"} and len(rows) >= 2
+
+
+@pytest.mark.slow
+def test_optuna_preset_minimises_final_loss(workdir):
+    workdir.run("+search=lr_h", "hydra.sweeper.n_trials=6", "optimizer.steps=20", multirun=True)
+    client, parent, children = sweep_runs(workdir.uri)
+    assert len(children) == 6 and {c.info.status for c in children} == {"FINISHED"}
+    assert parent.info.status == "FINISHED"
+    assert "tag(log, interval(1e-3, 10.0))" in parent.data.tags["numgrad.sweep.params"]
+    for child in children:
+        assert 1e-3 <= float(child.data.params["optimizer.lr"]) <= 10.0
+        assert 1e-8 <= float(child.data.params["gradient.h"]) <= 1e-1
+    results = yaml.safe_load((workdir.path / "multirun" / "optimization_results.yaml").read_text())
+    best = min(children, key=lambda c: c.data.metrics["final_loss"])
+    assert results["best_value"] == best.data.metrics["final_loss"]
+    assert results["best_params"]["optimizer.lr"] == float(best.data.params["optimizer.lr"])
+    assert "optimization_results.yaml" in artifacts(client, parent.info.run_id)
+
+
+@pytest.mark.slow
+def test_optuna_goes_on_after_diverged_trials(workdir):
+    # lr drawn from {0.5, 1e308}: the 1e308 trials diverge, return +inf (never NaN),
+    # and the search still runs all its trials.
+    proc = workdir.run(
+        "+search=lr_h", "hydra.sweeper.n_trials=6", "optimizer.steps=5", "data=blobs",
+        "optimizer.lr=choice(0.5,1e308)", multirun=True, check=False,
+    )  # fmt: skip
+    client, parent, children = sweep_runs(workdir.uri)
+    rows = summary(client, parent)
+    assert len(rows) == 6
+    failed = [r for r in rows if r["status"] == "FAILED"]
+    assert failed and all(r["optimizer.lr"] == "1e+308" for r in failed)
+    assert all(r["error"].startswith("Diverged:") for r in failed)
+    assert proc.returncode == 1 and parent.info.status == "FAILED"
+    results = yaml.safe_load((workdir.path / "multirun" / "optimization_results.yaml").read_text())
+    finished = [c.data.metrics["final_loss"] for c in children if c.info.status == "FINISHED"]
+    assert results["best_value"] == min(finished)
+    assert results["best_params"]["optimizer.lr"] == 0.5
+
+
+@pytest.mark.slow
+def test_error_against_h_is_v_shaped(workdir):
+    hs = ("1e-1", "1e-3", "1e-5", "1e-7", "1e-9", "1e-11")
+    workdir.run(
+        f"gradient.h={','.join(hs)}", "gradient.check=true", "optimizer.steps=0", multirun=True
+    )
+    client, parent, children = sweep_runs(workdir.uri)
+    rows = {float(r["gradient.h"]): float(r["grad_rel_error"]) for r in summary(client, parent)}
+    errors = [rows[float(h)] for h in hs]  # h from large to small
+    best = errors.index(min(errors))
+    assert 0 < best < len(errors) - 1  # smallest at an intermediate h
+    assert errors[0] > errors[1] > errors[best]  # truncation error grows with h
+    assert errors[-1] > errors[-2] > errors[best]  # round-off error grows as h shrinks
+    for child in children:
+        assert child.data.metrics["grad_rel_error"] == rows[float(child.data.params["gradient.h"])]
+    assert "figures/grad_rel_error_vs_gradient.h.png" in artifacts(client, parent.info.run_id)
+
+
+@pytest.mark.slow
+def test_ray_launcher_children_on_a_tracking_server(workdir, mlflow_server):
+    # A local Ray instance owned by the numgrad process (2 CPUs, its own temp dir, so it
+    # never joins another Ray cluster on this machine), jobs logging over HTTP.
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths are limited
+    try:
+        proc = workdir.run(
+            "hydra/launcher=ray", "hydra.launcher.ray.init.address=local",
+            "++hydra.launcher.ray.init.num_cpus=2",
+            f"++hydra.launcher.ray.init._temp_dir={ray_tmp}",
+            "++hydra.launcher.ray.init.include_dashboard=false",
+            "optimizer.lr=0.1,1.0", "gradient.h=1e-2,1e-4", "optimizer.steps=20",
+            f"tracking.uri={mlflow_server.uri}", multirun=True, timeout=280,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert "local store" not in proc.stderr  # a server: no warning
+    client, parent, children = sweep_runs(mlflow_server.uri)
+    assert parent.info.status == "FINISHED"
+    names = sorted(c.info.run_name.split(",uri=")[0] for c in children)  # uri: Hydra-escaped
+    assert names == sorted(
+        f"lr={lr},h={h},steps=20" for lr in ("0.1", "1.0") for h in ("0.01", "0.0001")
+    )
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert os.getpid() not in {int(c.data.tags["numgrad.pid"]) for c in children}
+    for child in children:
+        assert steps_of(client, child) == list(range(21))
+    assert {r["run_id"] for r in summary(client, parent)} == {c.info.run_id for c in children}
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_get_their_own_dirs(tmp_path):
+    # Hydra's default run dir pattern (no hydra.run.dir override), two processes at once.
+    numgrad = shutil.which("numgrad") or "numgrad"
+    procs = [
+        subprocess.Popen(
+            [numgrad, f"seed={seed}", "optimizer.steps=1", "tracking.enabled=false"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for seed in (1, 2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    dirs = sorted(
+        p.parent.parent for p in (tmp_path / "outputs" / "runs").glob("*/*/.hydra/overrides.yaml")
+    )
+    assert len(dirs) == 2 and dirs[0] != dirs[1]
+    seeds = sorted(yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text())[0] for d in dirs)
+    assert seeds == ["seed=1", "seed=2"]  # neither overwrote the other's .hydra/
+
+
+# ------------------------------------------------------------------ in process
+
+
+def compose(tmp_path: Path, *overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import numgrad.cli  # registers the schema and the numgrad_pid resolver
+
+    with initialize_config_dir(config_dir=numgrad.cli.CONFIG_DIR, version_base="1.3"):
+        cfg = hydra_compose(
+            "config",
+            overrides=[f"hydra.sweep.dir={tmp_path}/multirun", *overrides],
+            return_hydra_config=True,
+        )
+    return cfg
+
+
+def test_ray_launcher_gets_the_parent_id_and_a_local_store_warning(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(tracking.PARENT_RUN_ENV, raising=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = compose(tmp_path, "hydra/launcher=ray", f"tracking.uri={uri}")
+    callbacks.SweepCallback().on_multirun_start(cfg)
+    try:
+        err = capsys.readouterr().err
+        ours = [line for line in err.splitlines() if line.startswith("numgrad:")]
+        assert len(ours) == 1 and "hydra/launcher=ray with the local store" in ours[0]
+        parent_id = os.environ[tracking.PARENT_RUN_ENV]
+        # The launcher is instantiated from this very config after on_multirun_start.
+        from hydra.utils import instantiate
+
+        launcher = instantiate(cfg.hydra.launcher)
+        env_vars = launcher.ray_cfg.init.runtime_env.env_vars
+        assert env_vars[tracking.PARENT_RUN_ENV] == parent_id
+        assert "MLFLOW_TRACKING_URI" not in env_vars  # tracking.uri is set in the config itself
+    finally:
+        outcome = callbacks.end_sweep()
+    assert tracking.PARENT_RUN_ENV not in os.environ
+    assert outcome.status == "FINISHED" and outcome.rows == []
+    assert MlflowClient(uri).get_run(parent_id).info.status == "FINISHED"
+
+
+def test_end_sweep_runs_once_and_ctrl_c_kills_the_parent(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = compose(tmp_path, f"tracking.uri={uri}", "optimizer.lr=0.2")
+    callbacks.SweepCallback().on_multirun_start(cfg)
+    parent_id = os.environ[tracking.PARENT_RUN_ENV]
+    outcome = callbacks.end_sweep(KeyboardInterrupt())
+    assert outcome.status == "KILLED"
+    assert callbacks.end_sweep(ValueError("later")) is outcome  # idempotent
+    callbacks.SweepCallback().on_multirun_end(cfg)
+    client = MlflowClient(uri)
+    run = client.get_run(parent_id)
+    assert run.info.status == "KILLED" and run.info.end_time is not None
+    assert run.info.run_name.startswith("sweep ") and "lr=0.2" in run.info.run_name
+    assert "sweep KILLED" in capsys.readouterr().err
+
+
+def test_rows_cover_jobs_without_runs_and_runs_without_dirs(tmp_path):
+    from numgrad.cli import write_job_status
+
+    sweep_dir = tmp_path / "multirun"
+    for num, status, extra in (
+        (0, "FINISHED", {"final_loss": 0.5}),
+        (1, "FAILED", {"error": "ConfigError: x"}),
+    ):
+        (sweep_dir / str(num) / ".hydra").mkdir(parents=True)
+        (sweep_dir / str(num) / ".hydra" / "overrides.yaml").write_text(
+            f"- optimizer.lr={num + 1}\n"
+        )
+        write_job_status(
+            sweep_dir / str(num), [f"optimizer.lr={num + 1}"], status, job=num, **extra
+        )
+    (sweep_dir / "2" / ".hydra").mkdir(parents=True)  # started, never reported
+    (sweep_dir / "2" / ".hydra" / "overrides.yaml").write_text("- optimizer.lr=3\n")
+
+    def run(run_id, status, output_dir, metrics, overrides=""):
+        tags = {"numgrad.output_dir": str(output_dir), "numgrad.overrides": overrides}
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id, status=status),
+                               data=SimpleNamespace(tags=tags, metrics=metrics))  # fmt: skip
+
+    children = [
+        run(
+            "a",
+            "FINISHED",
+            sweep_dir / "0",
+            {"final_loss": 0.5, "steps_taken": 3.0, "final_accuracy": 1.0},
+        ),
+        run("r", "FINISHED", "/elsewhere/7", {"final_loss": 0.25}, "optimizer.lr=8"),  # remote job
+    ]
+    rows = callbacks._rows(sweep_dir, time.time() - 5, children, interrupted=False)
+    assert [(r["job"], r["status"], r["run_id"]) for r in rows] == [
+        (0, "FINISHED", "a"), (1, "FAILED", ""), (2, "FAILED", ""), (7, "FINISHED", "r"),
+    ]  # fmt: skip
+    assert rows[0]["steps_taken"] == 3 and rows[1]["error"] == "ConfigError: x"
+    assert rows[3]["params"] == {"optimizer.lr": "8"}
+    # Files from an earlier sweep in the same dir are not this sweep's jobs.
+    assert callbacks._rows(sweep_dir, time.time() + 60, [], interrupted=True) == []
+
+
+def test_sweep_figures(tmp_path):
+    rows = [
+        {"params": {"gradient.h": h, "optimizer.lr": "0.1"}, "status": "FINISHED",
+         "final_loss": 0.5, "grad_rel_error": e}
+        for h, e in (("1e-1", 1e-4), ("1e-5", 1e-11), ("1e-11", 1e-5))
+    ] + [{"params": {"gradient.h": "1e-3", "optimizer.lr": "0.1"}, "status": "FAILED",
+          "final_loss": None, "grad_rel_error": None}]  # fmt: skip
+    assert sweep_plots.swept_numeric(rows) == {"gradient.h": [1e-11, 1e-5, 1e-3, 1e-1]}
+    fig = sweep_plots.metric_vs_parameter(rows, "gradient.h", "grad_rel_error")
+    ax = fig.axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    assert "1 jobs without a value not shown" in ax.get_title()
+    paths = sweep_plots.render_sweep(rows, tmp_path)
+    assert sorted(p.name for p in paths) == [
+        "final_loss_vs_gradient.h.png", "grad_rel_error_vs_gradient.h.png",
+    ]  # fmt: skip
+    assert all(p.stat().st_size > 1000 for p in paths)
+    points = (("0.1", 1.0), ("1.0", 0.5))
+    linear = sweep_plots.metric_vs_parameter(
+        [{"params": {"optimizer.lr": lr}, "final_loss": y} for lr, y in points],
+        "optimizer.lr", "final_loss",
+    )  # fmt: skip
+    assert linear.axes[0].get_xscale() == "linear"  # one decade: no log axis
