@@ -120,7 +120,9 @@ class MlflowServer:
         with open(self.root / "server.log", "ab") as log:  # the server keeps its own copy
             self.proc = subprocess.Popen(
                 cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
-                env=numgrad_env(), start_new_session=True,
+                # no job-runner processes: the tests need only the tracking API
+                env=numgrad_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+                start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -70,7 +70,6 @@ def max_abs_diff(a, b):
     return float(np.max(np.abs(np.asarray(a, dtype=np.longdouble) - b)))
 
 
-
 # -- the book's worked example ----------------------------------------------------------
 
 
