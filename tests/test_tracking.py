@@ -176,7 +176,7 @@ def test_resolve_uri_precedence():
         ([], "default"),
         (["hydra.run.dir=/x", "hydra/launcher=joblib"], "default"),
         (["optimizer.lr=0.5", "gradient.h=1e-3"], "lr=0.5,h=0.001"),
-        (["data=blobs", "+tracking.x=abc", "~net.W"], "data=blobs,x=abc,~W"),
+        (["data=blobs", "+data.x=abc", "~net.W", "tracking.run_name=z"], "data=blobs,x=abc,~W"),
         (["seed=007"], "seed=7"),
     ],
 )

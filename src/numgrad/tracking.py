@@ -138,14 +138,19 @@ def resolve_uri(configured: str | None, environ: Mapping[str, str] = os.environ)
 def run_name_from(overrides: Sequence[str]) -> str:
     """A short run name from the command-line overrides: last key component ``=`` value.
 
-    ``hydra.*`` overrides are left out; numbers are written in Python's shortest form.
+    ``hydra.*`` and ``tracking.*`` overrides are left out (they say where to log, not
+    what ran); numbers are written in Python's shortest form, at most 6 significant
+    digits (an Optuna trial's ``lr=0.15676677195506075`` reads ``lr=0.156767``; the
+    params keep every digit).
 
     Examples
     --------
     >>> run_name_from(["optimizer.lr=0.5", "gradient.h=1e-3", "hydra.run.dir=/tmp/x"])
     'lr=0.5,h=0.001'
-    >>> run_name_from(["data=blobs", "+extra.key=1"])
+    >>> run_name_from(["data=blobs", "+extra.key=1", "tracking.uri=http://127.0.0.1:5000"])
     'data=blobs,key=1'
+    >>> run_name_from(["optimizer.lr=0.15676677195506075"])
+    'lr=0.156767'
     >>> run_name_from([])
     'default'
     """
@@ -155,7 +160,7 @@ def run_name_from(overrides: Sequence[str]) -> str:
         key = key.lstrip("+")
         deleted = key.startswith("~")
         key = key.lstrip("~")
-        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+        if key in ("hydra", "tracking") or key.startswith(("hydra.", "hydra/", "tracking.")):
             continue
         short = re.split(r"[./]", key)[-1] or key
         parts.append(("~" if deleted else "") + short + (sep + _short_number(value) if sep else ""))
@@ -172,7 +177,7 @@ def _short_number(text: str) -> str:
         value = float(text)
     except ValueError:
         return text
-    return repr(value) if math.isfinite(value) else text
+    return repr(float(f"{value:.6g}")) if math.isfinite(value) else text
 
 
 def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
