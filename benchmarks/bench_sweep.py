@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from _machine import machine  # benchmarks/ is on sys.path when run as a script
 
 GRID = ("optimizer.lr=0.05,0.1,0.2,0.4", "gradient.h=1e-3,1e-4,1e-5,1e-6")  # 16 jobs
 JOB = ("gradient.method=loop", "data=blobs", "net.shape=[20,10]", "data.n_samples=200")
@@ -71,20 +72,6 @@ def check_store(uri: str, steps: int) -> None:
             problems.append(f"{child.info.run_name}: {len(history)} loss values, not {steps + 1}")
     if problems:
         sys.exit("incomplete sweep in " + uri + ":\n" + "\n".join(problems))
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            models = [line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line]
-        cpu = models[0] if models else cpu
-    except OSError:
-        pass
-    return (
-        f"Machine: {platform.platform()}, {cpu} ({os.cpu_count()} logical CPUs), "
-        f"Python {platform.python_version()}"
-    )
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import machine  # benchmarks/ is on sys.path when run as a script
+
 SLOPE_TARGET, FIXED_TARGET = 1.25, 1.75
 
 
@@ -93,8 +95,9 @@ def main() -> None:
     print(
         f"numgrad tracking benchmark: median of {args.repeats} whole-process runs per variant, "
         f"existing SQLite store ({store_mb:.1f} MB after {runs} tracked runs), "
-        f"{os.cpu_count()} CPUs\n"
+        f"{os.cpu_count()} CPUs"
     )
+    print(machine() + "\n")
     print("| measure | tracking on | baseline | ratio | target | met |")
     print("|---|---:|---:|---:|---:|:---:|")
     print(
