@@ -29,7 +29,7 @@ def _figure(width: float, height: float) -> Any:
 
     # Fixed margins instead of layout="constrained": the solver doubles the drawing time.
     fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(left=0.12, right=0.96, bottom=0.15, top=0.88, wspace=0.45)
+    fig.subplots_adjust(left=0.15, right=0.96, bottom=0.15, top=0.88, wspace=0.45)
     FigureCanvasAgg(fig)
     return fig
 
