@@ -167,3 +167,11 @@ def test_composition_errors_are_one_line_naming_the_field(workdir, override, fie
     assert code == 2
     assert err.startswith("numgrad: error: ") and field in err and len(err.splitlines()) == 1
     assert not workdir.store.exists() and not (workdir.path / "run").exists()
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(workdir):
+    quiet = workdir.run("optimizer.steps=20000", OFF)  # stderr is a pipe here: no bar
+    assert "/20000" not in quiet.stderr
+    shown = workdir.run("optimizer.steps=20000", "progress=true", OFF)
+    # text mode turns the bar's carriage returns into newlines
+    assert re.search(r"^\[#+ *\] \d+/20000 loss \d", shown.stderr, re.MULTILINE)
