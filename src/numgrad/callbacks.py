@@ -44,6 +44,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from numgrad import store as stores
 from numgrad import tracking
 
 SUMMARY_FILE = "sweep_summary.csv"
@@ -116,7 +117,7 @@ class SweepCallback(Callback):
         with contextlib.suppress(OSError):
             write_job_status(
                 output_dir, list(job_return.overrides or []), "FAILED",
-                error=f"{type(exc).__name__}: {tracking._one_line(exc)}",
+                error=f"{type(exc).__name__}: {tracking.short_message(exc)}",
                 job=int(config.hydra.job.num), pid=os.getpid(),
             )  # fmt: skip
 
@@ -193,7 +194,7 @@ class _Sweep:
                 self._signals[signal.SIGINT] = signal.signal(signal.SIGINT, _on_signal)
 
     def _open_parent(self) -> None:
-        uri = tracking._check_uri(tracking.resolve_uri(OmegaConf.select(self.tracking_cfg, "uri")))
+        uri = stores.check_uri(stores.resolve_uri(OmegaConf.select(self.tracking_cfg, "uri")))
         store = tracking.MlflowSink(
             uri=uri, experiment=self.experiment, run_name=self.name, config={},
             overrides=self.overrides, output_dir=None, planned_steps=0,
@@ -206,7 +207,7 @@ class _Sweep:
         client = MlflowClient(tracking_uri=uri)
         try:
             # Creating (and migrating) a new store happens here, once, before any job.
-            with tracking._file_lock(db):
+            with stores.file_lock(db):
                 store.experiment_id = store._experiment(client, db)
                 store._reconcile_orphans(client)
             tags = self._parent_tags()
@@ -217,17 +218,17 @@ class _Sweep:
             raise
         except Exception as exc:
             raise tracking.TrackingError(
-                f"cannot open the sweep's parent run on {uri}: {tracking._one_line(exc)}"
+                f"cannot open the sweep's parent run on {uri}: {tracking.short_message(exc)}"
             ) from exc
         self.uri, self._client, self._store = uri, client, store
         self.parent_id = run.info.run_id
         # Basic-launcher jobs run in this process: the orphan check must see the parent alive.
-        tracking._ACTIVE_RUNS.add(self.parent_id)
+        stores.ACTIVE_RUNS.add(self.parent_id)
 
     def _parent_tags(self) -> dict[str, str]:
-        fit = tracking._fit
+        fit = tracking.fit_tag
         tags = {
-            "mlflow.user": tracking._user(),
+            "mlflow.user": tracking.user_name(),
             "mlflow.source.name": "numgrad",
             "mlflow.source.type": "LOCAL",
             "numgrad.kind": "sweep",
@@ -273,7 +274,7 @@ class _Sweep:
     def _warn_remote_store(self, config: DictConfig, enabled: bool) -> None:
         if not enabled or not any(name in self.launcher.lower() for name in REMOTE_LAUNCHERS):
             return
-        uri = self.uri or tracking.resolve_uri(OmegaConf.select(self.tracking_cfg, "uri"))
+        uri = self.uri or stores.resolve_uri(OmegaConf.select(self.tracking_cfg, "uri"))
         if uri.lower().startswith(("sqlite:", "file:")) or "://" not in uri:
             print(
                 f"numgrad: warning: hydra/launcher={self.launcher} with the local store {uri}: "
@@ -302,7 +303,7 @@ class _Sweep:
                 self._log_parent(outcome, exc)
         except BaseException as err:
             outcome.status = "KILLED" if interrupted or not isinstance(err, Exception) else "FAILED"
-            outcome.notes.append(f"sweep summary incomplete: {tracking._describe(err)}")
+            outcome.notes.append(f"sweep summary incomplete: {tracking.describe_error(err)}")
         finally:
             self._terminate(outcome.status)
             self._restore()
@@ -366,14 +367,14 @@ class _Sweep:
 
                 sweep_plots.render_sweep(outcome.rows, self.sweep_dir / FIGURES_DIR)
             except Exception as exc:
-                outcome.notes.append(f"sweep figures not drawn: {tracking._describe(exc)}")
+                outcome.notes.append(f"sweep figures not drawn: {tracking.describe_error(exc)}")
         return path
 
     def _log_parent(self, outcome: SweepOutcome, exc: BaseException | None) -> None:
         from mlflow.entities import Metric, RunTag
 
         failed = outcome.failed
-        fit = tracking._fit
+        fit = tracking.fit_tag
         tags = {
             "numgrad.sweep.jobs": str(len(outcome.rows)),
             "numgrad.sweep.finished_count": str(len(outcome.rows) - len(failed)),
@@ -385,7 +386,7 @@ class _Sweep:
                 "; ".join(r["overrides"] or "(none)" for r in failed), ""
             )
         if exc is not None:
-            tags["numgrad.error"] = fit(tracking._describe(exc), "")
+            tags["numgrad.error"] = fit(tracking.describe_error(exc), "")
         now = int(time.time() * 1000)
         metrics = [
             Metric("sweep_jobs", float(len(outcome.rows)), now, 0),
@@ -420,10 +421,10 @@ class _Sweep:
         except Exception as exc:
             print(
                 f"numgrad: could not end the sweep's parent run {self.parent_id} on {self.uri}: "
-                f"{tracking._one_line(exc)}",
+                f"{tracking.short_message(exc)}",
                 file=sys.stderr,
             )
-        tracking._ACTIVE_RUNS.discard(self.parent_id)
+        stores.ACTIVE_RUNS.discard(self.parent_id)
 
     def _restore(self) -> None:
         if self._env_set:
@@ -695,7 +696,7 @@ def _gone(run: Any) -> bool:
     pid = tags.get("numgrad.pid", "")
     if tags.get("numgrad.host") != socket.gethostname() or not pid.isdigit():
         return False
-    return tracking._orphaned(run.info.run_id, int(pid), run.info.start_time)
+    return stores.orphaned(run.info.run_id, int(pid), run.info.start_time)
 
 
 def _short_target(target: Any) -> str:

@@ -22,7 +22,8 @@ Why it looks the way it does:
 - At exit, ``gc.freeze`` spares the interpreter its full collections over mlflow's
   objects (~0.6 s per process).
 - SQLite: table creation and experiment get-or-create run under a file lock
-  (``<db>.lock``), and writes retry on "database is locked".
+  (``<db>.lock``, :func:`numgrad.store.file_lock`), and writes retry on "database is
+  locked". URI checks, the lock and orphan detection live in :mod:`numgrad.store`.
 
 Examples
 --------
@@ -54,16 +55,24 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-DEFAULT_URI = "sqlite:///outputs/mlflow.db"
+from numgrad.store import (
+    ACTIVE_RUNS,
+    TrackingError,
+    check_uri,
+    file_lock,
+    git_commit,
+    orphaned,
+    resolve_uri,
+    server_alive,
+    sqlite_path,
+)
+
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 PARENT_RUN_ENV = "NUMGRAD_PARENT_RUN_ID"
 LONG_VALUE = "<see config.yaml>"  # a param value too long for MLflow; config.yaml has it
@@ -76,21 +85,9 @@ MAX_TAG_VALUE = 8000
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 
-# Bounded HTTP behaviour (only set when the user has not set them): MLflow's default
-# is 7 retries with exponential back-off and a 120 s timeout, minutes per dead call.
-HTTP_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-}
-PROBE_ATTEMPTS, PROBE_TIMEOUT = 3, 3.0  # worst case ~10 s, well within 15 s
-LOCK_TIMEOUT = 120.0
 # The descent may run this long while mlflow loads in the background (a short run is
 # then over, and its figures drawn, by the time the run exists); after that it waits.
 OVERLAP_SECONDS = 0.1
-DB_SCHEMES = ("postgresql", "mysql", "mssql")  # handed to MLflow as they are
-SUPPORTED = ("sqlite", "http", "https", "file", *DB_SCHEMES, "databricks")  # "": a path
 
 HISTORY_FIELDS = (
     "step", "loss", "grad_norm", "grad_max_abs", "weight_norm", "accuracy",
@@ -98,13 +95,8 @@ HISTORY_FIELDS = (
 )  # fmt: skip
 STEP_METRICS = ("loss", "grad_norm", "grad_max_abs", "weight_norm", "accuracy")
 
-_ACTIVE_RUNS: set[str] = set()  # runs open in this process (orphan check of reused workers)
 _EXIT_HOOK = False
 _jitter = random.Random()  # never the global random state: MLflow names runs from it
-
-
-class TrackingError(Exception):
-    """A tracking setting or the tracking store failed; the message is one line."""
 
 
 class Terminated(BaseException):
@@ -116,23 +108,6 @@ class Terminated(BaseException):
 
 
 # --------------------------------------------------------------------------- config
-
-
-def resolve_uri(configured: str | None, environ: Mapping[str, str] = os.environ) -> str:
-    """The tracking URI to use: explicit setting, else ``$MLFLOW_TRACKING_URI``, else the default.
-
-    Examples
-    --------
-    >>> resolve_uri(None, environ={})
-    'sqlite:///outputs/mlflow.db'
-    >>> resolve_uri(None, environ={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})
-    'http://127.0.0.1:5000'
-    >>> resolve_uri("sqlite:///x.db", environ={"MLFLOW_TRACKING_URI": "http://h:1"})
-    'sqlite:///x.db'
-    """
-    if configured:
-        return configured
-    return environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
 def run_name_from(overrides: Sequence[str]) -> str:
@@ -297,7 +272,7 @@ def open_sink(
     """
     if not _setting(tracking_cfg, "enabled", True):
         return NullSink()
-    uri = _check_uri(resolve_uri(_setting(tracking_cfg, "uri", None)))
+    uri = check_uri(resolve_uri(_setting(tracking_cfg, "uri", None)))
     run_name = _setting(tracking_cfg, "run_name", None) or run_name_from(overrides)
     return MlflowSink(
         uri=uri,
@@ -311,115 +286,6 @@ def open_sink(
         max_points=int(_setting(tracking_cfg, "max_points", 1000)),
         flush_seconds=float(_setting(tracking_cfg, "flush_seconds", 2.0)),
     )
-
-
-def _check_uri(uri: str) -> str:
-    """Fail fast on a URI that cannot work; return it with SQLite paths made absolute."""
-    scheme = urllib.parse.urlsplit(uri).scheme.lower()
-    base = scheme.split("+")[0]  # postgresql+psycopg2 -> postgresql
-    if scheme and len(scheme) == 1:  # a Windows drive letter: a plain path
-        base = ""
-    if base not in (*SUPPORTED, ""):
-        raise TrackingError(
-            f"unsupported tracking URI scheme {scheme!r} in {uri!r} "
-            "(use sqlite:///path.db, http(s)://host:port or a database URI)"
-        )
-    if base == "sqlite":
-        return _check_sqlite(uri)
-    if base in ("http", "https"):
-        _probe_server(uri)
-        for key, value in HTTP_ENV.items():
-            os.environ.setdefault(key, value)
-    if base in ("file", ""):
-        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
-            # MLflow 3 refuses it at the first call; say so before any run starts.
-            raise TrackingError(
-                f"tracking.uri={uri!r} is a file store, which MLflow 3 keeps in maintenance "
-                "mode and refuses: use sqlite:///path.db (or set MLFLOW_ALLOW_FILE_STORE=true)"
-            )
-        split = urllib.parse.urlsplit(uri)
-        path = Path(urllib.request.url2pathname(split.path) if base else uri).absolute()
-        _check_writable_dir(path, uri)
-        return path.as_uri()
-    return uri
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, absolute; None for any other URI.
-
-    Examples
-    --------
-    >>> str(sqlite_path("sqlite:////tmp/x/mlflow.db"))
-    '/tmp/x/mlflow.db'
-    >>> sqlite_path("http://127.0.0.1:5000") is None
-    True
-    """
-    if not uri.lower().startswith("sqlite:"):
-        return None
-    rest = uri[len("sqlite:") :]
-    if not rest.startswith("///"):
-        return None
-    path = urllib.parse.unquote(rest[3:].split("?", 1)[0])
-    return Path(path).absolute() if path and path != ":memory:" else None
-
-
-def _check_sqlite(uri: str) -> str:
-    path = sqlite_path(uri)
-    if path is None:
-        raise TrackingError(
-            f"unsupported SQLite tracking URI {uri!r}: use a file, e.g. sqlite:///outputs/mlflow.db"
-        )
-    _check_writable_dir(path.parent, uri)
-    if path.exists() and (path.is_dir() or not os.access(path, os.R_OK | os.W_OK)):
-        raise TrackingError(f"cannot write the MLflow store {path} (tracking.uri={uri})")
-    query = uri.split("?", 1)[1] if "?" in uri else ""
-    return "sqlite:///" + urllib.parse.quote(str(path)) + (f"?{query}" if query else "")
-
-
-def _check_writable_dir(directory: Path, uri: str) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        # SQLite writes a journal next to the database: the directory must take new files.
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise TrackingError(
-            f"cannot write the MLflow store under {directory}: {reason} (tracking.uri={uri})"
-        ) from None
-
-
-def _probe_server(uri: str) -> None:
-    """GET ``<uri>/health`` a few times; any HTTP answer counts as reachable."""
-    url = uri.rstrip("/") + "/health"
-    last = ""
-    for attempt in range(PROBE_ATTEMPTS):
-        if attempt:
-            time.sleep(0.5 * attempt)
-        try:
-            with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT):
-                return
-        except urllib.error.HTTPError:
-            return  # it answered (e.g. 401/404 behind a proxy): MLflow will say more
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            if "CERTIFICATE" in str(reason).upper():
-                return  # TLS set-up is MLflow's business (MLFLOW_TRACKING_INSECURE_TLS ...)
-            last = str(reason)
-    raise TrackingError(
-        f"tracking server {uri} is not reachable ({last}) after {PROBE_ATTEMPTS} attempts; "
-        "start it or set tracking.uri"
-    )
-
-
-def _server_alive(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=2):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------- sinks
@@ -576,7 +442,7 @@ class MlflowSink:
                 self._store_reachable()
                 raise TrackingError(
                     f"lost the tracking store {self.uri} at step {self._last.step} "
-                    f"({_one_line(exc)}); the history so far is in the store and the run stays "
+                    f"({short_message(exc)}); the history so far is in the store and the run stays "
                     "RUNNING there until the next numgrad start on it marks it KILLED"
                 ) from exc
         self._next_flush = time.monotonic() + self.flush_seconds
@@ -630,7 +496,9 @@ class MlflowSink:
             return
         if isinstance(exc, TrackingError):
             raise exc
-        raise TrackingError(f"cannot open an MLflow run on {self.uri}: {_one_line(exc)}") from exc
+        raise TrackingError(
+            f"cannot open an MLflow run on {self.uri}: {short_message(exc)}"
+        ) from exc
 
     def _open_run(self) -> None:
         """Import mlflow, get or create the experiment, reconcile orphans, start the run."""
@@ -643,7 +511,7 @@ class MlflowSink:
         if db is not None:
             # Import the store module outside the lock: only the database work is serialised.
             import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-        with _file_lock(db):
+        with file_lock(db):
             client = MlflowClient(tracking_uri=self.uri)  # creates the tables of a new store
             self.experiment_id = self._experiment(client, db)
             self._reconcile_orphans(client)
@@ -651,7 +519,7 @@ class MlflowSink:
             client.create_run, self.experiment_id, tags=self._run_tags(), run_name=self.run_name
         )
         self._client, self._mlflow, self.run_id = client, (Metric, Param, RunTag), run.info.run_id
-        _ACTIVE_RUNS.add(self.run_id)
+        ACTIVE_RUNS.add(self.run_id)
         params = flatten_params(self.config)
         long = sorted(k for k, v in params.items() if v == LONG_VALUE)
         tags = {"numgrad.params_in_config_yaml": ",".join(long)} if long else {}
@@ -685,15 +553,15 @@ class MlflowSink:
 
     def _run_tags(self) -> dict[str, str]:
         tags = {
-            "mlflow.user": _user(),
+            "mlflow.user": user_name(),
             "mlflow.source.name": "numgrad",
             "mlflow.source.type": "LOCAL",
-            "numgrad.overrides": _fit(" ".join(self.overrides), "<see overrides.yaml>"),
+            "numgrad.overrides": fit_tag(" ".join(self.overrides), "<see overrides.yaml>"),
             "numgrad.host": socket.gethostname(),
             "numgrad.pid": str(os.getpid()),
         }
         if self.output_dir is not None:
-            tags["numgrad.output_dir"] = _fit(str(Path(self.output_dir).absolute()), "")
+            tags["numgrad.output_dir"] = fit_tag(str(Path(self.output_dir).absolute()), "")
         commit = git_commit(Path(__file__).resolve().parent)
         if commit:
             tags["numgrad.git_commit"] = tags["mlflow.source.git.commit"] = commit
@@ -714,7 +582,7 @@ class MlflowSink:
         )  # fmt: skip
         for run in runs:
             pid = run.data.tags.get("numgrad.pid", "")
-            if not pid.isdigit() or not _orphaned(run.info.run_id, int(pid), run.info.start_time):
+            if not pid.isdigit() or not orphaned(run.info.run_id, int(pid), run.info.start_time):
                 continue
             self._write(client.set_tag, run.info.run_id, "numgrad.stop_reason", "orphaned")
             self._write(client.set_terminated, run.info.run_id, "KILLED")
@@ -813,7 +681,7 @@ class MlflowSink:
                 message = str(problem)
             else:
                 message = f"tracking on {self.uri} failed closing run {self.run_id}: "
-                message += _one_line(problem)
+                message += short_message(problem)
             if exc is None:
                 raise TrackingError(message) from problem
             print(f"numgrad: {message}", file=sys.stderr)
@@ -836,21 +704,23 @@ class MlflowSink:
 
     def _store_reachable(self) -> bool:
         if not self._store_down and self.uri.startswith(("http://", "https://")):
-            self._store_down = not _server_alive(self.uri)
+            self._store_down = not server_alive(self.uri)
         return not self._store_down
 
     def _try_terminate(self, status: str, err: BaseException) -> None:
         if self.run_id is None or self._client is None or not self._store_reachable():
             return
         with contextlib.suppress(Exception):
-            why = _fit(_describe(err), "")  # numgrad.error keeps the run's own error, if any
+            why = fit_tag(
+                describe_error(err), ""
+            )  # numgrad.error keeps the run's own error, if any
             self._write(self._client.set_tag, self.run_id, "numgrad.tracking_error", why)
         with contextlib.suppress(Exception):
             self._write(self._client.set_terminated, self.run_id, status)
 
     def _cleanup(self) -> None:
         if self.run_id is not None:
-            _ACTIVE_RUNS.discard(self.run_id)
+            ACTIVE_RUNS.discard(self.run_id)
         if self._csv is not None and not self._csv.closed:
             self._csv.close()
         if self._figures is not None:
@@ -912,10 +782,13 @@ def _outcome(exc: BaseException | None, end: dict[str, Any] | None) -> tuple[str
             "numgrad.diverged.step": str(exc.step),
             "numgrad.diverged.quantity": str(exc.quantity),
             "numgrad.diverged.value": repr(exc.value),
-            "numgrad.error": _fit(_describe(exc), ""),
+            "numgrad.error": fit_tag(describe_error(exc), ""),
         }
     if isinstance(exc, Exception):
-        return "FAILED", {"numgrad.stop_reason": "error", "numgrad.error": _fit(_describe(exc), "")}
+        return "FAILED", {
+            "numgrad.stop_reason": "error",
+            "numgrad.error": fit_tag(describe_error(exc), ""),
+        }
     return "KILLED", {"numgrad.stop_reason": type(exc).__name__}
 
 
@@ -962,128 +835,26 @@ def _plain(value: Any) -> Any:
     return str(getattr(value, "value", value))
 
 
-def _fit(text: str, placeholder: str) -> str:
+def fit_tag(text: str, placeholder: str) -> str:
     return (
         text if len(text) <= MAX_TAG_VALUE else (placeholder or text[: MAX_TAG_VALUE - 3] + "...")
     )
 
 
-def _one_line(exc: BaseException) -> str:
+def short_message(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return (text[:500] + "...") if len(text) > 500 else (text or type(exc).__name__)
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {_one_line(exc)}"
+def describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {short_message(exc)}"
 
 
-def _user() -> str:
+def user_name() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
-
-
-def git_commit(start: Path) -> str | None:
-    """The commit checked out in the git work tree holding ``start``, read from ``.git``.
-
-    Stops at ``site-packages`` (an installed copy is not the checkout around it);
-    returns None when there is no repository or no commit yet. Never runs ``git``.
-    """
-    for directory in (start, *start.parents):
-        if directory.name in ("site-packages", "dist-packages"):
-            return None
-        dot_git = directory / ".git"
-        try:
-            if dot_git.is_file():  # a worktree or submodule: "gitdir: <path>"
-                text = dot_git.read_text().strip()
-                if not text.startswith("gitdir:"):
-                    return None
-                dot_git = (directory / text[len("gitdir:") :].strip()).resolve()
-            if dot_git.is_dir():
-                return _read_head(dot_git)
-        except OSError:
-            return None
-    return None
-
-
-def _read_head(git_dir: Path) -> str | None:
-    head = (git_dir / "HEAD").read_text().strip()
-    if not head.startswith("ref:"):
-        return head if re.fullmatch(r"[0-9a-f]{40,64}", head) else None
-    ref = head[len("ref:") :].strip()
-    common = git_dir
-    if (git_dir / "commondir").is_file():
-        common = (git_dir / (git_dir / "commondir").read_text().strip()).resolve()
-    for base in (git_dir, common):
-        if (base / ref).is_file():
-            sha = (base / ref).read_text().strip()
-            return sha if re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
-    packed = common / "packed-refs"
-    if packed.is_file():
-        for line in packed.read_text().splitlines():
-            sha, _, name = line.partition(" ")
-            if name == ref:
-                return sha
-    return None
-
-
-def _orphaned(run_id: str, pid: int, start_ms: int | None) -> bool:
-    """True when the process that owned a RUNNING run is gone (or its pid was reused)."""
-    if pid == os.getpid():
-        return run_id not in _ACTIVE_RUNS
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, another user's
-    started = _process_start(pid)
-    return started is not None and start_ms is not None and started > start_ms / 1000 + 2
-
-
-def _process_start(pid: int) -> float | None:
-    """Start time of a process (epoch seconds) from /proc; None where unavailable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])
-        boot = next(
-            float(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime")
-        )
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-@contextlib.contextmanager
-def _file_lock(db: Path | None) -> Iterator[None]:
-    """An exclusive ``flock`` on ``<db>.lock`` (no-op for non-SQLite stores)."""
-    if db is None:
-        yield
-        return
-    try:
-        import fcntl  # POSIX only
-    except ImportError:  # pragma: no cover - Windows: MLflow's own behaviour
-        yield
-        return
-    with open(f"{db}.lock", "a") as handle:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TrackingError(
-                        f"timed out after {LOCK_TIMEOUT:.0f} s waiting for {db}.lock"
-                    ) from None
-                time.sleep(0.02 + 0.03 * _jitter.random())
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ----------------------------------------------------------------- figure worker
@@ -1128,7 +899,7 @@ def _collect_figures(worker: subprocess.Popen[bytes] | None, stage: Path) -> Non
         try:
             plots.render_run(stage)
         except Exception as exc:
-            print(f"numgrad: figures not drawn: {_one_line(exc)}", file=sys.stderr)
+            print(f"numgrad: figures not drawn: {short_message(exc)}", file=sys.stderr)
 
 
 def _stop_figure_worker(worker: subprocess.Popen[bytes]) -> None:
