@@ -113,6 +113,8 @@ class SweepCallback(Callback):
             return
         from numgrad.cli import write_job_status
 
+        # The public return_value property re-raises the job's exception and writes a
+        # line to stderr; here we only want to record it.
         exc = job_return._return_value
         with contextlib.suppress(OSError):
             write_job_status(
@@ -208,12 +210,10 @@ class _Sweep:
         try:
             # Creating (and migrating) a new store happens here, once, before any job.
             with stores.file_lock(db):
-                store.experiment_id = store._experiment(client, db)
-                store._reconcile_orphans(client)
+                store.experiment_id = store.get_or_create_experiment(client, db)
+                store.reconcile_orphans(client)
             tags = self._parent_tags()
-            run = store._write(
-                client.create_run, store.experiment_id, tags=tags, run_name=self.name
-            )
+            run = store.write(client.create_run, store.experiment_id, tags=tags, run_name=self.name)
         except tracking.TrackingError:
             raise
         except Exception as exc:
@@ -325,12 +325,12 @@ class _Sweep:
         experiments = [store.experiment_id]
         if "tracking.experiment" in {*_params(self.overrides), *self.params}:
             # Jobs choose their own experiment: look for the children everywhere.
-            found = store._write(client.search_experiments, max_results=1000)
+            found = store.write(client.search_experiments, max_results=1000)
             experiments = [e.experiment_id for e in found] or experiments
         runs: list[Any] = []
         token = None
         while True:
-            page = store._write(
+            page = store.write(
                 client.search_runs, experiments,
                 filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'",
                 max_results=1000, page_token=token,
@@ -352,11 +352,11 @@ class _Sweep:
                 )
                 continue
             with contextlib.suppress(Exception):
-                self._store._write(
+                self._store.write(
                     self._client.set_tag, run.info.run_id, "numgrad.stop_reason", "orphaned"
                 )
-                self._store._write(self._client.set_terminated, run.info.run_id, "KILLED")
-                run.info._status = "KILLED"
+                self._store.write(self._client.set_terminated, run.info.run_id, "KILLED")
+                run.info._status = "KILLED"  # our copy, for the summary: no second query
 
     def _write_summary(self, outcome: SweepOutcome) -> Path | None:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -399,25 +399,25 @@ class _Sweep:
         ]
         if losses:
             metrics.append(Metric("best_final_loss", min(losses), now, 0))
-        self._store._write(
+        self._store.write(
             self._client.log_batch, self.parent_id,
             tags=[RunTag(k, v) for k, v in tags.items()], metrics=metrics, synchronous=True,
         )  # fmt: skip
         log = self._client.log_artifact
         if outcome.summary is not None:
-            self._store._write(log, self.parent_id, str(outcome.summary))
+            self._store.write(log, self.parent_id, str(outcome.summary))
         for extra in ("multirun.yaml", "optimization_results.yaml"):
             if (self.sweep_dir / extra).is_file():
-                self._store._write(log, self.parent_id, str(self.sweep_dir / extra))
+                self._store.write(log, self.parent_id, str(self.sweep_dir / extra))
         figures = self.sweep_dir / FIGURES_DIR
         if figures.is_dir() and any(figures.iterdir()):
-            self._store._write(self._client.log_artifacts, self.parent_id, str(figures), "figures")
+            self._store.write(self._client.log_artifacts, self.parent_id, str(figures), "figures")
 
     def _terminate(self, status: str) -> None:
         if self.parent_id is None or self._client is None:
             return
         try:
-            self._store._write(self._client.set_terminated, self.parent_id, status)
+            self._store.write(self._client.set_terminated, self.parent_id, status)
         except Exception as exc:
             print(
                 f"numgrad: could not end the sweep's parent run {self.parent_id} on {self.uri}: "

@@ -479,7 +479,7 @@ class MlflowSink:
         while self._metrics:
             chunk = self._metrics[:MAX_METRICS_PER_BATCH]
             metrics = [Metric(key, value, ms, step) for key, value, ms, step in chunk]
-            self._write(self._client.log_batch, self.run_id, metrics=metrics, synchronous=True)
+            self.write(self._client.log_batch, self.run_id, metrics=metrics, synchronous=True)
             del self._metrics[: len(chunk)]
 
     # ---------------------------------------------------------------- the store
@@ -513,9 +513,9 @@ class MlflowSink:
             import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
         with file_lock(db):
             client = MlflowClient(tracking_uri=self.uri)  # creates the tables of a new store
-            self.experiment_id = self._experiment(client, db)
-            self._reconcile_orphans(client)
-        run = self._write(
+            self.experiment_id = self.get_or_create_experiment(client, db)
+            self.reconcile_orphans(client)
+        run = self.write(
             client.create_run, self.experiment_id, tags=self._run_tags(), run_name=self.run_name
         )
         self._client, self._mlflow, self.run_id = client, (Metric, Param, RunTag), run.info.run_id
@@ -525,21 +525,26 @@ class MlflowSink:
         tags = {"numgrad.params_in_config_yaml": ",".join(long)} if long else {}
         self._log_batch(params={k: v for k, v in params.items() if len(k) <= 250}, tags=tags)
 
-    def _experiment(self, client: Any, db: Path | None) -> str:
+    def get_or_create_experiment(self, client: Any, db: Path | None) -> str:
+        """The experiment's id, creating it (tagged for the model-training view) if needed.
+
+        Call it under :func:`numgrad.store.file_lock` for SQLite: two processes creating
+        the same experiment at once would otherwise leave one run in Default.
+        """
         key, kind = EXPERIMENT_KIND
-        exp = self._write(client.get_experiment_by_name, self.experiment)
+        exp = self.write(client.get_experiment_by_name, self.experiment)
         if exp is None:
             # With SQLite, artifacts go next to the database, not into ./mlartifacts.
             location = (db.parent / "mlartifacts").as_uri() if db is not None else None
             try:
-                return self._write(
+                return self.write(
                     client.create_experiment, self.experiment,
                     artifact_location=location, tags={key: kind},
                 )  # fmt: skip
             except Exception as exc:  # created by another process in the meantime
                 if "RESOURCE_ALREADY_EXISTS" not in str(getattr(exc, "error_code", "")):
                     raise
-                exp = self._write(client.get_experiment_by_name, self.experiment)
+                exp = self.write(client.get_experiment_by_name, self.experiment)
                 if exp is None:
                     raise
         if exp.lifecycle_stage != "active":
@@ -548,7 +553,7 @@ class MlflowSink:
                 "(mlflow experiments restore) or choose another tracking.experiment"
             )
         if exp.tags.get(key) != kind:
-            self._write(client.set_experiment_tag, exp.experiment_id, key, kind)
+            self.write(client.set_experiment_tag, exp.experiment_id, key, kind)
         return exp.experiment_id
 
     def _run_tags(self) -> dict[str, str]:
@@ -570,12 +575,12 @@ class MlflowSink:
             tags["mlflow.parentRunId"] = parent
         return tags
 
-    def _reconcile_orphans(self, client: Any) -> None:
+    def reconcile_orphans(self, client: Any) -> None:
         """Mark RUNNING runs of this host whose process is gone KILLED, one line each."""
         host = socket.gethostname()
         if "'" in host:
             return
-        runs = self._write(
+        runs = self.write(
             client.search_runs, [self.experiment_id],
             filter_string=f"attributes.status = 'RUNNING' and tags.`numgrad.host` = '{host}'",
             max_results=1000,
@@ -584,8 +589,8 @@ class MlflowSink:
             pid = run.data.tags.get("numgrad.pid", "")
             if not pid.isdigit() or not orphaned(run.info.run_id, int(pid), run.info.start_time):
                 continue
-            self._write(client.set_tag, run.info.run_id, "numgrad.stop_reason", "orphaned")
-            self._write(client.set_terminated, run.info.run_id, "KILLED")
+            self.write(client.set_tag, run.info.run_id, "numgrad.stop_reason", "orphaned")
+            self.write(client.set_terminated, run.info.run_id, "KILLED")
             print(
                 f"numgrad: marked run {run.info.run_id} ({run.info.run_name}) KILLED: it was "
                 f"RUNNING but its process {pid} on {host} is gone",
@@ -599,10 +604,10 @@ class MlflowSink:
         t = [RunTag(k, v) for k, v in tags.items()]
         n = MAX_PARAMS_TAGS_PER_BATCH
         for i in range(0, max(len(p), len(t)), n):
-            self._write(self._client.log_batch, self.run_id, params=p[i : i + n],
+            self.write(self._client.log_batch, self.run_id, params=p[i : i + n],
                         tags=t[i : i + n], synchronous=True)  # fmt: skip
 
-    def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call the store, retrying with back-off while SQLite says "database is locked"."""
         delay = 0.05
         for attempt in range(10):
@@ -668,8 +673,8 @@ class MlflowSink:
                 self._log_batch(tags=tags)
                 _collect_figures(self._figures, self._stage)
                 self._figures = None
-                self._write(self._client.log_artifacts, self.run_id, str(self._stage / "artifacts"))
-                self._write(self._client.set_terminated, self.run_id, status)
+                self.write(self._client.log_artifacts, self.run_id, str(self._stage / "artifacts"))
+                self.write(self._client.set_terminated, self.run_id, status)
             except BaseException as err:
                 problem = err
                 self._try_terminate("FAILED" if status == "FINISHED" else status, err)
@@ -714,9 +719,9 @@ class MlflowSink:
             why = fit_tag(
                 describe_error(err), ""
             )  # numgrad.error keeps the run's own error, if any
-            self._write(self._client.set_tag, self.run_id, "numgrad.tracking_error", why)
+            self.write(self._client.set_tag, self.run_id, "numgrad.tracking_error", why)
         with contextlib.suppress(Exception):
-            self._write(self._client.set_terminated, self.run_id, status)
+            self.write(self._client.set_terminated, self.run_id, status)
 
     def _cleanup(self) -> None:
         if self.run_id is not None:
