@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from numgrad.gradient import analytic_gradient, loss_from_labels, relative_error
+from numgrad.gradient import (
+    accuracy_from_labels,
+    analytic_gradient,
+    loss_from_labels,
+    relative_error,
+)
 
 Engine = Callable[[np.ndarray, np.ndarray, np.ndarray, float], np.ndarray]
 
@@ -125,14 +130,13 @@ class Descent:
         rel_error = None
         if self.check:
             rel_error = relative_error(grad, analytic_gradient(self.W, self.x, self.labels))
-        predicted = np.argmax(self.x @ self.W, axis=1)
         record = StepRecord(
             step=step,
             loss=float(loss),
             grad_norm=_norm(grad),
             grad_max_abs=float(np.abs(grad).max()),
             weight_norm=weight_norm,
-            accuracy=float(np.mean(predicted == self.labels)),
+            accuracy=accuracy_from_labels(self.W, self.x, self.labels),
             grad_rel_error=rel_error,
             seconds=time.perf_counter() - start,
         )

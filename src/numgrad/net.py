@@ -11,7 +11,7 @@ from numbers import Real
 
 import numpy as np
 
-from numgrad.gradient import ENGINES, loss_from_labels
+from numgrad.gradient import ENGINES, accuracy_from_labels, loss_from_labels
 
 # Below this many weights, __repr__ prints W itself; above, summary statistics.
 _REPR_MAX_WEIGHTS = 12
@@ -188,8 +188,7 @@ class SimpleNet:
         >>> SimpleNet([[1.0, 0.0], [0.0, 1.0]]).accuracy([[2.0, 1.0], [2.0, 1.0]], [0, 1])
         0.5
         """
-        x2d, labels = self.prepare(x, t)
-        return float(np.mean(np.argmax(x2d @ self.W, axis=1) == labels))
+        return accuracy_from_labels(self.W, *self.prepare(x, t))
 
     def gradient(
         self, x: np.ndarray, t: np.ndarray, method: str = "vectorized", h: float = 1e-4
