@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import math
 import os
 import shlex
 import signal
@@ -46,6 +45,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from numgrad import store as stores
 from numgrad import tracking
+from numgrad.sweep_plots import finite_number, number
 
 SUMMARY_FILE = "sweep_summary.csv"
 FIGURES_DIR = "sweep_figures"  # in the sweep dir; "figures/" in the parent run
@@ -395,7 +395,7 @@ class _Sweep:
         losses = [
             r["final_loss"]
             for r in outcome.rows
-            if _finite(r["final_loss"]) and r["status"] == "FINISHED"
+            if finite_number(r["final_loss"]) and r["status"] == "FINISHED"
         ]
         if losses:
             metrics.append(Metric("best_final_loss", min(losses), now, 0))
@@ -513,7 +513,7 @@ def _rows(
             row["overrides_list"] = list(record.get("overrides") or row["overrides_list"])
             row["status"] = record.get("status")
             row["error"] = record.get("error") or ""
-            row["final_loss"] = _float(record.get("final_loss"))
+            row["final_loss"] = number(record.get("final_loss"))
             if record.get("job") is not None:
                 row["job"] = int(record["job"])
     for run in children:
@@ -717,14 +717,3 @@ def _sweep_name(overrides: Sequence[str], params: Mapping[str, str], run_name: A
     parts = [p for p in parts if p != "default"]
     name = "sweep " + (" ".join(parts) or "default")
     return name if len(name) <= 250 else name[:247] + "..."
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, float | int) and math.isfinite(value)

@@ -146,10 +146,10 @@ def _render(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
     written = []
     swept = swept_numeric(rows)
     for key in swept:
-        if any(_finite(r.get("final_loss")) for r in rows):
+        if any(finite_number(r.get("final_loss")) for r in rows):
             fig = metric_vs_parameter(rows, key, "final_loss")
             written.append(save(fig, out_dir / f"final_loss_vs_{key}.png"))
-    if H_KEY in swept and any(_finite(r.get("grad_rel_error")) for r in rows):
+    if H_KEY in swept and any(finite_number(r.get("grad_rel_error")) for r in rows):
         fig = metric_vs_parameter(
             rows, H_KEY, "grad_rel_error",
             title="gradient's relative error against h (truncation vs round-off)",
@@ -158,5 +158,12 @@ def _render(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
     return written
 
 
-def _finite(value: Any) -> bool:
+def finite_number(value: Any) -> bool:
+    """True for an int or float that is finite (a metric a failed job does not have).
+
+    Examples
+    --------
+    >>> finite_number(0.5), finite_number(float("inf")), finite_number(None)
+    (True, False, False)
+    """
     return isinstance(value, float | int) and math.isfinite(value)
