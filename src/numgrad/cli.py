@@ -188,8 +188,10 @@ def _hydra_entry(cfg: DictConfig) -> float:
         write_job_status(output_dir, overrides, "FAILED", error=f"{type(exc).__name__}: {exc}",
                          job=hc.job.num, pid=os.getpid())  # fmt: skip
         return float("inf")
-    job = {"job": hc.job.num, "pid": os.getpid()} if _in_multirun() else {}
-    write_job_status(output_dir, overrides, "FINISHED", final_loss=loss, **job)
+    if _in_multirun():  # only the sweep callback reads it
+        write_job_status(
+            output_dir, overrides, "FINISHED", final_loss=loss, job=hc.job.num, pid=os.getpid()
+        )
     return loss
 
 
