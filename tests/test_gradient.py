@@ -10,7 +10,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-import numgrad.gradient
+from numgrad.functions import softmax
 from numgrad.gradient import (
     ENGINES,
     analytic_gradient,
@@ -141,16 +141,33 @@ def test_vectorized_against_extended_precision(case, h):
     assert max_abs_diff(loop_gradient(W, x, labels, h), reference) < 1e-7
 
 
-def test_vectorized_chunking_does_not_change_the_result(monkeypatch):
-    W, x, labels = random_case(3, 7, 4, 11)
-    whole = vectorized_gradient(W, x, labels)
-    # Tiny blocks: several input chunks, row chunks and product groups per call.
-    monkeypatch.setattr(numgrad.gradient, "_CHUNK_ELEMENTS", 9)
-    monkeypatch.setattr(numgrad.gradient, "_MAX_PRODUCT_ROWS", 3)
-    chunked = vectorized_gradient(W, x, labels)
-    # The same ratios multiplied in another order: equal up to rounding (~1e-16 / h).
-    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-11)
-    np.testing.assert_allclose(chunked, loop_gradient(W, x, labels), rtol=0, atol=1e-9)
+def tiled_case(seed, n_small, n_classes, batch, repeats):
+    """A wide problem whose gradient is a small one's, repeated: a cheap exact reference.
+
+    ``x`` repeats the small problem's columns ``repeats`` times and ``W`` holds the
+    small weights in its first rows, zeros elsewhere: the logits are the small
+    problem's, and perturbing ``W[i, j]`` moves them as perturbing ``W_small[i %
+    n_small, j]`` does. So every block of ``n_small`` gradient rows must equal the
+    small gradient, which the loop computes in ``2 * n_small * n_classes`` passes.
+    """
+    W_small, x_small, labels = random_case(seed, n_small, n_classes, batch)
+    W = np.zeros((n_small * repeats, n_classes))
+    W[:n_small] = W_small
+    return W, np.tile(x_small, repeats), labels, loop_gradient(W_small, x_small, labels)
+
+
+@pytest.mark.parametrize(
+    ("n_classes", "batch", "repeats"),
+    [
+        (3, 5, 11_000),  # 132,000 weights: more inputs than one work block holds
+        (10, 300, 196),  # 784 inputs: blocks of 16 rows, product groups of 256 and 44 rows
+    ],
+)
+def test_vectorized_chunked_work_matches_the_loop(n_classes, batch, repeats):
+    W, x, labels, small = tiled_case(n_classes + batch, 4, n_classes, batch, repeats)
+    grad = vectorized_gradient(W, x, labels)
+    blocks = grad.reshape(repeats, 4, n_classes)
+    np.testing.assert_allclose(blocks, np.broadcast_to(small, blocks.shape), rtol=0, atol=1e-9)
 
 
 def test_vectorized_large_batch_spans_product_groups():
@@ -172,11 +189,18 @@ def test_vectorized_product_groups_avoid_underflow():
     np.testing.assert_allclose(vec, loop_gradient(W, x, labels, h=1.0), rtol=0, atol=1e-9)
 
 
-def test_sum_of_others_does_not_cancel():
-    # S - e_j would give exactly 0 for j = 0 here (1 + 1e-20 == 1 in float64).
-    e = np.array([[1.0, 1e-20, 3e-30], [0.5, 0.25, 0.25]])
-    expected = [[1e-20 + 3e-30, 1.0 + 3e-30, 1.0 + 1e-20], [0.5, 0.75, 0.75]]
-    np.testing.assert_allclose(numgrad.gradient._sum_of_others(e), expected, rtol=1e-15)
+@pytest.mark.skipif(not EXTENDED, reason="np.longdouble is not extended precision here")
+@pytest.mark.parametrize("gap", [10.0, 30.0, 46.0])
+@pytest.mark.parametrize("h", [1e-4, 1e-2])
+def test_rows_dominated_by_one_class(gap, h):
+    # Class 0 leads by e^gap (e^46 ~ 1e20: 1 + e^-46 == 1 in float64). The other
+    # classes' probabilities and the gradients they carry are tiny but must not be lost.
+    W = np.array([[gap, 0.0, -3.0], [0.0, gap / 2, 1.0]])
+    x = np.array([[1.0, 0.2], [0.9, -0.5], [1.0, 1.0], [0.3, 1.0]])
+    for labels in ([0, 1, 2, 0], [1, 1, 2, 2], [0, 0, 0, 0]):
+        labels = np.array(labels)
+        reference = extended_central_difference(W, x, labels, h)
+        assert max_abs_diff(vectorized_gradient(W, x, labels, h), reference) < 1e-11
 
 
 def test_vectorized_near_its_step_limit_and_fallback_beyond():
@@ -218,7 +242,7 @@ EXTREME_LABELS = np.array([1, 0, 2, 2, 1])
 
 def test_extreme_logits_setup():
     with np.errstate(all="raise"):
-        y = numgrad.gradient.softmax(EXTREME_X @ EXTREME_W)
+        y = softmax(EXTREME_X @ EXTREME_W)
     assert y[0, 1] == 0.0 and y[2, 2] == 0.0  # true-class probability 0
 
 

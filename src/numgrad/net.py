@@ -23,13 +23,8 @@ class SimpleNet:
     Parameters
     ----------
     W : array_like, shape (n_inputs, n_classes)
-        Initial weights: real numbers, finite, 2-D, non-empty. Copied to a
-        C-contiguous float64 array (integers are converted).
-
-    Attributes
-    ----------
-    W : ndarray of float64, shape (n_inputs, n_classes)
-        The weights; gradient descent may update them in place.
+        Initial weights: finite real numbers, 2-D, non-empty. Copied to a fresh
+        C-contiguous float64 array, :attr:`W`, which gradient descent may update in place.
 
     Raises
     ------
@@ -74,22 +69,9 @@ class SimpleNet:
     ) -> SimpleNet:
         """A net with standard-normal weights times ``scale``, drawn from ``rng``.
 
-        Parameters
-        ----------
-        shape : tuple of int
-            ``(n_inputs, n_classes)``, both positive.
-        rng : numpy.random.Generator
-            The source of randomness (never the global numpy RNG), e.g.
-            ``np.random.default_rng(seed)``.
-        scale : float, optional
-            Standard deviation of the weights.
-
-        Raises
-        ------
-        TypeError
-            If ``rng`` is not a ``numpy.random.Generator``.
-        ValueError
-            If ``shape`` is not two positive integers or ``scale`` is not finite.
+        ``shape`` is ``(n_inputs, n_classes)``, two positive integers (else ValueError);
+        ``rng`` the only source of randomness (never numpy's global one; else TypeError);
+        ``scale`` a finite number (else ValueError).
 
         Examples
         --------
@@ -138,10 +120,7 @@ class SimpleNet:
         Raises
         ------
         ValueError
-            With a message naming the problem and the numbers involved: wrong
-            number of features or classes, batch sizes that differ, a label out of
-            range or not an integer, a row that is not one-hot, non-finite inputs,
-            an empty batch.
+            With a message naming the problem and the numbers involved.
 
         Examples
         --------
@@ -195,25 +174,11 @@ class SimpleNet:
     ) -> np.ndarray:
         """Gradient of :meth:`loss` with respect to ``W``.
 
-        Parameters
-        ----------
-        x, t : array_like
-            As in :meth:`prepare`.
-        method : {"vectorized", "loop", "analytic"}, optional
-            The engine (:data:`numgrad.gradient.ENGINES`): central differences all
-            at once, the book's one-weight-at-a-time loop, or the closed form.
-        h : float, optional
-            Step of the central differences (finite, > 0; unused by "analytic").
-
-        Returns
-        -------
-        ndarray of float64, shape ``W.shape``. ``W`` itself is left unchanged.
-
-        Raises
-        ------
-        ValueError
-            For an unknown ``method``, an ``h`` that is not a finite number > 0, or
-            invalid ``x``/``t`` (see :meth:`prepare`).
+        ``x``, ``t`` as in :meth:`prepare`; ``method`` one of
+        :data:`numgrad.gradient.ENGINES`; ``h`` the step of the central differences, a
+        finite number > 0 (unused by "analytic"). Returns an array of ``W``'s shape and
+        leaves ``W`` unchanged. Raises ValueError for an unknown method, a bad ``h`` or
+        invalid inputs.
 
         Examples
         --------
