@@ -1,12 +1,13 @@
 """Tests of numgrad.net.SimpleNet: the book's example, construction, validation."""
 
+import pickle
 import re
 
 import numpy as np
 import pytest
 
 from numgrad.gradient import ENGINES, analytic_gradient
-from numgrad.net import SimpleNet
+from numgrad.net import InputError, SimpleNet
 
 # gradient_simplenet.py with the W the book prints (rounded to 8 digits: 1e-6 is as
 # close as its printed results can be reproduced).
@@ -23,6 +24,11 @@ METHODS = sorted(ENGINES)
 @pytest.fixture
 def net():
     return SimpleNet(BOOK_W)
+
+
+def raises_input_error(input, message):
+    """Expect an InputError naming ``input``, with exactly ``message``."""
+    return pytest.raises(InputError, match=f"^{re.escape(message)}$")
 
 
 # -- the book's worked example ----------------------------------------------------------
@@ -86,34 +92,48 @@ def test_integer_weights_give_a_nonzero_gradient(method):
 
 
 @pytest.mark.parametrize(
-    ("W", "message"),
+    ("W", "input", "message"),
     [
-        ([1.0, 2.0], "W must be 2-D (n_inputs, n_classes), got 1-D with shape (2,)"),
-        (np.ones((2, 2, 2)), "W must be 2-D (n_inputs, n_classes), got 3-D with shape (2, 2, 2)"),
-        (np.ones((0, 3)), "W must be non-empty, got shape (0, 3)"),
-        (np.ones((2, 0)), "W must be non-empty, got shape (2, 0)"),
+        ([1.0, 2.0], "shape", "W must be 2-D (n_inputs, n_classes), got 1-D with shape (2,)"),
+        (
+            np.ones((2, 2, 2)),
+            "shape",
+            "W must be 2-D (n_inputs, n_classes), got 3-D with shape (2, 2, 2)",
+        ),
+        (np.ones((0, 3)), "shape", "W must be non-empty, got shape (0, 3)"),
+        (np.ones((2, 0)), "shape", "W must be non-empty, got shape (2, 0)"),
+        (
+            np.ones((2, 1)),
+            "shape",
+            "W has 1 column but a classifier needs at least 2 classes, got shape (2, 1)",
+        ),
         (
             [[1.0, np.nan], [0.0, 1.0]],
+            "W",
             "W has 1 non-finite value(s) (nan or inf), first at W[0, 1] = nan",
         ),
         (
             [[1.0, 2.0], [np.inf, -np.inf]],
+            "W",
             "W has 2 non-finite value(s) (nan or inf), first at W[1, 0] = inf",
         ),
-        ([["a", "b"]], "W must hold real numbers (integer or float), got dtype <U1"),
+        ([["a", "b"]], "W", "W must hold real numbers (integer or float), got dtype <U1"),
         (
             np.ones((2, 2), dtype=complex),
+            "W",
             "W must hold real numbers (integer or float), got dtype complex128",
         ),
         (
             np.ones((2, 2), dtype=bool),
+            "W",
             "W must hold real numbers (integer or float), got dtype bool",
         ),
     ],
 )
-def test_init_rejects_bad_weights(W, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+def test_init_rejects_bad_weights(W, input, message):
+    with raises_input_error(input, message) as info:
         SimpleNet(W)
+    assert info.value.input == input
 
 
 def test_random_uses_the_given_generator_only():
@@ -141,10 +161,19 @@ def test_random_requires_a_generator(rng):
 
 @pytest.mark.parametrize("shape", [(2,), (2, 3, 4), (0, 3), (2, -1), (2.0, 3), 5, (True, 3)])
 def test_random_rejects_bad_shapes(shape):
-    with pytest.raises(
-        ValueError, match=r"shape must be two positive integers \(n_inputs, n_classes\), got"
-    ):
+    shown = tuple(shape) if isinstance(shape, tuple) else (shape,)
+    message = f"shape must be two positive integers (n_inputs, n_classes), got {shown}"
+    with raises_input_error("shape", message) as info:
         SimpleNet.random(shape, np.random.default_rng(0))
+    assert info.value.input == "shape"
+
+
+def test_random_one_input_and_one_class():
+    net = SimpleNet.random((1, 4), np.random.default_rng(3))
+    np.testing.assert_array_equal(net.W, np.random.default_rng(3).standard_normal((1, 4)))
+    with pytest.raises(InputError, match="needs at least 2 classes") as info:
+        SimpleNet.random((4, 1), np.random.default_rng(3))
+    assert info.value.input == "shape"
 
 
 @pytest.mark.parametrize("scale", [np.nan, np.inf, "1"])
@@ -199,123 +228,78 @@ def test_prepare_accepts_boolean_one_hot_rows():
     np.testing.assert_array_equal(labels, [1, 0])
 
 
-@pytest.mark.parametrize(
-    ("x", "t", "message"),
-    [
-        (np.ones(3), 0, "x has 3 features (columns) but W has 2 rows"),
-        (np.ones((4, 1)), [0, 0, 0, 0], "x has 1 features (columns) but W has 2 rows"),
-        (np.ones((0, 2)), [], "empty batch: x has 0 samples (rows)"),
-        (
-            np.ones((2, 2, 2)),
-            [0, 0],
-            "x must be 1-D (one sample) or 2-D (batch, features), got 3-D",
-        ),
-        (np.float64(1.0), 0, "x must be 1-D (one sample) or 2-D (batch, features), got 0-D"),
-        (np.array(["a", "b"]), 0, "x must hold real numbers (integer or float), got dtype <U1"),
-        (
-            [[0.6, np.nan], [1.0, 2.0]],
-            [0, 1],
-            "x has 1 non-finite value(s) (nan or inf), first at sample 0, feature 1: nan",
-        ),
-        (
-            [[0.6, 0.9], [np.inf, 2.0]],
-            [0, 1],
-            "x has 1 non-finite value(s) (nan or inf), first at sample 1, feature 0: inf",
-        ),
-        (np.ones((4, 2)), [0, 1, 2], "x has 4 samples (rows) but t has 3: they must be the same"),
-        (np.ones((2, 2)), 1, "x has 2 samples (rows) but t has 1: they must be the same"),
-        (np.ones((2, 2)), np.eye(3), "x has 2 samples (rows) but t has 3: they must be the same"),
-        (
-            np.ones((2, 2)),
-            np.ones((2, 4)) / 4,
-            "t has 4 classes (columns of one-hot rows) but W has 3 columns (classes)",
-        ),
-        (BOOK_X, [0, 1], "t has 2 classes (columns of one-hot rows) but W has 3 columns (classes)"),
-        (
-            BOOK_X,
-            [0, 0, 0, 1],
-            "t has 4 classes (columns of one-hot rows) but W has 3 columns (classes)",
-        ),
-        (
-            np.ones((2, 2)),
-            [0, 3],
-            "label 3 at t[1] is out of range: W has 3 classes, so labels must be in 0..2",
-        ),
-        (
-            np.ones((2, 2)),
-            [-1, 0],
-            "label -1 at t[0] is out of range: W has 3 classes, so labels must be in 0..2",
-        ),
-        (BOOK_X, 7, "label 7 at t[0] is out of range: W has 3 classes, so labels must be in 0..2"),
-        (
-            np.ones((2, 2)),
-            [[0, 1, 0], [1, 1, 0]],
-            "t row 1 is not one-hot (exactly one 1, zeros elsewhere): [1 1 0]",
-        ),
-        (
-            np.ones((2, 2)),
-            [[0, 0, 0], [1, 0, 0]],
-            "t row 0 is not one-hot (exactly one 1, zeros elsewhere): [0 0 0]",
-        ),
-        (
-            BOOK_X,
-            [0.5, 0.5, 0.0],
-            "t row 0 is not one-hot (exactly one 1, zeros elsewhere): [0.5 0.5 0. ]",
-        ),
-        (
-            BOOK_X,
-            [np.nan, 0, 1],
-            "t row 0 is not one-hot (exactly one 1, zeros elsewhere): [nan  0.  1.]",
-        ),
-        (BOOK_X, [0, 2, -1], "t row 0 is not one-hot (exactly one 1, zeros elsewhere): [ 0  2 -1]"),
-        (np.ones((2, 2)), [0.0, 1.5], "labels must be integers, but t[1] = 1.5 is not"),
-        (np.ones((2, 2)), [np.nan, 1.0], "labels must be integers, but t[0] = nan is not"),
-        (
-            np.ones((2, 2)),
-            [True, False],
-            "labels must be integers (or one-hot rows), got dtype bool",
-        ),
-        (np.ones((2, 2)), ["0", "1"], "labels must be integers (or one-hot rows), got dtype <U1"),
-        (
-            np.ones((2, 2)),
-            np.zeros((2, 3, 1)),
-            "t must be labels (1-D) or one-hot rows (2-D), got 3-D",
-        ),
-    ],
-)
-def test_prepare_errors_name_the_problem(net, x, t, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+# (x, t, the input to fix, the whole message)
+# fmt: off
+PREPARE_ERRORS = [
+    (np.ones(3), 0, "shape", "x has 3 features (columns) but W has 2 rows"),
+    (np.ones((4, 1)), [0, 0, 0, 0], "shape", "x has 1 features (columns) but W has 2 rows"),
+    (np.ones((0, 2)), [], "x", "empty batch: x has 0 samples (rows)"),
+    (np.ones((2, 2, 2)), [0, 0], "x", "x must be 1-D (one sample) or 2-D (batch, features), got 3-D with shape (2, 2, 2)"),
+    (np.float64(1.0), 0, "x", "x must be 1-D (one sample) or 2-D (batch, features), got 0-D with shape ()"),
+    (np.array(["a", "b"]), 0, "x", "x must hold real numbers (integer or float), got dtype <U1"),
+    ([[0.6, np.nan], [1.0, 2.0]], [0, 1], "x", "x has 1 non-finite value(s) (nan or inf), first at sample 0, feature 1: nan"),
+    ([[0.6, 0.9], [np.inf, 2.0]], [0, 1], "x", "x has 1 non-finite value(s) (nan or inf), first at sample 1, feature 0: inf"),
+    (np.ones((4, 2)), [0, 1, 2], "t", "x has 4 samples (rows) but t has 3: they must be the same"),
+    (np.ones((2, 2)), 1, "t", "x has 2 samples (rows) but t has 1: they must be the same"),
+    (np.ones((2, 2)), np.eye(3), "t", "x has 2 samples (rows) but t has 3: they must be the same"),
+    (np.ones((2, 2)), np.ones((2, 4)) / 4, "shape", "t has 4 classes (columns of one-hot rows) but W has 3 columns (classes)"),
+    (BOOK_X, [0, 1], "shape", "t has 2 classes (columns of one-hot rows) but W has 3 columns (classes)"),
+    (BOOK_X, [0, 0, 0, 1], "shape", "t has 4 classes (columns of one-hot rows) but W has 3 columns (classes)"),
+    (np.ones((2, 2)), [0, 3], "t", "label 3 at t[1] is out of range: W has 3 classes, so labels must be in 0..2"),
+    (np.ones((2, 2)), [-1, 0], "t", "label -1 at t[0] is out of range: W has 3 classes, so labels must be in 0..2"),
+    (BOOK_X, 7, "t", "label 7 at t[0] is out of range: W has 3 classes, so labels must be in 0..2"),
+    (np.ones((2, 2)), [[0, 1, 0], [1, 1, 0]], "t", "t row 1 is not one-hot (exactly one 1, zeros elsewhere): [1 1 0]"),
+    (np.ones((2, 2)), [[0, 0, 0], [1, 0, 0]], "t", "t row 0 is not one-hot (exactly one 1, zeros elsewhere): [0 0 0]"),
+    (BOOK_X, [0.5, 0.5, 0.0], "t", "t row 0 is not one-hot (exactly one 1, zeros elsewhere): [0.5 0.5 0. ]"),
+    (BOOK_X, [np.nan, 0, 1], "t", "t row 0 is not one-hot (exactly one 1, zeros elsewhere): [nan  0.  1.]"),
+    (BOOK_X, [0, 2, -1], "t", "t row 0 is not one-hot (exactly one 1, zeros elsewhere): [ 0  2 -1]"),
+    (np.ones((2, 2)), [["0", "1", "0"], ["1", "0", "0"]], "t", "one-hot t must hold numbers, got dtype <U1"),
+    (np.ones((2, 2)), [0.0, 1.5], "t", "labels must be integers, but t[1] = 1.5 is not"),
+    (np.ones((2, 2)), [np.nan, 1.0], "t", "labels must be integers, but t[0] = nan is not"),
+    (np.ones((2, 2)), [True, False], "t", "labels must be integers (or one-hot rows), got dtype bool"),
+    (np.ones((2, 2)), ["0", "1"], "t", "labels must be integers (or one-hot rows), got dtype <U1"),
+    (np.ones((2, 2)), np.zeros((2, 3, 1)), "t", "t must be labels (1-D) or one-hot rows (2-D), got 3-D with shape (2, 3, 1)"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("x", "t", "input", "message"), PREPARE_ERRORS)
+def test_prepare_errors_name_the_problem_and_the_input(net, x, t, input, message):
+    with raises_input_error(input, message) as info:
         net.prepare(x, t)
+    assert info.value.input == input
+    assert isinstance(info.value, ValueError)  # callers catching ValueError still do
 
 
 @pytest.mark.parametrize("call", ["loss", "accuracy", "gradient"])
 def test_public_methods_validate_through_prepare(net, call):
-    with pytest.raises(ValueError, match=re.escape("x has 3 features (columns) but W has 2 rows")):
+    with raises_input_error("shape", "x has 3 features (columns) but W has 2 rows"):
         getattr(net, call)(np.ones(3), 0)
-    with pytest.raises(ValueError, match=re.escape("label 3 at t[0] is out of range")):
+    message = "label 3 at t[0] is out of range: W has 3 classes, so labels must be in 0..2"
+    with raises_input_error("t", message):
         getattr(net, call)(BOOK_X, 3)
 
 
 def test_predict_validates_x(net):
-    with pytest.raises(ValueError, match=re.escape("x has 1 features (columns) but W has 2 rows")):
+    with raises_input_error("shape", "x has 1 features (columns) but W has 2 rows"):
         net.predict([1.0])
-    with pytest.raises(ValueError, match="non-finite"):
+    message = "x has 1 non-finite value(s) (nan or inf), first at sample 0, feature 1: nan"
+    with raises_input_error("x", message) as info:
         net.predict([1.0, np.nan])
+    assert info.value.input == "x"
+
+
+def test_input_error_survives_pickling():
+    # Sweep workers send exceptions across processes: the input must arrive too.
+    error = pickle.loads(pickle.dumps(InputError("t row 0 is not one-hot", "t")))
+    assert type(error) is InputError
+    assert (str(error), error.input) == ("t row 0 is not one-hot", "t")
 
 
 def test_predict_shapes(net):
     assert net.predict(BOOK_X).shape == (3,)
     assert net.predict(np.ones((5, 2))).shape == (5, 3)
     assert net.predict([[1, 2]]).dtype == np.float64
-
-
-def test_single_class_net():
-    net = SimpleNet(np.ones((2, 1)))
-    assert net.loss(np.ones((3, 2)), [0, 0, 0]) == pytest.approx(-np.log(1 + 1e-7))
-    assert net.loss([1.0, 2.0], [1]) == net.loss([1.0, 2.0], 0)  # [1] is the one-hot row
-    with pytest.raises(ValueError, match=re.escape("t row 0 is not one-hot")):
-        net.loss([1.0, 2.0], [0])
-    np.testing.assert_array_equal(net.gradient(np.ones((3, 2)), [0, 0, 0]), np.zeros((2, 1)))
 
 
 # -- gradient -----------------------------------------------------------------------------

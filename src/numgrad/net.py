@@ -1,7 +1,9 @@
 """``SimpleNet``: the book's one-layer net ``z = x @ W`` with softmax and cross-entropy.
 
-The class validates and normalizes inputs once (:meth:`SimpleNet.prepare`) and then
-delegates to the pure functions of :mod:`numgrad.gradient`, which assume valid input.
+The class validates and normalizes inputs once (:meth:`SimpleNet.prepare`, with
+:mod:`numgrad.inputs`) and then delegates to the pure functions of
+:mod:`numgrad.gradient`, which assume valid input. Invalid input raises
+:class:`InputError`, whose ``input`` names the input to fix.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from numbers import Real
 import numpy as np
 
 from numgrad.gradient import ENGINES, accuracy_from_labels, loss_from_labels
+from numgrad.inputs import InputError, as_labels, as_samples, as_weights
+
+__all__ = ["InputError", "SimpleNet"]
 
 # Below this many weights, __repr__ prints W itself; above, summary statistics.
 _REPR_MAX_WEIGHTS = 12
@@ -28,8 +33,9 @@ class SimpleNet:
 
     Raises
     ------
-    ValueError
-        If ``W`` is not a finite, non-empty 2-D array of real numbers.
+    InputError
+        If ``W`` is not a finite 2-D array of real numbers with at least one row and
+        two columns (see :func:`numgrad.inputs.as_weights`).
 
     Examples
     --------
@@ -46,22 +52,7 @@ class SimpleNet:
     """
 
     def __init__(self, W: np.ndarray) -> None:
-        W = np.asarray(W)
-        if W.dtype.kind not in "iuf":
-            raise ValueError(f"W must hold real numbers (integer or float), got dtype {W.dtype}")
-        if W.ndim != 2:
-            raise ValueError(
-                f"W must be 2-D (n_inputs, n_classes), got {W.ndim}-D with shape {W.shape}"
-            )
-        if W.size == 0:
-            raise ValueError(f"W must be non-empty, got shape {W.shape}")
-        if not np.isfinite(W).all():
-            bad = np.argwhere(~np.isfinite(W))
-            raise ValueError(
-                f"W has {len(bad)} non-finite value(s) (nan or inf), first at W[{bad[0][0]}, "
-                f"{bad[0][1]}] = {W[tuple(bad[0])]}"
-            )
-        self.W = np.array(W, dtype=np.float64, order="C")  # always a fresh copy
+        self.W = as_weights(W)
 
     @classmethod
     def random(
@@ -69,7 +60,8 @@ class SimpleNet:
     ) -> SimpleNet:
         """A net with standard-normal weights times ``scale``, drawn from ``rng``.
 
-        ``shape`` is ``(n_inputs, n_classes)``, two positive integers (else ValueError);
+        ``shape`` is ``(n_inputs, n_classes)``: positive integers, at least 2 classes
+        (else :class:`InputError` with ``input="shape"``);
         ``rng`` the only source of randomness (never numpy's global one; else TypeError);
         ``scale`` a finite number (else ValueError).
 
@@ -88,8 +80,8 @@ class SimpleNet:
         if len(shape) != 2 or not all(
             isinstance(n, int | np.integer) and not isinstance(n, bool) and n > 0 for n in shape
         ):
-            raise ValueError(
-                f"shape must be two positive integers (n_inputs, n_classes), got {shape}"
+            raise InputError(
+                f"shape must be two positive integers (n_inputs, n_classes), got {shape}", "shape"
             )
         if not (isinstance(scale, Real) and math.isfinite(scale)):
             raise ValueError(f"scale must be a finite real number, got {scale!r}")
@@ -119,8 +111,9 @@ class SimpleNet:
 
         Raises
         ------
-        ValueError
-            With a message naming the problem and the numbers involved.
+        InputError
+            With a message naming the problem and the numbers involved, and
+            ``input`` naming the input to fix.
 
         Examples
         --------
@@ -129,11 +122,12 @@ class SimpleNet:
         >>> x2d, labels
         (array([[0.6, 0.9]]), array([2]))
         """
-        x2d, single = self._prepare_x(x)
-        labels = self._prepare_t(t, single)
+        x2d, single = as_samples(x, self.W.shape[0])
+        labels = as_labels(t, self.W.shape[1], single)
         if len(labels) != len(x2d):
-            raise ValueError(
-                f"x has {len(x2d)} samples (rows) but t has {len(labels)}: they must be the same"
+            raise InputError(
+                f"x has {len(x2d)} samples (rows) but t has {len(labels)}: they must be the same",
+                "t",
             )
         return x2d, labels
 
@@ -145,7 +139,7 @@ class SimpleNet:
         >>> SimpleNet([[1.0, 0.0], [0.0, 2.0]]).predict([3.0, 4.0])
         array([3., 8.])
         """
-        x2d, single = self._prepare_x(x)
+        x2d, single = as_samples(x, self.W.shape[0])
         z = x2d @ self.W
         return z[0] if single else z
 
@@ -204,86 +198,3 @@ class SimpleNet:
             f"{head}, W: mean={self.W.mean():.4g}, std={self.W.std():.4g}, "
             f"min={self.W.min():.4g}, max={self.W.max():.4g})"
         )
-
-    # -- validation helpers -------------------------------------------------------------
-
-    def _prepare_x(self, x: np.ndarray) -> tuple[np.ndarray, bool]:
-        """``x`` as a C-contiguous float64 (batch, n_inputs) array, and whether it was 1-D."""
-        x = np.asarray(x)
-        if x.dtype.kind not in "iuf":
-            raise ValueError(f"x must hold real numbers (integer or float), got dtype {x.dtype}")
-        if x.ndim not in (1, 2):
-            raise ValueError(
-                f"x must be 1-D (one sample) or 2-D (batch, features), got {x.ndim}-D "
-                f"with shape {x.shape}"
-            )
-        single = x.ndim == 1
-        x2d = np.ascontiguousarray(x.reshape(1, -1) if single else x, dtype=np.float64)
-        n_inputs = self.W.shape[0]
-        if x2d.shape[1] != n_inputs:
-            raise ValueError(f"x has {x2d.shape[1]} features (columns) but W has {n_inputs} rows")
-        if len(x2d) == 0:
-            raise ValueError("empty batch: x has 0 samples (rows)")
-        if not np.isfinite(x2d).all():
-            bad = np.argwhere(~np.isfinite(x2d))
-            sample, feature = bad[0]
-            raise ValueError(
-                f"x has {len(bad)} non-finite value(s) (nan or inf), first at sample "
-                f"{sample}, feature {feature}: {x2d[sample, feature]}"
-            )
-        return x2d, single
-
-    def _prepare_t(self, t: np.ndarray, single: bool) -> np.ndarray:
-        """Integer labels, shape (batch,), from labels or one-hot rows."""
-        t = np.asarray(t)
-        n_classes = self.W.shape[1]
-        if t.ndim > 2:
-            raise ValueError(
-                f"t must be labels (1-D) or one-hot rows (2-D), got {t.ndim}-D with shape {t.shape}"
-            )
-        # For one sample, a 1-D t is a one-hot row unless it is a single label.
-        if single and t.ndim == 1 and t.size != 1:
-            t = t.reshape(1, -1)
-        elif single and n_classes == 1 and t.shape == (1,):
-            t = t.reshape(1, 1)  # one class: [1] is its one-hot row (and [0] is rejected)
-        if t.ndim == 2:
-            return self._labels_from_one_hot(t)
-        return self._check_labels(t.reshape(-1))
-
-    def _labels_from_one_hot(self, t: np.ndarray) -> np.ndarray:
-        n_classes = self.W.shape[1]
-        if t.shape[1] != n_classes:
-            raise ValueError(
-                f"t has {t.shape[1]} classes (columns of one-hot rows) but W has "
-                f"{n_classes} columns (classes)"
-            )
-        if t.dtype.kind not in "biuf":
-            raise ValueError(f"one-hot t must hold numbers, got dtype {t.dtype}")
-        # A one-hot row has a single 1 and zeros elsewhere (nan fails both tests).
-        is_one_hot = ((t == 0) | (t == 1)).all(axis=1) & ((t == 1).sum(axis=1) == 1)
-        if not is_one_hot.all():
-            row = int(np.flatnonzero(~is_one_hot)[0])
-            raise ValueError(
-                f"t row {row} is not one-hot (exactly one 1, zeros elsewhere): {t[row]}"
-            )
-        return np.argmax(t, axis=1).astype(np.int64)
-
-    def _check_labels(self, labels: np.ndarray) -> np.ndarray:
-        n_classes = self.W.shape[1]
-        if labels.dtype.kind == "f":
-            integral = np.isfinite(labels) & (labels == np.round(labels))
-            if not integral.all():
-                index = int(np.flatnonzero(~integral)[0])
-                raise ValueError(
-                    f"labels must be integers, but t[{index}] = {labels[index]} is not"
-                )
-        elif labels.dtype.kind not in "iu":
-            raise ValueError(f"labels must be integers (or one-hot rows), got dtype {labels.dtype}")
-        out_of_range = (labels < 0) | (labels >= n_classes)
-        if out_of_range.any():
-            index = int(np.flatnonzero(out_of_range)[0])
-            raise ValueError(
-                f"label {labels[index]:g} at t[{index}] is out of range: W has {n_classes} "
-                f"classes, so labels must be in 0..{n_classes - 1}"
-            )
-        return labels.astype(np.int64)
