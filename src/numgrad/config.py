@@ -88,6 +88,11 @@ class TrackingConfig:
     log_every: int = 1
     max_points: int = 1000
     flush_seconds: float = 2.0
+    # Journal only (no store contacted, mlflow not imported); numgrad-sync uploads later.
+    offline: bool = False
+    # At the end of a run, how long to wait for a store that went away before exiting 75.
+    outage_grace_seconds: float = 30.0
+    history_max_rows: int = 1_000_000
 
 
 @dataclass
@@ -173,5 +178,8 @@ def validate(cfg: Any) -> None:
     if tracking.max_points < 2:
         raise ConfigError("tracking.max_points", tracking.max_points, "must be >= 2")
     _finite_positive("tracking.flush_seconds", tracking.flush_seconds)
+    _finite_positive("tracking.outage_grace_seconds", tracking.outage_grace_seconds, allow_zero=True)
+    if tracking.history_max_rows < 2:
+        raise ConfigError("tracking.history_max_rows", tracking.history_max_rows, "must be >= 2")
     if not tracking.experiment.strip():
         raise ConfigError("tracking.experiment", tracking.experiment, "must not be empty")

@@ -3,8 +3,7 @@
 A row is a mapping with ``params`` (the job's swept overrides, ``{"optimizer.lr":
 "0.1", ...}``, values as typed on the command line), ``status`` and the numbers of
 ``sweep_summary.csv`` (``final_loss``, ``grad_rel_error``, ... as floats or None).
-matplotlib is imported lazily, through :func:`numgrad.plots._figure` (Agg canvas, no
-pyplot).
+matplotlib is imported when the first figure is drawn (:mod:`numgrad.plots.figure`).
 """
 
 from __future__ import annotations
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from numgrad.plots.figure import new_figure, quietly, save
 
 H_KEY = "gradient.h"
 MAX_SERIES = 8  # more groups than this are drawn as one unlabelled scatter
@@ -87,8 +88,6 @@ def metric_vs_parameter(
     >>> ax.get_xscale(), ax.get_yscale(), ax.get_xlabel()
     ('log', 'log', 'gradient.h')
     """
-    from numgrad.plots import _figure
-
     keys = {k for row in rows for k in row["params"]} - {key}
     others = sorted(k for k in keys if len({str(r["params"].get(k)) for r in rows}) > 1)
     series: dict[str, list[tuple[float, float]]] = {}
@@ -100,7 +99,7 @@ def metric_vs_parameter(
             continue
         label = ", ".join(f"{k.split('.')[-1]}={row['params'].get(k)}" for k in others)
         series.setdefault(label, []).append((x, y))
-    fig = _figure(6.4, 4.0)
+    fig = new_figure(6.4, 4.0)
     fig.subplots_adjust(left=0.14, right=0.96, bottom=0.13, top=0.9)
     ax = fig.add_subplot()
     # Too many lines, or one point per line (a random search): one unlabelled scatter.
@@ -135,14 +134,11 @@ def render_sweep(rows: Sequence[Mapping[str, Any]], out_dir: Path | str) -> list
     was swept with ``gradient.check=true``.
     """
     out_dir = Path(out_dir)
-    # Values near the float limit (lr=1e308) overflow matplotlib's log-axis transforms.
-    with np.errstate(over="ignore", invalid="ignore"):
+    with quietly():
         return _render(rows, out_dir)
 
 
 def _render(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
-    from numgrad.plots import save
-
     written = []
     swept = swept_numeric(rows)
     for key in swept:

@@ -1,0 +1,45 @@
+"""The status file a sweep job leaves in its output dir, for the sweep to read back.
+
+A job's process may be the sweep's own (basic launcher), a pool worker (joblib) or
+another machine (Ray): the file is how its outcome reaches the sweep's summary, also
+for a job that failed before any MLflow run existed.
+
+Examples
+--------
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as d:
+...     write_job_status(Path(d), ["optimizer.lr=0.1"], "FINISHED", final_loss=0.25, job=0)
+...     read_job_status(Path(d) / JOB_STATUS_FILE)["final_loss"]
+0.25
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+JOB_STATUS_FILE = "numgrad_job.json"
+
+#: Job statuses besides MLflow's own: the run finished, but its records are only in its
+#: local journal (the tracking store was unreachable at its end; ``numgrad-sync`` uploads).
+FINISHED_NOT_SYNCED = "FINISHED_NOT_SYNCED"
+
+
+def write_job_status(output_dir: Path, overrides: list[str], status: str, **fields: Any) -> Path:
+    """Write ``numgrad_job.json`` into ``output_dir`` atomically (a reader never sees half)."""
+    record = {"overrides": list(overrides), "status": status, **fields}
+    path = output_dir / JOB_STATUS_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def read_job_status(path: Path) -> dict[str, Any] | None:
+    """The record in a job status file; None when it is missing or unreadable."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None

@@ -1,0 +1,164 @@
+"""``run(cfg)``: one experiment, from a composed config to its final loss.
+
+validate → data → initial weights → SimpleNet → descent → tracking sink. The config is
+a DictConfig composed by Hydra (or the dataclass schema itself); the CLI adds the
+output dir and the overrides that the run's records name.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from numgrad.config import ConfigError, DataSource, Init, validate
+from numgrad.data import load_data
+from numgrad.descent import Descent
+from numgrad.gradient import ENGINES
+from numgrad.net import InputError, SimpleNet
+from numgrad.tracking.recorder import NotSynced
+from numgrad.tracking.sink import open_sink
+
+SHOW_W_MAX = 64  # print the final W when it has at most this many elements
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended: its final numbers, its MLflow run, whether the store has it all."""
+
+    final_loss: float
+    final_accuracy: float
+    steps_taken: int
+    grad_rel_error: float | None
+    run_id: str | None
+    run_name: str | None
+    synced: bool
+    local_note: str = ""
+
+
+def run(cfg: Any, **kwargs: Any) -> float:
+    """Run one experiment and return its final loss (what Hydra's sweepers minimise).
+
+    Takes the arguments of :func:`execute`. Raises
+    :class:`~numgrad.tracking.recorder.NotSynced` when the run finished but the
+    tracking store was unreachable at its end (its records are in its journal).
+    """
+    outcome = execute(cfg, **kwargs)
+    if not outcome.synced:
+        raise NotSynced(outcome.local_note, kwargs.get("output_dir"), outcome.final_loss)
+    return outcome.final_loss
+
+
+def execute(
+    cfg: Any,
+    *,
+    output_dir: Path | None = None,
+    overrides: list[str] | None = None,
+    progress: bool = False,
+) -> RunOutcome:
+    """Run one experiment: validate, load, descend, record; print its summary.
+
+    ``output_dir`` (the Hydra run dir) holds the run's journal and files; ``overrides``
+    are the command line's, for the run's name and tags; ``progress`` draws a bar on
+    stderr. Raises :class:`~numgrad.config.ConfigError` for bad input (before any run
+    exists) and :class:`~numgrad.descent.Diverged` for a divergence.
+    """
+    validate(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    shape = list(cfg.net.shape)
+    x, t = load_data(cfg.data, shape, rng)
+    net = SimpleNet(initial_weights(cfg.net, shape, rng))
+    try:
+        x2d, labels = net.prepare(x, t)
+    except InputError as exc:
+        raise data_error(cfg.data, shape, exc) from None
+    descent = Descent(
+        net.W, x2d, labels, ENGINES[cfg.gradient.method.value],
+        h=cfg.gradient.h, lr=cfg.optimizer.lr, steps=cfg.optimizer.steps,
+        tol=cfg.optimizer.tol, check=cfg.gradient.check,
+    )  # fmt: skip
+    sink = open_sink(
+        cfg.tracking,
+        config=OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True),
+        overrides=overrides or [],
+        output_dir=output_dir,
+        planned_steps=cfg.optimizer.steps,
+    )
+    with sink:
+        sink.log_start(net.W.copy())
+        _descend(descent, sink, show=progress)
+        sink.log_end(descent, W_final=net.W)
+    print_summary(descent, net, sink.describe())
+    last = descent.last_record
+    return RunOutcome(
+        final_loss=last.loss, final_accuracy=last.accuracy, steps_taken=descent.steps_taken,
+        grad_rel_error=last.grad_rel_error, run_id=sink.run_id,
+        run_name=getattr(sink, "run_name", None), synced=sink.synced,
+        local_note="" if sink.synced else sink.local_note(),
+    )  # fmt: skip
+
+
+def _descend(descent: Descent, sink: Any, *, show: bool) -> None:
+    """Iterate the descent into the sink, with a progress bar on stderr when asked."""
+    if not show or descent.steps == 0:
+        for record in descent:
+            sink.log_step(record)
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=descent.steps, file=sys.stderr, ascii=True, mininterval=0.1) as bar:
+        for record in descent:
+            sink.log_step(record)
+            if record.step and bar.update():  # True when the bar was just redrawn
+                bar.set_postfix_str(f"loss {record.loss:.6g}", refresh=False)
+
+
+def initial_weights(net_cfg: Any, shape: list[int], rng: np.random.Generator) -> np.ndarray:
+    """W0 from ``net.init``: ``normal`` (× ``net.scale``), ``zeros`` or ``given`` (``net.W``)."""
+    if net_cfg.init == Init.given:
+        try:
+            W = np.asarray(OmegaConf.to_container(net_cfg.W), dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError("net.W", net_cfg.W, f"not a numeric matrix ({exc})") from None
+        if W.shape != tuple(shape):
+            raise ConfigError(
+                "net.W", W.tolist(), f"has shape {list(W.shape)}, net.shape is {shape}"
+            )
+        if not np.isfinite(W).all():
+            raise ConfigError("net.W", W.tolist(), "must be finite")
+        return W
+    if net_cfg.init == Init.zeros:
+        return np.zeros(shape)
+    return SimpleNet.random(shape, rng, scale=net_cfg.scale).W
+
+
+def data_error(data_cfg: Any, shape: list[int], exc: InputError) -> ConfigError:
+    """Name the field to fix: the shape when the sizes disagree, else where the data came from."""
+    source = data_cfg.name
+    if exc.input == "shape":
+        return ConfigError("net.shape", shape, f"does not fit data={source.name}: {exc}")
+    if source == DataSource.file:
+        return ConfigError("data.path", data_cfg.path, str(exc))
+    if source == DataSource.article:
+        field = "data.x" if exc.input == "x" else "data.t"
+        return ConfigError(field, OmegaConf.to_container(data_cfg[field[5:]]), str(exc))
+    return ConfigError("data", source.name, str(exc))
+
+
+def print_summary(descent: Descent, net: SimpleNet, where: str | None) -> None:
+    """The run's one-line result, the final W when small, and where the run is stored."""
+    last = descent.last_record
+    rel = "" if last.grad_rel_error is None else f", grad rel. error {last.grad_rel_error:.3g}"
+    print(
+        f"numgrad: finished after {descent.steps_taken} steps "
+        f"(stop reason: {descent.stop_reason}); final loss {last.loss:.10g}, "
+        f"accuracy {last.accuracy:.4f}, grad norm {last.grad_norm:.3g}{rel}"
+    )
+    if net.W.size <= SHOW_W_MAX:
+        print("W_final =\n" + np.array2string(net.W, precision=8, max_line_width=100))
+    if where:
+        print(where)

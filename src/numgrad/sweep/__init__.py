@@ -1,0 +1,7 @@
+"""Sweeps (``numgrad -m``): the Hydra callback, the parent run, the summary, the workers.
+
+:mod:`~numgrad.sweep.callback` is what ``conf/config.yaml`` registers with Hydra; it
+drives :mod:`~numgrad.sweep.parent` (the parent MLflow run),
+:mod:`~numgrad.sweep.summary` (one row per job, the CSV, the report) and
+:mod:`~numgrad.sweep.workers` (stopping a parallel launcher's workers on Ctrl-C).
+"""

@@ -1,0 +1,293 @@
+"""Hydra's callback for every ``numgrad -m``: the sweep's parent run, its summary, its end.
+
+``conf/config.yaml`` registers :class:`SweepCallback` under ``hydra.callbacks``, so it
+serves any sweeper (basic, Optuna) and launcher (basic, joblib, Ray):
+
+- ``on_multirun_start`` (main process, before the sweeper and launcher exist) opens
+  the parent run, creating the store first, once, so that parallel workers never race
+  on a new SQLite file. The parent's id reaches the jobs through the environment: set
+  in this process (basic-launcher jobs run here; joblib's workers start later and
+  inherit it) and, for Ray, in ``hydra.launcher.ray.init.runtime_env.env_vars`` of
+  the config received here, the object Hydra then instantiates the launcher from.
+- ``on_job_end`` (wherever the job ran) records a job that failed with an unexpected
+  exception in its status file; :func:`numgrad.cli.job` writes it for the others.
+- ``on_multirun_end`` calls :func:`end_sweep`. Hydra skips it when the sweeper raises
+  (a job's unexpected error, Ctrl-C, SIGTERM), so ``numgrad``'s entry point calls
+  :func:`end_sweep` on those paths too; it runs once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from numgrad import signals
+from numgrad.jobs import JOB_STATUS_FILE, write_job_status
+from numgrad.sweep import workers
+from numgrad.sweep.parent import FIGURES_DIR, SweepParent
+from numgrad.sweep.summary import SUMMARY_FILE, SweepOutcome, collect_rows, report, write_summary
+from numgrad.tracking.records import describe_error, fit_tag, run_name_from, swept_values
+from numgrad.tracking.uri import resolve_uri
+
+REMOTE_LAUNCHERS = ("ray",)  # launchers whose jobs may run on other machines
+
+_SWEEP: Sweep | None = None  # the sweep this process runs, between start and end
+_LAST: SweepOutcome | None = None
+
+
+class SweepCallback(Callback):
+    """Parent run, child links and summary for ``numgrad -m``.
+
+    Stateless itself (Hydra pickles it to every worker): the sweep lives in this module,
+    in the main process.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _SWEEP, _LAST
+        if _SWEEP is not None:  # an earlier sweep in this process never ended
+            end_sweep(RuntimeError("a new sweep started"))
+        _LAST = None
+        sweep = Sweep(config)
+        try:
+            sweep.start(config)
+        except BaseException:
+            sweep.abort()
+            raise
+        _SWEEP = sweep
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        end_sweep()
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+
+        if "MULTIRUN" not in str(OmegaConf.select(config, "hydra.mode")):
+            return
+        output_dir = Path(str(config.hydra.runtime.output_dir))
+        if job_return.status != JobStatus.FAILED or (output_dir / JOB_STATUS_FILE).exists():
+            return
+        # The public return_value property re-raises the job's exception and writes a
+        # line to stderr; here we only want to record it.
+        exc = job_return._return_value
+        with contextlib.suppress(OSError):
+            write_job_status(
+                output_dir, list(job_return.overrides or []), "FAILED",
+                error=describe_error(exc), job=int(config.hydra.job.num), pid=os.getpid(),
+            )  # fmt: skip
+
+
+def end_sweep(exc: BaseException | None = None) -> SweepOutcome | None:
+    """End this process's sweep, if one is open; return how it ended (also later).
+
+    ``exc`` is what stopped the sweep, if anything: KeyboardInterrupt or Terminated make
+    the parent KILLED, anything else FAILED; without it the parent is FINISHED when
+    every job finished, else FAILED. Safe to call any number of times.
+    """
+    global _SWEEP, _LAST
+    sweep, _SWEEP = _SWEEP, None
+    if sweep is not None:
+        _LAST = sweep.end(exc)
+    return _LAST
+
+
+class Sweep:
+    """One multirun, seen from the main process."""
+
+    def __init__(self, config: DictConfig) -> None:
+        self.started = time.time()
+        self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        self.overrides = [str(o) for o in config.hydra.overrides.task]
+        params = OmegaConf.select(config, "hydra.sweeper.params")
+        self.params = {str(k): str(v) for k, v in (params or {}).items()}
+        self.launcher = short_target(OmegaConf.select(config, "hydra.launcher._target_"))
+        self.sweeper = short_target(OmegaConf.select(config, "hydra.sweeper._target_"))
+        self.settings = config.tracking
+        self.name = sweep_name(self.overrides, self.params, self.settings.run_name)
+        self.parent: SweepParent | None = None
+        self._env_before: dict[str, str | None] = {}
+        self._exits = contextlib.ExitStack()
+
+    def start(self, config: DictConfig) -> None:
+        if self.settings.enabled:
+            self.parent = SweepParent(self.settings, self.sweep_dir, self.name)
+            self.parent.children_elsewhere = "tracking.experiment" in {
+                *swept_values(self.overrides), *self.params,
+            }  # fmt: skip
+            self.parent.open(self._parent_tags())
+            self._export(config)
+        self._warn_remote_store()
+        if "joblib" in self.launcher:
+            # On Ctrl-C joblib SIGKILLs its workers at once; first let them end their runs.
+            hook = lambda signum: workers.stop_workers(self._running_by_pid)  # noqa: E731
+            self._exits.enter_context(signals.on_signal(hook))
+
+    def _running_by_pid(self) -> dict[int, str]:
+        return self.parent.running_by_pid() if self.parent is not None else {}
+
+    def _parent_tags(self) -> dict[str, str]:
+        tags = {
+            "numgrad.kind": "sweep",
+            "numgrad.sweep.dir": fit_tag(str(self.sweep_dir)),
+            "numgrad.sweep.overrides": fit_tag(" ".join(self.overrides)),
+            "numgrad.sweep.sweeper": self.sweeper,
+            "numgrad.sweep.launcher": self.launcher,
+            "numgrad.command": fit_tag(shlex.join(["numgrad", *sys.argv[1:]])),
+        }
+        if self.params:
+            tags["numgrad.sweep.params"] = fit_tag(
+                " ".join(f"{k}={v}" for k, v in self.params.items())
+            )
+        return tags
+
+    def _export(self, config: DictConfig) -> None:
+        """Hand the parent (and the store) to every job, wherever it runs."""
+        env = self.parent.job_env()
+        for key, value in env.items():
+            self._env_before[key] = os.environ.get(key)
+            os.environ[key] = value
+        init = OmegaConf.select(config, "hydra.launcher.ray.init")
+        if isinstance(init, DictConfig):
+            if not self.settings.uri:
+                # The store this process resolved (absolute), not the worker's own default.
+                env["MLFLOW_TRACKING_URI"] = self.parent.uri
+            env["NUMGRAD_PID"] = os.environ.get("NUMGRAD_PID", str(os.getpid()))
+            with read_write(config.hydra), open_dict(config.hydra):
+                runtime_env = init.get("runtime_env") or {}
+                if isinstance(runtime_env, DictConfig):
+                    runtime_env = OmegaConf.to_container(runtime_env)
+                runtime_env = dict(runtime_env)
+                runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **env}
+                init["runtime_env"] = runtime_env
+
+    def _warn_remote_store(self) -> None:
+        if not self.settings.enabled or not any(n in self.launcher for n in REMOTE_LAUNCHERS):
+            return
+        uri = self.parent.uri if self.parent is not None else resolve_uri(self.settings.uri)
+        if uri.lower().startswith(("sqlite:", "file:")) or "://" not in uri:
+            print(
+                f"numgrad: warning: hydra/launcher={self.launcher} with the local store {uri}: "
+                "jobs on other machines cannot reach it; use a tracking server "
+                "(tracking.uri=http://host:5000)",
+                file=sys.stderr,
+            )
+
+    def end(self, exc: BaseException | None) -> SweepOutcome:
+        """Summary, figures, the parent's status, a report; never raises."""
+        interrupted = isinstance(exc, KeyboardInterrupt | signals.Terminated)
+        outcome = SweepOutcome(status="FAILED", rows=[])
+        parent = self.parent if self.parent is not None and self.parent.recorder else None
+        try:
+            children = []
+            if parent is not None and parent.run_id is not None:
+                children = parent.children(wait=interrupted)
+                parent.close_lost_children(children, outcome.notes)
+            outcome.rows = collect_rows(
+                self.sweep_dir, self.started, children, interrupted=interrupted,
+                planned=planned_jobs(self.sweeper, self.params, self.overrides),
+            )  # fmt: skip
+            outcome.status = (
+                "KILLED" if interrupted else "FAILED" if exc or outcome.failed else "FINISHED"
+            )
+            outcome.summary = self._write_summary(outcome)
+        except BaseException as err:
+            outcome.status = "KILLED" if interrupted or not isinstance(err, Exception) else "FAILED"
+            outcome.notes.append(f"sweep summary incomplete: {describe_error(err)}")
+        finally:
+            if parent is not None and parent.recorder.journal is not None:
+                outcome.parent_synced = parent.finish(outcome, exc)
+                if not outcome.parent_synced:
+                    outcome.notes.append(parent.recorder.local_note())
+            self._restore()
+        has_run = parent is not None and parent.run_id is not None
+        report(outcome, f"parent run {parent.run_id} ({self.name}) on {parent.uri}; " if has_run else "")
+        return outcome
+
+    def abort(self) -> None:
+        """Undo a start that failed part-way: no job has run, so no summary either."""
+        recorder = self.parent.recorder if self.parent is not None else None
+        if recorder is not None and recorder.journal is not None:
+            with contextlib.suppress(Exception):
+                recorder.finish("FAILED")
+        self._restore()
+        with contextlib.suppress(OSError):
+            self.sweep_dir.rmdir()  # only if empty
+
+    def _write_summary(self, outcome: SweepOutcome) -> Path:
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        path = write_summary(outcome.rows, self.sweep_dir / SUMMARY_FILE)
+        if outcome.rows:
+            try:
+                from numgrad.plots.sweep import render_sweep
+
+                render_sweep(outcome.rows, self.sweep_dir / FIGURES_DIR)
+            except Exception as exc:
+                outcome.notes.append(f"sweep figures not drawn: {describe_error(exc)}")
+        return path
+
+    def _restore(self) -> None:
+        for key, value in self._env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._env_before = {}
+        self._exits.close()
+
+
+def planned_jobs(
+    sweeper: str, params: Mapping[str, str], overrides: Sequence[str]
+) -> list[list[str]] | None:
+    """Every job's overrides, in Hydra's order, for the basic sweeper; None for others."""
+    if sweeper != "basic":
+        return None
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides(
+            [*(f"{k}={v}" for k, v in params.items()), *overrides]
+        )
+        return BasicSweeper.split_arguments(parsed, None)[0]
+    except Exception:  # a sweep the basic sweeper will refuse itself, with its own message
+        return None
+
+
+def short_target(target: Any) -> str:
+    """``hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher`` -> ``joblib``.
+
+    Examples
+    --------
+    >>> short_target("hydra._internal.core_plugins.basic_sweeper.BasicSweeper")
+    'basic'
+    """
+    name = str(target or "").rsplit(".", 1)[-1]
+    for suffix in ("Launcher", "Sweeper"):
+        name = name.removesuffix(suffix)
+    return name.lower() or "unknown"
+
+
+def sweep_name(overrides: Sequence[str], params: Mapping[str, str], run_name: Any) -> str:
+    """The parent run's name: ``sweep`` and the swept values as typed.
+
+    Examples
+    --------
+    >>> sweep_name(["optimizer.lr=0.1,1.0", "gradient.h=1e-2,1e-4"], {}, None)
+    'sweep lr=0.1,1.0 h=1e-2,1e-4'
+    """
+    if run_name:
+        return f"{run_name} (sweep)"
+    given = set(swept_values(overrides))  # a command-line override replaces the preset's param
+    parts = [run_name_from([o]) for o in overrides]
+    parts += [run_name_from([f"{k}={v}"]) for k, v in params.items() if k not in given]
+    parts = [p for p in parts if p != "default"]
+    name = "sweep " + (" ".join(parts) or "default")
+    return name if len(name) <= 250 else name[:247] + "..."

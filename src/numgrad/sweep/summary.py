@@ -1,0 +1,244 @@
+"""A sweep's summary: one row per job, ``sweep_summary.csv``, and what the user is told.
+
+A row comes from the job's folder (its ``.hydra/overrides.yaml`` and the status file
+it left, :mod:`numgrad.jobs`) and from its MLflow run, where there is one: a job that
+failed before its run existed has only its folder, a job on another machine only its
+run, a job the sweep never started only its place in the sweeper's plan.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from numgrad.jobs import FINISHED_NOT_SYNCED, JOB_STATUS_FILE, read_job_status
+from numgrad.tracking.records import swept_values
+
+SUMMARY_FILE = "sweep_summary.csv"
+NOT_STARTED = "NOT_STARTED"
+FIELDS = (
+    "job", "overrides", "status", "final_loss", "final_accuracy", "steps_taken",
+    "grad_rel_error", "run_id", "run_name",
+)  # fmt: skip
+DONE = ("FINISHED", FINISHED_NOT_SYNCED)
+NUMBERS = ("final_loss", "final_accuracy", "steps_taken", "grad_rel_error")
+
+
+@dataclass
+class SweepOutcome:
+    """How a sweep ended: the parent's status and one row per job."""
+
+    status: str
+    rows: list[dict[str, Any]]
+    summary: Path | None = None
+    notes: list[str] = field(default_factory=list)
+    parent_synced: bool = True
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        """Rows of jobs that did not finish (failed, killed, never started)."""
+        return [r for r in self.rows if r["status"] not in DONE]
+
+    @property
+    def exit_status(self) -> int:
+        """1 when a job failed, else 75 when some records are only local, else 0."""
+        if self.failed or self.status != "FINISHED":
+            return 1
+        if not self.parent_synced or any(r["status"] == FINISHED_NOT_SYNCED for r in self.rows):
+            return 75
+        return 0
+
+    def best(self) -> dict[str, Any] | None:
+        """The finished job with the lowest final loss."""
+        done = [r for r in self.rows if r["status"] in DONE and _finite(r.get("final_loss"))]
+        return min(done, key=lambda r: r["final_loss"]) if done else None
+
+
+def collect_rows(
+    sweep_dir: Path,
+    started: float,
+    children: Sequence[Any],
+    *,
+    interrupted: bool,
+    planned: Sequence[Sequence[str]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per job: from its folder and status file, its child run, or the plan.
+
+    Files older than the sweep (``started``, epoch seconds) belong to an earlier sweep
+    in the same ``hydra.sweep.dir`` and are ignored. ``planned`` is the sweeper's job
+    list, when known: jobs of it with no trace at all are rows ``NOT_STARTED``.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    recent = started - 1.0
+    if sweep_dir.is_dir():
+        for path in sweep_dir.glob("*/.hydra/overrides.yaml"):
+            if path.stat().st_mtime >= recent:
+                job_dir = path.parent.parent
+                rows.setdefault(_key(job_dir), _empty_row(job_dir))["overrides_list"] = (
+                    _read_overrides(path)
+                )
+        for path in sweep_dir.glob(f"*/{JOB_STATUS_FILE}"):
+            record = read_job_status(path) if path.stat().st_mtime >= recent else None
+            if record is not None:
+                _merge_status(rows.setdefault(_key(path.parent), _empty_row(path.parent)), record)
+    for run in children:
+        _merge_run(rows, run)
+    out = [_finish_row(row, interrupted) for row in rows.values()]
+    seen = {r["job"] for r in out}
+    for number, overrides in enumerate(planned or ()):
+        if number not in seen:
+            row = _empty_row(None)
+            row.update(job=number, overrides_list=list(overrides), status=NOT_STARTED)
+            out.append(_finish_row(row, interrupted))
+    out.sort(key=lambda r: (r["job"] is None, r["job"] or 0, r["overrides"]))
+    return out
+
+
+def _merge_status(row: dict[str, Any], record: Mapping[str, Any]) -> None:
+    row["overrides_list"] = list(record.get("overrides") or row["overrides_list"])
+    row["status"] = record.get("status")
+    row["error"] = record.get("error") or ""
+    for key in (*NUMBERS, "run_id", "run_name"):
+        if record.get(key) is not None:
+            row[key] = record[key]
+    if record.get("job") is not None:
+        row["job"] = int(record["job"])
+
+
+def _merge_run(rows: dict[str, dict[str, Any]], run: Any) -> None:
+    tags, metrics = run.data.tags, run.data.metrics
+    where = tags.get("numgrad.output_dir")
+    row = rows.setdefault(_key(Path(where)) if where else run.info.run_id, _empty_row(None))
+    row["run_id"] = run.info.run_id
+    row["run_name"] = row["run_name"] or run.info.run_name
+    if not row["overrides_list"]:
+        row["overrides_list"] = tags.get("numgrad.overrides", "").split()
+    if row["status"] is None:  # the job's own record wins; else the run's status
+        row["status"] = run.info.status
+    if not row["error"]:
+        row["error"] = tags.get("numgrad.error", "")
+    for key in NUMBERS:
+        if key in metrics and row[key] is None:
+            row[key] = float(metrics[key])
+    if row["output_dir"] is None and where:
+        row["output_dir"] = where
+
+
+def _finish_row(row: dict[str, Any], interrupted: bool) -> dict[str, Any]:
+    if row["status"] is None:  # started, never reported: stopped by Ctrl-C or a crash
+        row["status"] = "KILLED" if interrupted else "FAILED"
+    if row["job"] is None and row["output_dir"] and Path(row["output_dir"]).name.isdigit():
+        row["job"] = int(Path(row["output_dir"]).name)
+    if row["steps_taken"] is not None:
+        row["steps_taken"] = int(row["steps_taken"])
+    row["overrides"] = " ".join(row.pop("overrides_list"))
+    row["params"] = swept_values(row["overrides"].split())
+    return row
+
+
+def _empty_row(job_dir: Path | None) -> dict[str, Any]:
+    return {
+        "job": int(job_dir.name) if job_dir is not None and job_dir.name.isdigit() else None,
+        "overrides_list": [], "status": None, "final_loss": None, "final_accuracy": None,
+        "steps_taken": None, "grad_rel_error": None, "run_id": "", "run_name": "", "error": "",
+        "output_dir": str(job_dir) if job_dir is not None else None,
+    }  # fmt: skip
+
+
+def _key(path: Path) -> str:
+    return os.path.normpath(os.path.realpath(path))
+
+
+def _read_overrides(path: Path) -> list[str]:
+    import yaml
+
+    try:
+        return [str(o) for o in (yaml.safe_load(path.read_text()) or [])]
+    except (OSError, yaml.YAMLError):
+        return []
+
+
+def write_summary(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """``sweep_summary.csv``: one row per job, a column per swept parameter, floats exact.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> rows = [{"job": 0, "overrides": "optimizer.lr=0.1", "status": "FINISHED",
+    ...          "final_loss": 0.25, "final_accuracy": 1.0, "steps_taken": 3,
+    ...          "grad_rel_error": None, "run_id": "abc", "run_name": "lr=0.1", "error": "",
+    ...          "output_dir": "/x/0", "params": {"optimizer.lr": "0.1"}}]
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     print(write_summary(rows, Path(d) / "s.csv").read_text().splitlines()[1])
+    0,optimizer.lr=0.1,FINISHED,0.25,1.0,3,,abc,lr=0.1,0.1,,/x/0
+    """
+    keys = sorted({k for row in rows for k in row["params"]})
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*FIELDS, *keys, "error", "output_dir"])
+        for row in rows:
+            cells = [_cell(row.get(k)) for k in FIELDS]
+            cells += [row["params"].get(k, "") for k in keys]
+            cells += [row.get("error") or "", row.get("output_dir") or ""]
+            writer.writerow(cells)
+    tmp.replace(path)
+    return path
+
+
+def read_summary(path: Path | str) -> list[dict[str, str]]:
+    """The rows of a ``sweep_summary.csv`` as dicts of strings."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value)
+
+
+def report(outcome: SweepOutcome, where: str) -> None:
+    """One line for the sweep (stdout when all is well), one per job that did not finish."""
+    n, failed = len(outcome.rows), outcome.failed
+    summary = f"summary {outcome.summary}" if outcome.summary else "no summary"
+    for note in outcome.notes:
+        print(f"numgrad: {note}", file=sys.stderr)
+    if not failed and outcome.status == "FINISHED":
+        print(f"numgrad: sweep of {n} jobs FINISHED; {where}{summary}")
+        return
+    never = sum(r["status"] == "NOT_STARTED" for r in failed)
+    counted = f"{len(failed)} of {n} jobs did not finish" + (
+        f" ({never} never started)" if never else ""
+    )
+    print(f"numgrad: sweep {outcome.status}: {counted}; {where}{summary}", file=sys.stderr)
+    for row in failed:
+        job = "?" if row["job"] is None else row["job"]
+        error = f": {row['error']}" if row["error"] else ""
+        print(f"numgrad:   job {job} ({row['overrides']}) {row['status']}{error}", file=sys.stderr)
+
+
+def description(outcome: SweepOutcome, sweep_dir: Path) -> str:
+    """The parent run's description in the MLflow UI: the sweep, its count, its best job."""
+    done = sum(r["status"] in DONE for r in outcome.rows)
+    command = shlex.join(["numgrad", *sys.argv[1:]])
+    text = (
+        f"Sweep `{command}`: {len(outcome.rows)} jobs, {done} finished, "
+        f"{len(outcome.rows) - done} did not finish."
+    )
+    best = outcome.best()
+    if best is not None:
+        name = best["run_name"] or best["overrides"] or f"job {best['job']}"
+        text += f" Best: {name} (final loss {best['final_loss']:.6g})."
+    return text + f" One row per job in `{SUMMARY_FILE}`; sweep dir `{sweep_dir}`."

@@ -1,0 +1,15 @@
+"""MLflow tracking of numgrad runs: every record journaled locally, then sent to the store.
+
+- :mod:`~numgrad.tracking.uri`: which store, checked before any run exists;
+- :mod:`~numgrad.tracking.records`: run names, params, sampled steps, MLflow's limits;
+- :mod:`~numgrad.tracking.journal`: the run journal on disk;
+- :mod:`~numgrad.tracking.mlflow_store`: the store, as one object;
+- :mod:`~numgrad.tracking.replay`: journal records into a store's run;
+- :mod:`~numgrad.tracking.recorder`: journal first, then the store, through outages;
+- :mod:`~numgrad.tracking.history`: ``history.csv``, bounded;
+- :mod:`~numgrad.tracking.sink`: what the runner hands its records to;
+- :mod:`~numgrad.tracking.sync`: ``numgrad-sync``.
+
+Only ``mlflow_store`` (and what calls into it) imports mlflow, and only when a store
+is opened: ``tracking.enabled=false`` and ``tracking.offline=true`` never load it.
+"""

@@ -1,0 +1,354 @@
+"""The MLflow tracking store as one object: client, file lock, retries, experiments, runs.
+
+A run's sink, a sweep's parent run and ``numgrad-sync`` all talk to MLflow through an
+:class:`MlflowStore`, and only through it. It uses ``MlflowClient`` only, never the
+fluent API: no process-wide "active run" exists, so a reused worker process (Hydra's
+joblib launcher) cannot inherit one, and MLflow's exit hook cannot mark an
+interrupted run FINISHED.
+
+SQLite cannot create its tables, or an experiment, from two processes at once: both
+happen under a file lock (``<db>.lock``), and creating a new store's tables holds
+SIGINT/SIGTERM until it is done (an interrupted migration leaves a store nobody can
+open). Writes retry while SQLite says "database is locked".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import getpass
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from numgrad import signals
+from numgrad.tracking.records import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    short_message,
+)
+from numgrad.tracking.uri import TrackingError, sqlite_path
+
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+LOCK_TIMEOUT = 120.0
+#: Runs open in this process: the orphan check must not take a reused worker's own
+#: earlier-started run (same pid) for a dead one.
+ACTIVE_RUNS: set[str] = set()
+# MLflow error codes that a retry cannot mend (the request itself is wrong).
+_CLIENT_ERRORS = frozenset({
+    "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+    "INVALID_STATE", "PERMISSION_DENIED", "UNAUTHENTICATED", "BAD_REQUEST",
+})  # fmt: skip
+_jitter = random.Random()  # never the global random state: MLflow names runs from it
+
+Metric = tuple[str, float, int, int]  # key, value, timestamp (ms), step
+
+
+class MlflowStore:
+    """One tracking store (``uri`` as checked by :func:`numgrad.tracking.uri.check_uri`).
+
+    :meth:`open` imports mlflow and connects; every other method needs it first.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.db = sqlite_path(uri)
+        self.client: Any = None
+
+    # ------------------------------------------------------------ connecting
+
+    def open(self) -> MlflowStore:
+        """Import mlflow and connect; a new SQLite store's tables are made here, once."""
+        if self.client is not None:
+            return self
+        try:
+            from mlflow.tracking import MlflowClient
+
+            if self.db is not None:
+                # Imported outside the lock: only the database work is serialised.
+                import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+            with self.lock(), signals.held():
+                self.client = MlflowClient(tracking_uri=self.uri)
+        except TrackingError:
+            raise
+        except Exception as exc:
+            raise TrackingError(
+                f"cannot open the MLflow store {self.uri}: {short_message(exc)}"
+            ) from exc
+        return self
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """An exclusive lock on ``<db>.lock`` for SQLite stores (a no-op for others)."""
+        if self.db is None:
+            yield
+            return
+        from filelock import FileLock, Timeout
+
+        try:
+            with FileLock(f"{self.db}.lock", timeout=LOCK_TIMEOUT):
+                yield
+        except Timeout:
+            raise TrackingError(
+                f"timed out after {LOCK_TIMEOUT:.0f} s waiting for {self.db}.lock"
+            ) from None
+
+    def reachable(self) -> bool:
+        """Does the store answer at all? (A server's ``/health``; a SQLite file's directory.)"""
+        from numgrad.tracking.uri import is_http, server_alive
+
+        if is_http(self.uri):
+            return server_alive(self.uri)
+        return self.db is None or self.db.parent.is_dir()
+
+    @staticmethod
+    def is_outage(exc: BaseException) -> bool:
+        """True for a failure a later retry can mend (unreachable, locked, full, 5xx)."""
+        if getattr(exc, "error_code", None) in _CLIENT_ERRORS:
+            return False
+        from mlflow.exceptions import MlflowException
+
+        module = type(exc).__module__.split(".")[0]
+        return isinstance(exc, MlflowException | OSError) or module in (
+            "sqlalchemy", "requests", "urllib3", "sqlite3",
+        )  # fmt: skip
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call the client, retrying with back-off while SQLite says "database is locked"."""
+        delay = 0.05
+        for attempt in range(10):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if "database is locked" not in str(exc) or attempt == 9:
+                    raise
+            time.sleep(delay * (0.5 + _jitter.random()))
+            delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    # ----------------------------------------------------------- experiments
+
+    def experiment_id(self, name: str) -> str:
+        """The experiment's id, created (tagged for the model-training view) if needed.
+
+        Under the file lock: two processes creating it at once would otherwise leave
+        one run in the Default experiment.
+        """
+        key, kind = EXPERIMENT_KIND
+        with self.lock():
+            exp = self.call(self.client.get_experiment_by_name, name)
+            if exp is None:
+                # With SQLite, artifacts go next to the database, not into ./mlartifacts.
+                location = (self.db.parent / "mlartifacts").as_uri() if self.db else None
+                try:
+                    return self.call(
+                        self.client.create_experiment, name,
+                        artifact_location=location, tags={key: kind},
+                    )  # fmt: skip
+                except Exception as exc:  # a server's other client was quicker (no lock there)
+                    if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                exp = self.call(self.client.get_experiment_by_name, name)
+        if exp.lifecycle_stage != "active":
+            raise TrackingError(
+                f"experiment '{name}' is deleted in {self.uri}: restore it "
+                "(mlflow experiments restore) or choose another tracking.experiment"
+            )
+        if exp.tags.get(key) != kind:
+            self.call(self.client.set_experiment_tag, exp.experiment_id, key, kind)
+        return exp.experiment_id
+
+    def reconcile_orphans(self, experiment_id: str) -> None:
+        """Mark RUNNING runs of this host whose process is gone KILLED, one line each."""
+        host = socket.gethostname()
+        if "'" in host:
+            return
+        runs = self.search_runs(
+            [experiment_id],
+            f"attributes.status = 'RUNNING' and tags.`numgrad.host` = '{host}'",
+        )
+        for run in runs:
+            if not orphaned(run):
+                continue
+            pid = run.data.tags["numgrad.pid"]
+            self.call(self.client.set_tag, run.info.run_id, "numgrad.stop_reason", "orphaned")
+            self.call(self.client.set_terminated, run.info.run_id, "KILLED")
+            print(
+                f"numgrad: marked run {run.info.run_id} ({run.info.run_name}) KILLED: it was "
+                f"RUNNING but its process {pid} on {host} is gone",
+                file=sys.stderr,
+            )
+
+    # ------------------------------------------------------------------ runs
+
+    def create_run(
+        self,
+        experiment_id: str,
+        *,
+        run_name: str,
+        tags: Mapping[str, str],
+        start_time: int | None = None,
+    ) -> str:
+        run = self.call(
+            self.client.create_run, experiment_id,
+            start_time=start_time, tags=dict(tags), run_name=run_name,
+        )  # fmt: skip
+        return run.info.run_id
+
+    def get_run(self, run_id: str) -> Any | None:
+        """The run, or None when this store has no such run."""
+        try:
+            return self.call(self.client.get_run, run_id)
+        except Exception as exc:
+            if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+
+    def search_runs(
+        self, experiment_ids: Sequence[str], filter_string: str = ""
+    ) -> list[Any]:
+        """Every matching run, all pages."""
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.call(
+                self.client.search_runs, list(experiment_ids), filter_string=filter_string,
+                max_results=1000, page_token=token,
+            )  # fmt: skip
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def log(
+        self,
+        run_id: str,
+        *,
+        metrics: Sequence[Metric] = (),
+        params: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Metrics, params and tags in batches of MLflow's maximum sizes."""
+        from mlflow.entities import Metric as MlflowMetric
+        from mlflow.entities import Param, RunTag
+
+        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+            batch = [MlflowMetric(k, v, ms, step) for k, v, ms, step in chunk]
+            self.call(self.client.log_batch, run_id, metrics=batch, synchronous=True)
+        p = [Param(k, v) for k, v in (params or {}).items()]
+        t = [RunTag(k, v) for k, v in (tags or {}).items()]
+        n = MAX_PARAMS_TAGS_PER_BATCH
+        for i in range(0, max(len(p), len(t)), n):
+            self.call(self.client.log_batch, run_id, params=p[i : i + n],
+                      tags=t[i : i + n], synchronous=True)  # fmt: skip
+
+    def log_artifact(self, run_id: str, local: Path, artifact_path: str | None = None) -> None:
+        """Upload a file, or a folder's contents, under ``artifact_path``."""
+        if local.is_dir():
+            self.call(self.client.log_artifacts, run_id, str(local), artifact_path)
+        else:
+            self.call(self.client.log_artifact, run_id, str(local), artifact_path)
+
+    def terminate(self, run_id: str, status: str, end_time: int | None = None) -> None:
+        self.call(self.client.set_terminated, run_id, status, end_time)
+
+    def download(self, run_id: str, path: str, dst: Path) -> Path:
+        """Download one artifact of a run into ``dst``; return its local path."""
+        return Path(self.call(self.client.download_artifacts, run_id, path, str(dst)))
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    return (items[i : i + size] for i in range(0, len(items), size))
+
+
+# ---------------------------------------------------------------- who ran it
+
+
+def base_tags() -> dict[str, str]:
+    """Tags every numgrad run carries: who, where, which process, which commit."""
+    tags = {
+        "mlflow.user": _user(),
+        "mlflow.source.name": "numgrad",
+        "mlflow.source.type": "LOCAL",
+        "numgrad.host": socket.gethostname(),
+        "numgrad.pid": str(os.getpid()),
+    }
+    commit = git_commit()
+    if commit:
+        tags["numgrad.git_commit"] = tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the git checkout numgrad runs from (``git rev-parse HEAD``).
+
+    None for an installed copy (under site-packages: the repository around a venv is
+    not the code that ran), without git, or outside a repository.
+    """
+    here = Path(__file__).resolve().parent
+    if any(part in ("site-packages", "dist-packages") for part in here.parts):
+        return None
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    commit = proc.stdout.strip()
+    return commit if proc.returncode == 0 and len(commit) in (40, 64) else None
+
+
+def orphaned(run: Any) -> bool:
+    """True when a RUNNING MLflow run's process on this host is gone (or its pid was reused)."""
+    tags = run.data.tags
+    return process_gone(tags, run.info.start_time, run.info.run_id)
+
+
+def process_gone(tags: Mapping[str, str], start_ms: int | None, run_id: str = "") -> bool:
+    """True when the process a run's ``numgrad.host``/``numgrad.pid`` tags name is gone.
+
+    Never true for another host's run: nothing here can see its processes. A pid that
+    now belongs to a process started after the run is a reused pid: gone too.
+    """
+    pid = tags.get("numgrad.pid", "")
+    if tags.get("numgrad.host") != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return run_id not in ACTIVE_RUNS
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    started = _process_start(int(pid))
+    return started is not None and start_ms is not None and started > start_ms / 1000 + 2
+
+
+def _process_start(pid: int) -> float | None:
+    """Start time of a process (epoch seconds) from /proc; None where unavailable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None

@@ -1,0 +1,250 @@
+"""What a run's records look like in MLflow: names, params, sampled steps, MLflow's limits.
+
+Pure functions, no mlflow import: the journal is written (and checked) with them
+before any store is contacted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import re
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+# MLflow's limits (mlflow.utils.validation), repeated here so that checking them does
+# not import mlflow.
+MAX_PARAM_VALUE = 6000
+MAX_TAG_VALUE = 8000
+MAX_KEY = 250
+MAX_PARAMS_TAGS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+
+LONG_VALUE = "<see config.yaml>"  # a param value too long for MLflow; config.yaml has it
+STEP_METRICS = ("loss", "grad_norm", "grad_max_abs", "weight_norm", "accuracy")
+
+
+def parse_override(text: str) -> tuple[str, str | None, bool]:
+    """``(key, value, deleted)`` of a Hydra override; ``value`` is None without ``=``.
+
+    Examples
+    --------
+    >>> parse_override("+data.x=1"), parse_override("~net.W"), parse_override("data=iris")
+    (('data.x', '1', False), ('net.W', None, True), ('data', 'iris', False))
+    """
+    key, sep, value = text.partition("=")
+    key = key.lstrip("+")
+    deleted = key.startswith("~")
+    return key.lstrip("~"), (value if sep else None), deleted
+
+
+def is_under(key: str, roots: Sequence[str]) -> bool:
+    """True when ``key`` is one of ``roots`` or inside one (``hydra.run.dir``, ``hydra/launcher``).
+
+    Examples
+    --------
+    >>> is_under("hydra/launcher", ["hydra"]), is_under("hydrant", ["hydra"])
+    (True, False)
+    """
+    return any(key == root or key.startswith((root + ".", root + "/")) for root in roots)
+
+
+def swept_values(overrides: Sequence[str]) -> dict[str, str]:
+    """``{key: value}`` of the overrides that set a value, ``hydra.*`` left out.
+
+    Examples
+    --------
+    >>> swept_values(["optimizer.lr=0.1", "hydra.run.dir=/x", "~net.W"])
+    {'optimizer.lr': '0.1'}
+    """
+    out = {}
+    for override in overrides:
+        key, value, _ = parse_override(override)
+        if value is not None and not is_under(key, ["hydra"]):
+            out[key] = value
+    return out
+
+
+def run_name_from(overrides: Sequence[str]) -> str:
+    """A short run name from the command-line overrides: last key component ``=`` value.
+
+    ``hydra.*`` and ``tracking.*`` overrides are left out (they say where to log, not
+    what ran); numbers are written in Python's shortest form, at most 6 significant
+    digits (an Optuna trial's ``lr=0.15676677195506075`` reads ``lr=0.156767``; the
+    params keep every digit).
+
+    Examples
+    --------
+    >>> run_name_from(["optimizer.lr=0.5", "gradient.h=1e-3", "hydra.run.dir=/tmp/x"])
+    'lr=0.5,h=0.001'
+    >>> run_name_from(["data=blobs", "+extra.key=1", "tracking.uri=http://127.0.0.1:5000"])
+    'data=blobs,key=1'
+    >>> run_name_from(["optimizer.lr=0.15676677195506075"])
+    'lr=0.156767'
+    >>> run_name_from([])
+    'default'
+    """
+    parts = []
+    for override in overrides:
+        key, value, deleted = parse_override(override)
+        if is_under(key, ["hydra", "tracking"]):
+            continue
+        short = re.split(r"[./]", key)[-1] or key
+        shown = "" if value is None else "=" + short_number(value)
+        parts.append(("~" if deleted else "") + short + shown)
+    return clip(",".join(parts) or "default", MAX_KEY)
+
+
+def short_number(text: str) -> str:
+    """A number as typed, in Python's shortest form at 6 significant digits; else the text.
+
+    Examples
+    --------
+    >>> short_number("007"), short_number("1e-3"), short_number("abc"), short_number("inf")
+    ('7', '0.001', 'abc', 'inf')
+    """
+    try:
+        return str(int(text))
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return repr(float(f"{value:.6g}")) if math.isfinite(value) else text
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, ending in ``...`` when cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """The config as dotted-key parameters; values too long for MLflow become a placeholder.
+
+    Lists are written as JSON; nothing is ever abbreviated (no ``str(ndarray)``).
+
+    Examples
+    --------
+    >>> flatten_params({"optimizer": {"lr": 0.5}, "net": {"shape": [2, 3], "W": None}})
+    {'optimizer.lr': '0.5', 'net.shape': '[2, 3]', 'net.W': 'None'}
+    >>> flatten_params({"data": {"x": list(range(3000))}})
+    {'data.x': '<see config.yaml>'}
+    """
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_params(value, name + "."))
+            continue
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if isinstance(value, list | tuple | Mapping):
+            text = json.dumps(value, default=str)
+        else:
+            text = str(value)
+        out[name] = text if len(text) <= MAX_PARAM_VALUE else LONG_VALUE
+    return out
+
+
+def fit_tag(text: str, placeholder: str = "") -> str:
+    """A tag value within MLflow's limit: ``placeholder`` if given, else the text clipped."""
+    if len(text) <= MAX_TAG_VALUE:
+        return text
+    return placeholder or clip(text, MAX_TAG_VALUE)
+
+
+def short_message(exc: BaseException) -> str:
+    """An exception's message on one line, at most 500 characters."""
+    text = " ".join(str(exc).split())
+    return clip(text, 503) if text else type(exc).__name__
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"ValueError: boom"``: the exception's type and its one-line message."""
+    return f"{type(exc).__name__}: {short_message(exc)}"
+
+
+def plain(value: Any) -> Any:
+    """Plain JSON/YAML-safe containers (enums and numpy scalars as their values).
+
+    Examples
+    --------
+    >>> plain({"shape": (2, np.int64(3)), "w": np.zeros(1)})
+    {'shape': [2, 3], 'w': [0.0]}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(getattr(value, "value", value))
+
+
+def sampled_steps(planned_steps: int, max_points: int, log_every: int = 1) -> Collection[int]:
+    """The steps whose metrics go to the store: at most ``max_points``, evenly spaced.
+
+    Candidates are every ``log_every``-th step plus the last planned step; the first
+    and the last planned step are always kept. Nothing is materialised: membership
+    is arithmetic, so neither a long run nor a huge ``max_points`` costs memory.
+
+    Examples
+    --------
+    >>> list(sampled_steps(10, 4))
+    [0, 3, 7, 10]
+    >>> list(sampled_steps(10, 100, log_every=4))
+    [0, 4, 8, 10]
+    >>> 10**9 in sampled_steps(10**9, 1000), 10**9 - 1 in sampled_steps(10**9, 1000)
+    (True, False)
+    """
+    return _Sample(max(int(planned_steps), 0), max(int(log_every), 1), int(max_points))
+
+
+class _Sample(Collection[int]):
+    """Steps ``0, k, 2k, ... <= n`` plus ``n``; if more than ``m``, ``m`` of them evenly spaced."""
+
+    def __init__(self, n: int, k: int, m: int) -> None:
+        self.n, self.k = n, k
+        self.multiples = n // k + 1
+        self.count = self.multiples + (1 if (self.multiples - 1) * k != n else 0)
+        self.m = min(max(m, 2), self.count)
+
+    def _candidate(self, j: int) -> int:
+        return j * self.k if j < self.multiples else self.n
+
+    def _pick(self, i: int) -> int:
+        """Candidate index of the i-th sampled point: round(i * (count-1) / (m-1)), exactly."""
+        if self.m == self.count:
+            return i
+        c, m = self.count - 1, self.m - 1
+        return (2 * i * c + m) // (2 * m)
+
+    def __len__(self) -> int:
+        return self.m
+
+    def __iter__(self) -> Iterator[int]:
+        return (self._candidate(self._pick(i)) for i in range(self.m))
+
+    def __contains__(self, step: object) -> bool:
+        try:
+            step = operator.index(step)  # numpy integers too
+        except TypeError:
+            return False
+        if step == self.n:
+            j = self.count - 1
+        elif 0 <= step < self.n and step % self.k == 0:
+            j = step // self.k
+        else:
+            return False
+        if self.m == self.count:
+            return True
+        i0 = j * (self.m - 1) // (self.count - 1)  # the pick, if any, is i0 or next to it
+        return any(self._pick(i) == j for i in (i0 - 1, i0, i0 + 1) if 0 <= i < self.m)

@@ -1,0 +1,343 @@
+"""What the runner hands a run's records to: :func:`open_sink` returns the sink.
+
+``tracking.enabled=false`` gives a :class:`NullSink` (mlflow is never imported);
+otherwise an :class:`MlflowSink`, one MLflow run. ``with sink:`` creates the run (or,
+with ``tracking.offline=true``, only its journal); :meth:`MlflowSink.log_step` takes
+each step's record; leaving the block writes the final weights, figures and status:
+FINISHED, FAILED (any exception, divergence included) or KILLED (Ctrl-C, SIGTERM).
+
+Per step the sink only appends to lists. Every ``flush_seconds`` the new rows go to
+``history.csv`` (every step, thinned beyond ``history_max_rows``), the metrics of at
+most ``max_points`` evenly spaced steps to the journal and then to the store.
+
+Examples
+--------
+>>> from numgrad.config import TrackingConfig
+>>> sink = open_sink(TrackingConfig(enabled=False), config={}, overrides=[],
+...                  output_dir=None, planned_steps=0)
+>>> with sink:
+...     sink.log_start(None)
+>>> type(sink).__name__, sink.synced
+('NullSink', True)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from numgrad import signals
+from numgrad.tracking.history import History
+from numgrad.tracking.journal import JournalError
+from numgrad.tracking.mlflow_store import base_tags
+from numgrad.tracking.recorder import Recorder, set_aside_previous
+from numgrad.tracking.records import (
+    LONG_VALUE,
+    MAX_KEY,
+    STEP_METRICS,
+    describe_error,
+    fit_tag,
+    flatten_params,
+    plain,
+    run_name_from,
+    sampled_steps,
+)
+from numgrad.tracking.uri import TrackingError, check_uri, resolve_uri
+
+PARENT_RUN_ENV = "NUMGRAD_PARENT_RUN_ID"  # set by a sweep for its jobs
+PARENT_JOURNAL_ENV = "NUMGRAD_PARENT_JOURNAL"  # the sweep parent's journal (offline sweeps)
+ARTIFACTS_DIR = "artifacts"  # in the run dir: what the run uploads, kept locally too
+W_METRICS_MAX = 64  # one metric per element of the final W up to this many elements
+
+
+def open_sink(
+    settings: Any,
+    *,
+    config: Mapping[str, Any],
+    overrides: Sequence[str],
+    output_dir: Path | str | None,
+    planned_steps: int,
+) -> NullSink | MlflowSink:
+    """Check the tracking settings (a :class:`numgrad.config.TrackingConfig`) and return a sink.
+
+    Raises :class:`TrackingError` with a one-line message, before any run exists, for
+    an unsupported URI scheme, an unwritable SQLite path, a database that is not an
+    MLflow store, or an unreachable tracking server (unless ``offline``).
+    """
+    if not settings.enabled:
+        return NullSink()
+    uri = check_uri(resolve_uri(settings.uri), probe=not settings.offline)
+    if output_dir is None:
+        raise TrackingError("a tracked run needs an output dir for its journal")
+    return MlflowSink(
+        settings, uri=uri, run_name=settings.run_name or run_name_from(overrides),
+        config=config, overrides=list(overrides), output_dir=Path(output_dir),
+        planned_steps=int(planned_steps),
+    )  # fmt: skip
+
+
+class NullSink:
+    """The sink of ``tracking.enabled=false``: accepts everything, records nothing."""
+
+    run_id: str | None = None
+    synced = True
+
+    def __enter__(self) -> NullSink:
+        return self
+
+    def __exit__(self, *exc: object) -> bool:
+        return False
+
+    def log_start(self, W_init: np.ndarray | None) -> None:
+        pass
+
+    def log_step(self, record: Any) -> None:
+        pass
+
+    def log_end(self, descent: Any, W_final: np.ndarray | None = None) -> None:
+        pass
+
+    def describe(self) -> str | None:
+        return None
+
+
+class MlflowSink:
+    """One MLflow run around a descent; see :func:`open_sink`."""
+
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        uri: str,
+        run_name: str,
+        config: Mapping[str, Any],
+        overrides: list[str],
+        output_dir: Path,
+        planned_steps: int,
+    ) -> None:
+        self.settings, self.uri, self.run_name = settings, uri, run_name
+        self.config, self.overrides, self.output_dir = config, overrides, output_dir.absolute()
+        self.artifacts = self.output_dir / ARTIFACTS_DIR
+        self.selected = sampled_steps(planned_steps, settings.max_points, settings.log_every)
+        self.recorder = Recorder(
+            self.output_dir, uri=uri, experiment=settings.experiment, run_name=run_name,
+            offline=settings.offline, grace=settings.outage_grace_seconds,
+        )  # fmt: skip
+        self.synced = False
+        self._history: History | None = None
+        self._metrics: list[list[Any]] = []  # [key, value, ms, step] not yet journaled
+        self._last: Any = None
+        self._last_queued = -1
+        self._wall0: float | None = None  # wall time of the descent's start
+        self._next_flush = math.inf
+        self._W_init: np.ndarray | None = None
+        self._end: dict[str, Any] | None = None
+
+    @property
+    def run_id(self) -> str | None:
+        return self.recorder.run_id
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> MlflowSink:
+        set_aside_previous(self.output_dir, [ARTIFACTS_DIR])
+        (self.artifacts / "weights").mkdir(parents=True, exist_ok=True)
+        try:
+            self._write_inputs()
+            self._history = History(self.artifacts / "history.csv", self.settings.history_max_rows)
+            params = flatten_params(self.config)
+            long = sorted(k for k, v in params.items() if v == LONG_VALUE)
+            tags = {**base_tags(), **self._run_tags()}
+            if long:
+                tags["numgrad.params_in_config_yaml"] = ",".join(long)
+            self.recorder.start(
+                tags=tags, params={k: v for k, v in params.items() if len(k) <= MAX_KEY},
+                **self._parent_journal(),
+            )  # fmt: skip
+        except BaseException:
+            shutil.rmtree(self.artifacts, ignore_errors=True)  # nothing ran: leave nothing
+            raise
+        self._next_flush = time.monotonic() + self.settings.flush_seconds
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        self._finish(exc)
+        return False
+
+    def log_start(self, W_init: np.ndarray) -> None:
+        """Save the initial weights (``weights/W_init.npy``)."""
+        self._W_init = np.array(W_init, copy=True)
+        np.save(self.artifacts / "weights" / "W_init.npy", self._W_init)
+
+    def log_step(self, record: Any) -> None:
+        """Take one :class:`~numgrad.descent.StepRecord`; flush every ``flush_seconds``."""
+        self._history.add(record)
+        if record.step in self.selected:
+            self._queue(record)
+        self._last = record
+        if time.monotonic() >= self._next_flush:
+            self.flush()
+
+    def log_end(self, descent: Any, W_final: np.ndarray | None = None) -> None:
+        """Remember the outcome of a completed descent; it is written when the run ends."""
+        last, grad = descent.last_record, descent.last_gradient
+        self._end = {
+            "stop_reason": descent.stop_reason,
+            "steps_taken": int(descent.steps_taken),
+            "final_loss": float(last.loss) if last is not None else math.nan,
+            "final_accuracy": float(last.accuracy) if last is not None else math.nan,
+            "W_final": np.array(descent.W if W_final is None else W_final, copy=True),
+            "gradient": None if grad is None else np.array(grad, copy=True),
+        }
+
+    def flush(self) -> None:
+        """New rows to ``history.csv``, new metrics to the journal, then to the store."""
+        self._history.flush()
+        if self._metrics:
+            self.recorder.record("metrics", metrics=self._metrics)
+            self._metrics = []
+        self.recorder.flush(where=f"at step {self._last.step}" if self._last else "")
+        self._next_flush = time.monotonic() + self.settings.flush_seconds
+
+    def describe(self) -> str | None:
+        """One line for the run summary: where to find the run."""
+        if self.run_id is None:
+            return None
+        where = f"experiment '{self.settings.experiment}' on {self.uri}"
+        return f"mlflow: run {self.run_id} ({self.run_name}) in {where}"
+
+    def local_note(self) -> str:
+        return self.recorder.local_note()
+
+    # ------------------------------------------------------------------ records
+
+    def _queue(self, r: Any) -> None:
+        if self._wall0 is None:
+            self._wall0 = time.time() - r.seconds
+        step, ms = int(r.step), int((self._wall0 + r.seconds) * 1000)
+        add, isfinite = self._metrics.append, math.isfinite
+        for key in STEP_METRICS:
+            value = float(getattr(r, key))
+            if isfinite(value):  # MLflow stores inf as 1.8e308 and nan as 0: history.csv has it
+                add([key, value, ms, step])
+        if r.grad_rel_error is not None and isfinite(r.grad_rel_error):
+            add(["grad_rel_error", float(r.grad_rel_error), ms, step])
+        self._last_queued = step
+
+    def _run_tags(self) -> dict[str, str]:
+        tags = {
+            "numgrad.overrides": fit_tag(" ".join(self.overrides), "<see overrides.yaml>"),
+            "numgrad.output_dir": fit_tag(str(self.output_dir)),
+        }
+        parent = os.environ.get(PARENT_RUN_ENV)
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        return tags
+
+    def _parent_journal(self) -> dict[str, str]:
+        parent = os.environ.get(PARENT_JOURNAL_ENV)
+        return {"parent_journal": os.path.relpath(parent, self.output_dir)} if parent else {}
+
+    def _write_inputs(self) -> None:
+        import yaml
+
+        with open(self.artifacts / "config.yaml", "w") as f:
+            yaml.safe_dump(plain(self.config), f, sort_keys=False)
+        with open(self.artifacts / "overrides.yaml", "w") as f:
+            yaml.safe_dump(list(self.overrides), f)
+
+    # -------------------------------------------------------------------- finish
+
+    def _finish(self, exc: BaseException | None) -> None:
+        """Last rows, final metrics, weights, figures, status; never hides ``exc``."""
+        status, tags = _outcome(exc, self._end)
+        try:
+            self._history.close()
+            if self._last is not None and self._last_queued != self._last.step:
+                self._queue(self._last)  # the last step of a run that stopped early or failed
+            if status == "FINISHED":
+                self._metrics.extend(self._final_metrics())
+            if self._metrics:
+                self.recorder.record("metrics", metrics=self._metrics)
+                self._metrics = []
+            self._write_outputs(self._end if status == "FINISHED" else None)
+            self.recorder.record("artifact", local=ARTIFACTS_DIR, path=None)
+            self.recorder.record("tags", tags=tags)
+            self.synced = self.recorder.finish(status)
+        except (KeyboardInterrupt, signals.Terminated, TrackingError, JournalError) as err:
+            # Interrupted while waiting for the store, or the store refused the run.
+            if exc is None:
+                print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
+                raise
+            print(f"numgrad: {describe_error(err)}", file=sys.stderr)
+        if exc is not None and not self.synced:
+            print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
+
+    def _final_metrics(self) -> list[list[Any]]:
+        end = self._end
+        ms, step = int(time.time() * 1000), int(end["steps_taken"])
+        out = [
+            ["final_loss", end["final_loss"], ms, step],
+            ["final_accuracy", end["final_accuracy"], ms, step],
+            ["steps_taken", float(step), ms, step],
+        ]
+        W = end["W_final"]
+        if W.size <= W_METRICS_MAX:  # sortable in the runs table
+            for index, value in np.ndenumerate(W):
+                out.append(["W_final." + ".".join(map(str, index)), float(value), ms, step])
+        return [m for m in out if math.isfinite(m[1])]
+
+    def _write_outputs(self, end: dict[str, Any] | None) -> None:
+        """Final weights (when the run finished) and the figures, which never fail a run."""
+        W_final = gradient = None
+        if end is not None:
+            W_final, gradient = end["W_final"], end["gradient"]
+            np.save(self.artifacts / "weights" / "W_final.npy", W_final)
+            with open(self.artifacts / "weights" / "W_final.json", "w") as f:
+                json.dump({"shape": list(W_final.shape), "dtype": str(W_final.dtype),
+                           "values": W_final.tolist()}, f)  # fmt: skip
+        try:
+            from numgrad.plots.run import draw_run
+
+            history = self._history
+            draw_run(
+                self.artifacts / "figures", history.steps, history.loss, history.grad_norm,
+                {"W_init": self._W_init, "W_final": W_final, "gradient": gradient},
+            )  # fmt: skip
+        except Exception as exc:
+            print(f"numgrad: figures not drawn: {describe_error(exc)}", file=sys.stderr)
+
+
+def _outcome(exc: BaseException | None, end: dict[str, Any] | None) -> tuple[str, dict[str, str]]:
+    """Final status and tags for how the run ended."""
+    from numgrad.descent import Diverged
+
+    if exc is None:
+        return "FINISHED", {"numgrad.stop_reason": str((end or {}).get("stop_reason") or "steps")}
+    if isinstance(exc, KeyboardInterrupt):
+        return "KILLED", {"numgrad.stop_reason": "interrupted"}
+    if isinstance(exc, signals.Terminated):
+        return "KILLED", {"numgrad.stop_reason": "terminated"}
+    if isinstance(exc, Diverged):
+        return "FAILED", {
+            "numgrad.stop_reason": "diverged",
+            "numgrad.diverged.step": str(exc.step),
+            "numgrad.diverged.quantity": str(exc.quantity),
+            "numgrad.diverged.value": repr(exc.value),
+            "numgrad.error": fit_tag(describe_error(exc)),
+        }
+    if isinstance(exc, Exception):
+        return "FAILED", {
+            "numgrad.stop_reason": "error",
+            "numgrad.error": fit_tag(describe_error(exc)),
+        }
+    return "KILLED", {"numgrad.stop_reason": type(exc).__name__}
