@@ -1,15 +1,19 @@
-"""Shared fixtures: run the installed ``numgrad`` script, start a real ``mlflow server``.
+"""Shared fixtures and helpers: the installed ``numgrad`` script, real MLflow stores.
 
 Every subprocess runs with its Hydra dirs and its MLflow store under ``tmp_path``,
-so no test writes into the repository's ``outputs/``.
+so no test writes into the repository's ``outputs/``. Whatever a test checks about a
+run it reads back from the store (``MlflowClient``, ``sqlite3``), never from the code
+that wrote it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 NUMGRAD = shutil.which("numgrad") or "numgrad"
@@ -152,3 +157,113 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         yield server
     finally:
         server.stop()
+
+
+# ----------------------------------------------------------------- MLflow stores
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty store with MLflow's tables, made once: creating one costs ~2 s."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def store(tmp_path: Path, empty_store: Path) -> str:
+    """The URI of a fresh copy of the empty store at ``tmp_path/outputs/mlflow.db``."""
+    (tmp_path / "outputs").mkdir()
+    shutil.copyfile(empty_store, tmp_path / "outputs" / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+
+
+def settings(uri: str | None = None, **extra):
+    """Tracking settings as the runner gets them: the schema's node, defaults and all."""
+    from numgrad.config import TrackingConfig
+
+    return TrackingConfig(uri=uri, **extra)
+
+
+def all_runs(uri: str, experiment: str = "numgrad"):
+    """The client and every run of ``experiment`` (none if it does not exist)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, ([] if exp is None else client.search_runs([exp.experiment_id]))
+
+
+def artifact_paths(client, run_id: str, path: str | None = None) -> set[str]:
+    out = set()
+    for info in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, info.path) if info.is_dir else {info.path}
+    return out
+
+
+def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of a metric as the store holds it, sorted by step."""
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def read_csv(client, run_id: str) -> np.ndarray:
+    """The run's ``history.csv`` artifact as a structured array."""
+    path = client.download_artifacts(run_id, "history.csv")
+    return np.atleast_1d(np.genfromtxt(path, delimiter=",", names=True))
+
+
+def wait_for(probe, timeout: float = 60.0, every: float = 0.1):
+    """Poll ``probe()`` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = probe()
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"nothing after {timeout} s")
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def store_rows(db: Path, sql: str) -> list[tuple]:
+    """Rows from a store another process is writing; [] while it has no such table."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as con:
+            return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+@contextlib.contextmanager
+def running(proc: subprocess.Popen):
+    """Yield a started process; afterwards make sure it is gone and its pipes closed."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(ValueError, OSError):  # already communicated
+            proc.communicate(timeout=30)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def listening(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp*)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hexport = local.split(":")
+                if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
+                    found.add(address)
+    return found

@@ -1,4 +1,4 @@
-"""Figures: drawn on an Agg canvas, returned, saved as PNG; never shown, no pyplot."""
+"""A run's figures (numgrad.plots.run): on an Agg canvas, returned or saved, never shown."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from numgrad import plots
+from numgrad.plots import run as plots
+from numgrad.plots import sweep as sweep_plots
+from numgrad.plots.figure import save
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -16,7 +18,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_figures_are_returned_not_shown():
     code = (
         "import sys, numpy as np\n"
-        "from numgrad import plots\n"
+        "from numgrad.plots import run as plots\n"
         "fig = plots.heatmaps({'W': np.eye(2)})\n"
         "print(type(fig).__name__, type(fig.canvas).__name__, 'matplotlib.pyplot' in sys.modules)"
     )
@@ -43,47 +45,58 @@ def test_heatmaps_skip_missing_panels_and_survive_non_finite(tmp_path):
     )
     titles = [ax.get_title() for ax in fig.axes if ax.get_label() != "<colorbar>"]
     assert titles == ["W_init (2×3)", "gradient (2×3)"]
-    assert plots.save(fig, tmp_path / "w.png").read_bytes()[:8] == PNG
+    assert save(fig, tmp_path / "w.png").read_bytes()[:8] == PNG
 
 
-@pytest.mark.parametrize("steps", [0, 1, 200])
-def test_render_run_from_a_staging_directory(tmp_path, steps):
-    art = tmp_path / "artifacts"
-    art.mkdir()
-    rows = [
-        f"{i},{1 / (i + 1)!r},{0.5 / (i + 1)!r},0.1,1.0,0.5,,{i * 1e-4!r}" for i in range(steps + 1)
-    ]
-    header = "step,loss,grad_norm,grad_max_abs,weight_norm,accuracy,grad_rel_error,seconds"
-    (art / "history.csv").write_text("\n".join([header, *rows]) + "\n")
-    np.savez(tmp_path / "figure_input.npz", W_init=np.zeros((2, 3)), W_final=np.ones((2, 3)))
-    written = plots.render_run(tmp_path)
-    assert sorted(p.name for p in written) == sorted(plots.FIGURES)
+@pytest.mark.parametrize("steps", [0, 1, 200, 5000])
+def test_draw_run_writes_three_pngs(tmp_path, steps):
+    s = np.arange(steps + 1)
+    written = plots.draw_run(
+        tmp_path, s, 1 / (s + 1.0), 0.5 / (s + 1.0),
+        {"W_init": np.zeros((2, 3)), "W_final": np.ones((2, 3)), "gradient": None},
+    )  # fmt: skip
+    assert [p.name for p in written] == ["loss.png", "grad_norm.png", "weights.png"]
     assert all(p.read_bytes()[:8] == PNG for p in written)
 
 
-def test_worker_draws_on_request(tmp_path):
-    (tmp_path / "artifacts").mkdir()
-    (tmp_path / "artifacts" / "history.csv").write_text(
-        "step,loss,grad_norm\n0,1.0,0.5\n1,0.5,0.25\n"
+def test_draw_run_without_steps_or_weights(tmp_path):
+    assert plots.draw_run(tmp_path, [], [], [], {"W_init": None}) == []
+
+
+def test_weights_near_the_float_limit_draw_without_a_warning(tmp_path):
+    code = (
+        "import numpy as np, pathlib\n"
+        "from numgrad.plots.run import draw_run\n"
+        "W = np.full((2, 3), 1e308); W[0, 0] = -1e308\n"
+        f"draw_run(pathlib.Path({str(tmp_path)!r}), [0, 1], [1e308, 1e300], [1e308, 0.0],"
+        " {'W_init': W, 'W_final': W * 1.7})\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "numgrad.plots"],
-        input=f"{tmp_path}\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert {p.name for p in (tmp_path / "artifacts" / "figures").iterdir()} == {
-        "loss.png",
-        "grad_norm.png",
-    }
-    # without a request (the run ended otherwise) it exits quietly
-    idle = subprocess.run(
-        [sys.executable, "-m", "numgrad.plots"],
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert idle.returncode == 0 and idle.stderr == ""
+    proc = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert proc.stderr == ""
+    assert (tmp_path / "weights.png").read_bytes()[:8] == PNG
+
+
+def test_sweep_figures(tmp_path):
+    rows = [
+        {"params": {"gradient.h": h, "optimizer.lr": "0.1"}, "status": "FINISHED",
+         "final_loss": 0.5, "grad_rel_error": e}
+        for h, e in (("1e-1", 1e-4), ("1e-5", 1e-11), ("1e-11", 1e-5))
+    ] + [{"params": {"gradient.h": "1e-3", "optimizer.lr": "0.1"}, "status": "FAILED",
+          "final_loss": None, "grad_rel_error": None}]  # fmt: skip
+    assert sweep_plots.swept_numeric(rows) == {"gradient.h": [1e-11, 1e-5, 1e-3, 1e-1]}
+    fig = sweep_plots.metric_vs_parameter(rows, "gradient.h", "grad_rel_error")
+    ax = fig.axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    assert "1 jobs without a value not shown" in ax.get_title()
+    paths = sweep_plots.render_sweep(rows, tmp_path)
+    assert sorted(p.name for p in paths) == [
+        "final_loss_vs_gradient.h.png", "grad_rel_error_vs_gradient.h.png",
+    ]  # fmt: skip
+    assert all(p.stat().st_size > 1000 for p in paths)
+    points = (("0.1", 1.0), ("1.0", 0.5))
+    linear = sweep_plots.metric_vs_parameter(
+        [{"params": {"optimizer.lr": lr}, "final_loss": y} for lr, y in points],
+        "optimizer.lr", "final_loss",
+    )  # fmt: skip
+    assert linear.axes[0].get_xscale() == "linear"  # one decade: no log axis

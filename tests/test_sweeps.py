@@ -14,14 +14,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from numgrad import callbacks, sweep_plots, tracking
-from numgrad.callbacks import read_summary
+from numgrad.sweep.summary import read_summary
+from numgrad.tracking.records import sampled_steps
 
 JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
 
@@ -160,13 +159,18 @@ def test_failed_jobs_are_all_reported_and_recorded(workdir, launcher):
         )
         assert float(rows[lr]["final_loss"]) == child.data.metrics["final_loss"]
 
+    # Where each job ran, against the numgrad process itself (the parent run's pid).
+    jobs = job_records(workdir.path / "multirun")
+    numgrad_pid = int(parent.data.tags["numgrad.pid"])
+    assert numgrad_pid != os.getpid() and proc.args[0].endswith("numgrad")
+    if not launcher:
+        assert {jobs[n]["pid"] for n in jobs} == {numgrad_pid}  # the basic launcher: in-process
     if launcher:
         # Two workers took the four jobs: a failed job's worker went on to a job that
         # finished, with no run left open from before.
-        jobs = job_records(workdir.path / "multirun")
         failed_pids = {jobs[0]["pid"], jobs[1]["pid"]}
         finished = [c for c in children if c.info.status == "FINISHED"]
-        assert len({jobs[n]["pid"] for n in jobs}) <= 2 and os.getpid() not in failed_pids
+        assert len({jobs[n]["pid"] for n in jobs}) <= 2 and numgrad_pid not in failed_pids
         failed_at = {
             jobs[0]["pid"]: (workdir.path / "multirun" / "0" / "numgrad_job.json").stat().st_mtime
         }
@@ -236,7 +240,7 @@ def test_ctrl_c_on_a_joblib_sweep_kills_parent_and_children(workdir):
     client, parent, children = sweep_runs(workdir.uri)
     assert parent.info.status == "KILLED" and parent.info.end_time is not None
     assert {c.info.status for c in children} == {"KILLED"}
-    planned = sorted(tracking.sampled_steps(1_000_000, 1000))  # steps sent to the store
+    planned = sorted(sampled_steps(1_000_000, 1000))  # steps sent to the store
     for child in children:
         steps = steps_of(client, child)  # the history so far, none missing, plus the last step
         assert len(steps) >= 2 and steps[:-1] == planned[: len(steps) - 1]
@@ -325,7 +329,9 @@ def test_ray_launcher_children_on_a_tracking_server(workdir, mlflow_server):
         f"lr={lr},h={h},steps=20" for lr in ("0.1", "1.0") for h in ("0.01", "0.0001")
     )
     assert {c.info.status for c in children} == {"FINISHED"}
-    assert os.getpid() not in {int(c.data.tags["numgrad.pid"]) for c in children}
+    numgrad_pid = int(parent.data.tags["numgrad.pid"])  # the numgrad process, not pytest
+    assert numgrad_pid != os.getpid()
+    assert numgrad_pid not in {int(c.data.tags["numgrad.pid"]) for c in children}  # Ray workers
     for child in children:
         assert steps_of(client, child) == list(range(21))
     assert {r["run_id"] for r in summary(client, parent)} == {c.info.run_id for c in children}
@@ -353,128 +359,3 @@ def test_two_runs_started_together_get_their_own_dirs(tmp_path):
     assert len(dirs) == 2 and dirs[0] != dirs[1]
     seeds = sorted(yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text())[0] for d in dirs)
     assert seeds == ["seed=1", "seed=2"]  # neither overwrote the other's .hydra/
-
-
-# ------------------------------------------------------------------ in process
-
-
-def compose(tmp_path: Path, *overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    import numgrad.cli  # registers the schema and the numgrad_pid resolver
-
-    with initialize_config_dir(config_dir=numgrad.cli.CONFIG_DIR, version_base="1.3"):
-        cfg = hydra_compose(
-            "config",
-            overrides=[f"hydra.sweep.dir={tmp_path}/multirun", *overrides],
-            return_hydra_config=True,
-        )
-    return cfg
-
-
-def test_ray_launcher_gets_the_parent_id_and_a_local_store_warning(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv(tracking.PARENT_RUN_ENV, raising=False)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    cfg = compose(tmp_path, "hydra/launcher=ray", f"tracking.uri={uri}")
-    callbacks.SweepCallback().on_multirun_start(cfg)
-    try:
-        err = capsys.readouterr().err
-        ours = [line for line in err.splitlines() if line.startswith("numgrad:")]
-        assert len(ours) == 1 and "hydra/launcher=ray with the local store" in ours[0]
-        parent_id = os.environ[tracking.PARENT_RUN_ENV]
-        # The launcher is instantiated from this very config after on_multirun_start.
-        from hydra.utils import instantiate
-
-        launcher = instantiate(cfg.hydra.launcher)
-        env_vars = launcher.ray_cfg.init.runtime_env.env_vars
-        assert env_vars[tracking.PARENT_RUN_ENV] == parent_id
-        assert "MLFLOW_TRACKING_URI" not in env_vars  # tracking.uri is set in the config itself
-    finally:
-        outcome = callbacks.end_sweep()
-    assert tracking.PARENT_RUN_ENV not in os.environ
-    assert outcome.status == "FINISHED" and outcome.rows == []
-    assert MlflowClient(uri).get_run(parent_id).info.status == "FINISHED"
-
-
-def test_end_sweep_runs_once_and_ctrl_c_kills_the_parent(tmp_path, capsys):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    cfg = compose(tmp_path, f"tracking.uri={uri}", "optimizer.lr=0.2")
-    callbacks.SweepCallback().on_multirun_start(cfg)
-    parent_id = os.environ[tracking.PARENT_RUN_ENV]
-    outcome = callbacks.end_sweep(KeyboardInterrupt())
-    assert outcome.status == "KILLED"
-    assert callbacks.end_sweep(ValueError("later")) is outcome  # idempotent
-    callbacks.SweepCallback().on_multirun_end(cfg)
-    client = MlflowClient(uri)
-    run = client.get_run(parent_id)
-    assert run.info.status == "KILLED" and run.info.end_time is not None
-    assert run.info.run_name.startswith("sweep ") and "lr=0.2" in run.info.run_name
-    assert "sweep KILLED" in capsys.readouterr().err
-
-
-def test_rows_cover_jobs_without_runs_and_runs_without_dirs(tmp_path):
-    from numgrad.cli import write_job_status
-
-    sweep_dir = tmp_path / "multirun"
-    for num, status, extra in (
-        (0, "FINISHED", {"final_loss": 0.5}),
-        (1, "FAILED", {"error": "ConfigError: x"}),
-    ):
-        (sweep_dir / str(num) / ".hydra").mkdir(parents=True)
-        (sweep_dir / str(num) / ".hydra" / "overrides.yaml").write_text(
-            f"- optimizer.lr={num + 1}\n"
-        )
-        write_job_status(
-            sweep_dir / str(num), [f"optimizer.lr={num + 1}"], status, job=num, **extra
-        )
-    (sweep_dir / "2" / ".hydra").mkdir(parents=True)  # started, never reported
-    (sweep_dir / "2" / ".hydra" / "overrides.yaml").write_text("- optimizer.lr=3\n")
-
-    def run(run_id, status, output_dir, metrics, overrides=""):
-        tags = {"numgrad.output_dir": str(output_dir), "numgrad.overrides": overrides}
-        return SimpleNamespace(info=SimpleNamespace(run_id=run_id, status=status),
-                               data=SimpleNamespace(tags=tags, metrics=metrics))  # fmt: skip
-
-    children = [
-        run(
-            "a",
-            "FINISHED",
-            sweep_dir / "0",
-            {"final_loss": 0.5, "steps_taken": 3.0, "final_accuracy": 1.0},
-        ),
-        run("r", "FINISHED", "/elsewhere/7", {"final_loss": 0.25}, "optimizer.lr=8"),  # remote job
-    ]
-    rows = callbacks._rows(sweep_dir, time.time() - 5, children, interrupted=False)
-    assert [(r["job"], r["status"], r["run_id"]) for r in rows] == [
-        (0, "FINISHED", "a"), (1, "FAILED", ""), (2, "FAILED", ""), (7, "FINISHED", "r"),
-    ]  # fmt: skip
-    assert rows[0]["steps_taken"] == 3 and rows[1]["error"] == "ConfigError: x"
-    assert rows[3]["params"] == {"optimizer.lr": "8"}
-    # Files from an earlier sweep in the same dir are not this sweep's jobs.
-    assert callbacks._rows(sweep_dir, time.time() + 60, [], interrupted=True) == []
-
-
-def test_sweep_figures(tmp_path):
-    rows = [
-        {"params": {"gradient.h": h, "optimizer.lr": "0.1"}, "status": "FINISHED",
-         "final_loss": 0.5, "grad_rel_error": e}
-        for h, e in (("1e-1", 1e-4), ("1e-5", 1e-11), ("1e-11", 1e-5))
-    ] + [{"params": {"gradient.h": "1e-3", "optimizer.lr": "0.1"}, "status": "FAILED",
-          "final_loss": None, "grad_rel_error": None}]  # fmt: skip
-    assert sweep_plots.swept_numeric(rows) == {"gradient.h": [1e-11, 1e-5, 1e-3, 1e-1]}
-    fig = sweep_plots.metric_vs_parameter(rows, "gradient.h", "grad_rel_error")
-    ax = fig.axes[0]
-    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
-    assert "1 jobs without a value not shown" in ax.get_title()
-    paths = sweep_plots.render_sweep(rows, tmp_path)
-    assert sorted(p.name for p in paths) == [
-        "final_loss_vs_gradient.h.png", "grad_rel_error_vs_gradient.h.png",
-    ]  # fmt: skip
-    assert all(p.stat().st_size > 1000 for p in paths)
-    points = (("0.1", 1.0), ("1.0", 0.5))
-    linear = sweep_plots.metric_vs_parameter(
-        [{"params": {"optimizer.lr": lr}, "final_loss": y} for lr, y in points],
-        "optimizer.lr", "final_loss",
-    )  # fmt: skip
-    assert linear.axes[0].get_xscale() == "linear"  # one decade: no log axis

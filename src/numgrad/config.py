@@ -178,7 +178,9 @@ def validate(cfg: Any) -> None:
     if tracking.max_points < 2:
         raise ConfigError("tracking.max_points", tracking.max_points, "must be >= 2")
     _finite_positive("tracking.flush_seconds", tracking.flush_seconds)
-    _finite_positive("tracking.outage_grace_seconds", tracking.outage_grace_seconds, allow_zero=True)
+    _finite_positive(
+        "tracking.outage_grace_seconds", tracking.outage_grace_seconds, allow_zero=True
+    )
     if tracking.history_max_rows < 2:
         raise ConfigError("tracking.history_max_rows", tracking.history_max_rows, "must be >= 2")
     if not tracking.experiment.strip():

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
-__all__ = ["Terminated", "exception_for", "held", "raising", "on_signal"]
+__all__ = ["Terminated", "exception_for", "held", "on_signal", "raising"]
 
 _depth = 0  # how many held() blocks are open
 _pending: int | None = None  # the first signal received while held
@@ -109,4 +109,3 @@ def on_signal(hook: Callable[[int], None]) -> Iterator[None]:
         yield
     finally:
         _hooks.remove(hook)
-

@@ -10,6 +10,8 @@ import numpy as np
 
 from numgrad.plots.figure import new_figure, quietly, save
 
+CLIP = 1e300  # curves show values up to this magnitude
+
 
 def draw_run(
     out_dir: Path,
@@ -50,15 +52,18 @@ def curve(steps: Sequence[int], values: Sequence[float], name: str) -> Any:
     ('log', 'step')
     """
     steps, values = envelope(np.asarray(steps), np.asarray(values, dtype=float))
+    # Axis limits with margins around values near the float limit overflow: clip them.
+    clipped = np.clip(values, -CLIP, CLIP)
     fig = new_figure(6.4, 3.6)
     ax = fig.add_subplot()
-    ax.plot(steps, values, lw=1.2, marker="o" if len(values) < 30 else None, ms=3)
-    finite = values[np.isfinite(values)]
+    ax.plot(steps, clipped, lw=1.2, marker="o" if len(values) < 30 else None, ms=3)
+    finite = clipped[np.isfinite(clipped)]
     if finite.size and (finite > 0).all() and finite.max() > finite.min():
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(name)
-    ax.set_title(f"{name} per step")
+    note = f" (values beyond ±{CLIP:g} clipped)" if (np.abs(values) > CLIP).any() else ""
+    ax.set_title(f"{name} per step{note}")
     ax.grid(True, alpha=0.3)
     return fig
 
@@ -82,10 +87,12 @@ def heatmaps(panels: Mapping[str, np.ndarray | None]) -> Any:
     fig.subplots_adjust(left=0.25 / n, right=1 - 0.12 / n, wspace=0.55)
     for i, (name, M) in enumerate(shown.items()):
         ax = fig.add_subplot(1, n, i + 1)
-        finite = np.abs(M[np.isfinite(M)])
+        shown_M = np.clip(M, -CLIP, CLIP)  # colour limits of ±1e308 overflow, like axes
+        finite = np.abs(shown_M[np.isfinite(M)])
         vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
         image = ax.imshow(
-            np.ma.masked_invalid(M), cmap="RdBu_r", vmin=-vmax, vmax=vmax,
+            np.ma.masked_invalid(np.where(np.isfinite(M), shown_M, np.nan)), cmap="RdBu_r",
+            vmin=-vmax, vmax=vmax,
             aspect="auto", interpolation="nearest",
         )  # fmt: skip
         if M.size <= 36:  # small enough to read the numbers

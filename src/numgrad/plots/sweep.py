@@ -13,8 +13,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from numgrad.plots.figure import new_figure, quietly, save
 
 H_KEY = "gradient.h"

@@ -190,10 +190,11 @@ class Sweep:
             if parent is not None and parent.run_id is not None:
                 children = parent.children(wait=interrupted)
                 parent.close_lost_children(children, outcome.notes)
+            # Stopped early, the sweeper never launched some jobs: the plan names them.
+            planned = planned_jobs(self.sweeper, self.params, self.overrides) if exc else None
             outcome.rows = collect_rows(
-                self.sweep_dir, self.started, children, interrupted=interrupted,
-                planned=planned_jobs(self.sweeper, self.params, self.overrides),
-            )  # fmt: skip
+                self.sweep_dir, self.started, children, interrupted=interrupted, planned=planned
+            )
             outcome.status = (
                 "KILLED" if interrupted else "FAILED" if exc or outcome.failed else "FINISHED"
             )
@@ -208,7 +209,10 @@ class Sweep:
                     outcome.notes.append(parent.recorder.local_note())
             self._restore()
         has_run = parent is not None and parent.run_id is not None
-        report(outcome, f"parent run {parent.run_id} ({self.name}) on {parent.uri}; " if has_run else "")
+        report(
+            outcome,
+            f"parent run {parent.run_id} ({self.name}) on {parent.uri}; " if has_run else "",
+        )
         return outcome
 
     def abort(self) -> None:

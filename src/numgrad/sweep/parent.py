@@ -27,7 +27,7 @@ GRACE_SECONDS = 10.0  # after Ctrl-C, how long live children get to end their ru
 
 
 class SweepParent:
-    """One sweep's parent run; ``settings`` is the sweep's :class:`~numgrad.config.TrackingConfig`."""
+    """One sweep's parent run; ``settings`` is the sweep's ``TrackingConfig``."""
 
     def __init__(self, settings: Any, sweep_dir: Path, name: str) -> None:
         self.settings, self.sweep_dir, self.name = settings, sweep_dir, name

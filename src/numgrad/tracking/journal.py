@@ -58,7 +58,7 @@ class Journal:
     def create(cls, path: Path) -> Journal:
         """A new, empty journal (an existing file is an error: journals are never shared)."""
         try:
-            handle = open(path, "x", encoding="utf-8")  # noqa: SIM115 - closed by close()
+            handle = open(path, "x", encoding="utf-8")
         except OSError as exc:
             raise JournalError(f"cannot create the run journal {path}: {exc}") from None
         return cls(path, handle, 0)
@@ -75,7 +75,7 @@ class Journal:
             with open(path, "r+b") as f:
                 f.truncate(view.torn_at)
             torn = view.skipped
-        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        handle = open(path, "a", encoding="utf-8")
         return cls(path, handle, view.last_seq), torn
 
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:

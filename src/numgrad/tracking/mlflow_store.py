@@ -210,9 +210,7 @@ class MlflowStore:
                 return None
             raise
 
-    def search_runs(
-        self, experiment_ids: Sequence[str], filter_string: str = ""
-    ) -> list[Any]:
+    def search_runs(self, experiment_ids: Sequence[str], filter_string: str = "") -> list[Any]:
         """Every matching run, all pages."""
         runs: list[Any] = []
         token = None

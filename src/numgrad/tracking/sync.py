@@ -57,7 +57,7 @@ def sync(paths: Sequence[Path], uri: str | None = None) -> list[Result]:
         except JournalError as exc:
             views.append((path, exc))
     # Parents first: a child's run is created under its parent's.
-    views.sort(key=lambda pv: (isinstance(pv[1], JournalView) and pv[1].start.get("type") != "sweep"))
+    views.sort(key=lambda pv: isinstance(pv[1], JournalView) and pv[1].start.get("type") != "sweep")
     stores: dict[str, MlflowStore] = {}
     return [_sync_one(path, view, uri, stores) for path, view in views]
 
@@ -73,8 +73,8 @@ def _sync_one(
         if view.synced(target):
             return Result(path, "complete", f"{where}: already complete in run {view.runs[target]}")
         if view.end is None and _still_running(view):
-            return Result(path, "skipped", f"{where}: skipped, its run is still going "
-                                            f"(pid {view.start['tags'].get('numgrad.pid')})")  # fmt: skip
+            pid = view.start["tags"].get("numgrad.pid")
+            return Result(path, "skipped", f"{where}: skipped, its run is still going (pid {pid})")
         store = stores.get(target) or stores.setdefault(target, MlflowStore(target).open())
         return _upload(path, view, target, store, where)
     except (TrackingError, JournalError) as exc:
@@ -153,8 +153,13 @@ def _short(path: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
     p = argparse.ArgumentParser(prog="numgrad-sync", description=__doc__.split("\n\n")[0])
-    p.add_argument("paths", nargs="*", type=Path, metavar="PATH",
-                   help="run dirs, sweep dirs or journals (default: everything under ./outputs)")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="run dirs, sweep dirs or journals (default: everything under ./outputs)",
+    )
     p.add_argument("--uri", help="upload into this store instead of the one each journal names")
     args = p.parse_args(argv)
     with signals.raising():

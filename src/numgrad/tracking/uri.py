@@ -62,8 +62,8 @@ def is_http(uri: str) -> bool:
 def check_uri(uri: str, *, probe: bool = True) -> str:
     """Fail fast on a URI that cannot work; return it with SQLite paths made absolute.
 
-    ``probe=False`` skips contacting a tracking server (an offline run only records
-    which server it is meant for).
+    ``probe=False`` contacts nothing and creates nothing (an offline run only records
+    which store it is meant for): the URI is only normalised.
     """
     scheme = urllib.parse.urlsplit(uri).scheme.lower()
     base = scheme.split("+")[0]  # postgresql+psycopg2 -> postgresql
@@ -75,7 +75,7 @@ def check_uri(uri: str, *, probe: bool = True) -> str:
             "(use sqlite:///path.db, http(s)://host:port or a database URI)"
         )
     if base == "sqlite":
-        return _check_sqlite(uri)
+        return _check_sqlite(uri, probe)
     if base in ("http", "https"):
         if probe:
             _probe_server(uri)
@@ -114,17 +114,18 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(path).absolute() if path and path != ":memory:" else None
 
 
-def _check_sqlite(uri: str) -> str:
+def _check_sqlite(uri: str, probe: bool) -> str:
     path = sqlite_path(uri)
     if path is None:
         raise TrackingError(
             f"unsupported SQLite tracking URI {uri!r}: use a file, e.g. sqlite:///outputs/mlflow.db"
         )
-    _check_writable_dir(path.parent, uri)
-    if path.exists() and (path.is_dir() or not os.access(path, os.R_OK | os.W_OK)):
-        raise TrackingError(f"cannot write the MLflow store {path} (tracking.uri={uri})")
-    if path.is_file() and path.stat().st_size > 0:
-        _check_is_mlflow_store(path, uri)
+    if probe:
+        _check_writable_dir(path.parent, uri)
+        if path.exists() and (path.is_dir() or not os.access(path, os.R_OK | os.W_OK)):
+            raise TrackingError(f"cannot write the MLflow store {path} (tracking.uri={uri})")
+        if path.is_file() and path.stat().st_size > 0:
+            _check_is_mlflow_store(path, uri)
     query = uri.split("?", 1)[1] if "?" in uri else ""
     return "sqlite:///" + urllib.parse.quote(str(path)) + (f"?{query}" if query else "")
 

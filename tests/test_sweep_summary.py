@@ -1,0 +1,121 @@
+"""A sweep's rows, CSV, report and exit status (numgrad.sweep.summary)."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+from numgrad.jobs import FINISHED_NOT_SYNCED, write_job_status
+from numgrad.sweep.summary import (
+    SweepOutcome,
+    collect_rows,
+    description,
+    read_summary,
+    report,
+    write_summary,
+)
+
+
+def test_rows_cover_jobs_without_runs_and_runs_without_dirs(tmp_path):
+    sweep_dir = tmp_path / "multirun"
+    for num, status, extra in (
+        (0, "FINISHED", {"final_loss": 0.5}),
+        (1, "FAILED", {"error": "ConfigError: x"}),
+    ):
+        (sweep_dir / str(num) / ".hydra").mkdir(parents=True)
+        (sweep_dir / str(num) / ".hydra" / "overrides.yaml").write_text(
+            f"- optimizer.lr={num + 1}\n"
+        )
+        write_job_status(
+            sweep_dir / str(num), [f"optimizer.lr={num + 1}"], status, job=num, **extra
+        )
+    (sweep_dir / "2" / ".hydra").mkdir(parents=True)  # started, never reported
+    (sweep_dir / "2" / ".hydra" / "overrides.yaml").write_text("- optimizer.lr=3\n")
+
+    def run(run_id, status, output_dir, metrics, overrides=""):
+        tags = {"numgrad.output_dir": str(output_dir), "numgrad.overrides": overrides}
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id, status=status, run_name=run_id),
+                               data=SimpleNamespace(tags=tags, metrics=metrics))  # fmt: skip
+
+    children = [
+        run(
+            "a",
+            "FINISHED",
+            sweep_dir / "0",
+            {"final_loss": 0.5, "steps_taken": 3.0, "final_accuracy": 1.0},
+        ),
+        run("r", "FINISHED", "/elsewhere/7", {"final_loss": 0.25}, "optimizer.lr=8"),  # remote job
+    ]
+    rows = collect_rows(sweep_dir, time.time() - 5, children, interrupted=False)
+    assert [(r["job"], r["status"], r["run_id"]) for r in rows] == [
+        (0, "FINISHED", "a"), (1, "FAILED", ""), (2, "FAILED", ""), (7, "FINISHED", "r"),
+    ]  # fmt: skip
+    assert rows[0]["steps_taken"] == 3 and rows[1]["error"] == "ConfigError: x"
+    assert rows[3]["params"] == {"optimizer.lr": "8"}
+    # Files from an earlier sweep in the same dir are not this sweep's jobs.
+    assert collect_rows(sweep_dir, time.time() + 60, [], interrupted=True) == []
+
+
+def row(job, status, loss=None, name=""):
+    return {"job": job, "overrides": f"optimizer.lr={job}", "status": status,
+            "final_loss": loss, "final_accuracy": None, "steps_taken": None,
+            "grad_rel_error": None, "run_id": "", "run_name": name, "error": "",
+            "output_dir": None, "params": {"optimizer.lr": str(job)}}  # fmt: skip
+
+
+def test_exit_status_and_best_job():
+    done = SweepOutcome("FINISHED", [row(0, "FINISHED", 0.5, "a"), row(1, "FINISHED", 0.25, "b")])
+    assert done.exit_status == 0 and done.best()["run_name"] == "b"
+    local = SweepOutcome("FINISHED", [row(0, "FINISHED", 0.5), row(1, FINISHED_NOT_SYNCED, 0.1)])
+    assert local.exit_status == 75 and local.best()["job"] == 1 and not local.failed
+    assert SweepOutcome("FINISHED", [row(0, "FINISHED")], parent_synced=False).exit_status == 75
+    failed = SweepOutcome("FAILED", [row(0, "FAILED"), row(1, FINISHED_NOT_SYNCED, 0.1)])
+    assert failed.exit_status == 1 and failed.best()["job"] == 1
+    assert SweepOutcome("FAILED", []).best() is None
+
+
+def test_a_stopped_sweep_counts_the_jobs_it_never_started(tmp_path, capsys):
+    sweep_dir = tmp_path / "multirun"
+    (sweep_dir / "0" / ".hydra").mkdir(parents=True)  # job 0 started, was killed
+    (sweep_dir / "0" / ".hydra" / "overrides.yaml").write_text("- optimizer.lr=1\n")
+    planned = [[f"optimizer.lr={lr}"] for lr in (1, 2, 3, 4)]
+    rows = collect_rows(sweep_dir, time.time() - 5, [], interrupted=True, planned=planned)
+    assert [(r["job"], r["status"], r["overrides"]) for r in rows] == [
+        (0, "KILLED", "optimizer.lr=1"), (1, "NOT_STARTED", "optimizer.lr=2"),
+        (2, "NOT_STARTED", "optimizer.lr=3"), (3, "NOT_STARTED", "optimizer.lr=4"),
+    ]  # fmt: skip
+    report(SweepOutcome("KILLED", rows), "")
+    err = capsys.readouterr().err.splitlines()
+    assert (
+        err[0] == "numgrad: sweep KILLED: 4 of 4 jobs did not finish (3 never started); no summary"
+    )
+    assert err[2] == "numgrad:   job 1 (optimizer.lr=2) NOT_STARTED"
+
+
+def test_summary_csv_round_trips_and_names_every_parameter(tmp_path):
+    rows = [row(0, "FINISHED", 0.1 + 0.2, "a"), row(1, "FAILED")]
+    rows[1]["params"] = {"optimizer.lr": "1", "seed": "3"}
+    back = read_summary(write_summary(rows, tmp_path / "s.csv"))
+    assert float(back[0]["final_loss"]) == 0.1 + 0.2  # exact
+    assert back[0]["seed"] == "" and back[1]["seed"] == "3"
+    assert list(back[0])[-2:] == ["error", "output_dir"]
+
+
+def test_the_parent_description_names_the_best_child(tmp_path):
+    text = description(SweepOutcome("FAILED", [row(0, "FINISHED", 0.5, "lr=0"),
+                                               row(1, "FINISHED", 0.25, "lr=1"),
+                                               row(2, "FAILED")]), tmp_path)  # fmt: skip
+    assert ": 3 jobs, 2 finished, 1 did not finish. Best: lr=1 (final loss 0.25)." in text
+
+
+def test_job_status_files_are_written_whole(tmp_path):
+    from numgrad.jobs import JOB_STATUS_FILE, read_job_status
+
+    write_job_status(tmp_path, ["a=1"], "FINISHED", final_loss=0.5)
+    assert read_job_status(tmp_path / JOB_STATUS_FILE) == {
+        "overrides": ["a=1"], "status": "FINISHED", "final_loss": 0.5,
+    }  # fmt: skip
+    assert not list(tmp_path.glob("*.tmp"))
+    (tmp_path / "bad.json").write_text("{not json")
+    assert read_job_status(tmp_path / "bad.json") is None
+    assert read_job_status(tmp_path / "missing.json") is None
