@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from numgrad.config import (
     ConfigError,
     DataSource,
+    DType,
     Init,
     Method,
     Scaling,
@@ -63,7 +64,7 @@ def test_defaults_are_the_book_example():
     assert list(cfg.data.x) == [0.6, 0.9] and list(cfg.data.t) == [0, 0, 1]
     assert list(cfg.net.shape) == [2, 3] and cfg.net.init is Init.normal and cfg.net.scale == 1.0
     assert cfg.gradient.method is Method.vectorized and cfg.gradient.h == 1e-4
-    assert not cfg.gradient.check
+    assert not cfg.gradient.check and cfg.gradient.dtype is DType.float64
     assert (cfg.optimizer.lr, cfg.optimizer.steps, cfg.optimizer.tol) == (0.1, 100, 0.0)
     assert cfg.tracking.enabled and cfg.tracking.uri is None
     assert cfg.tracking.experiment == "numgrad" and cfg.tracking.max_points == 1000
@@ -74,8 +75,9 @@ def test_overrides_reach_the_config():
     cfg = compose_cfg(
         "optimizer.lr=0.5", "gradient.h=1e-3", "net.shape=[4,3]", "data=blobs", "seed=7",
         "gradient.method=loop", "gradient.check=true", "optimizer.steps=0", "data.spread=0.25",
-        "tracking.enabled=false",
+        "tracking.enabled=false", "gradient.dtype=float32",
     )  # fmt: skip
+    assert cfg.gradient.dtype is DType.float32
     assert cfg.optimizer.lr == 0.5 and cfg.gradient.h == 1e-3 and cfg.seed == 7
     assert list(cfg.net.shape) == [4, 3] and cfg.data.name is DataSource.blobs
     assert cfg.gradient.method is Method.loop and cfg.gradient.check
@@ -111,7 +113,8 @@ def test_inline_data_and_given_weights():
 @pytest.mark.parametrize(
     "override",
     ["optimizer.lr=abc", "optimizer.steps=1.5", "net.init=uniform", "gradient.method=forward",
-     "optimizer.momentum=0.9", "data=nope", "net.shape=[2,x]", "gradient.h=[1"],
+     "optimizer.momentum=0.9", "data=nope", "net.shape=[2,x]", "gradient.h=[1",
+     "gradient.dtype=float16", "seed=1.5"],
 )  # fmt: skip
 def test_type_errors_fail_at_composition(override):
     with pytest.raises((ConfigCompositionException, OverrideParseException)):

@@ -41,6 +41,13 @@ class Method(Enum):
     analytic = "analytic"
 
 
+class DType(Enum):
+    """The float precision of the whole descent: W, x, every engine, the loss."""
+
+    float32 = "float32"
+    float64 = "float64"
+
+
 @dataclass
 class DataConfig:
     name: DataSource = DataSource.article
@@ -70,6 +77,8 @@ class GradientConfig:
     method: Method = Method.vectorized
     h: float = 1e-4
     check: bool = False
+    # The float precision of the descent (W, x, engines, loss); data sources stay float64.
+    dtype: DType = DType.float64
 
 
 @dataclass
