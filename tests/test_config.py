@@ -135,6 +135,8 @@ def test_type_errors_fail_at_composition(override):
         ("optimizer.tol=-0.1", r"invalid optimizer.tol=-0.1: must be >= 0"),
         ("net.shape=[2]", r"invalid net.shape=\[2\]: must be \[n_inputs, n_classes\]"),
         ("net.shape=[0,3]", r"invalid net.shape=\[0, 3\]"),
+        ("net.shape=[2,1]", r"^invalid net.shape=\[2, 1\]: a classifier needs at least 2 classes$"),
+        ("seed=-1", r"^invalid seed=-1: must be >= 0$"),
         ("net.init=given", r"invalid net.W=None: net.init=given needs net.W"),
         ("net.W=[[1,2,3],[4,5,6]]", r"invalid net.init='normal': net.W is given"),
         ("data=file", r"invalid data.path=None: data=file needs data.path"),

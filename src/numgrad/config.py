@@ -154,9 +154,15 @@ def validate(cfg: Any) -> None:
     ...
     numgrad.config.ConfigError: invalid optimizer.lr=-1.0: must be > 0
     """
+    # numpy's default_rng refuses a negative seed with a traceback of its own.
+    if cfg.seed < 0:
+        raise ConfigError("seed", cfg.seed, "must be >= 0")
     shape = list(cfg.net.shape)
     if len(shape) != 2 or any(n < 1 for n in shape):
         raise ConfigError("net.shape", shape, "must be [n_inputs, n_classes], both >= 1")
+    # With one class softmax is always 1: the loss is -log(1 + 1e-7), nothing to learn.
+    if shape[1] < 2:
+        raise ConfigError("net.shape", shape, "a classifier needs at least 2 classes")
     if cfg.net.init == Init.given and cfg.net.W is None:
         raise ConfigError("net.W", None, "net.init=given needs net.W, a list of rows")
     if cfg.net.W is not None and cfg.net.init != Init.given:
