@@ -153,3 +153,17 @@ def test_validate_names_field_and_value(override, message):
 def test_config_error_is_one_line():
     err = ConfigError("optimizer.lr", math.nan, "must be a finite number")
     assert "\n" not in str(err) and err.field == "optimizer.lr"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=-1", "invalid seed=-1: must be >= 0"),  # was numpy's 43-line traceback
+        ("net.shape=[2,1]", "invalid net.shape=[2, 1]: a classifier needs at least 2 classes"),
+    ],
+)
+def test_the_command_refuses_in_one_line(workdir, override, message):
+    proc = workdir.run(override, "tracking.enabled=false", check=False)
+    assert (proc.returncode, proc.stderr) == (2, f"numgrad: error: {message}\n")
+    assert not (workdir.path / "run").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -172,3 +174,50 @@ def test_labels_that_int64_holds_are_int64():
 def test_inline_data_must_be_numeric():
     with pytest.raises(ConfigError, match=r"invalid data.x=\[0.6, 'a'\]: not a numeric array"):
         load_data(cfg(x=[0.6, "a"], t=[0, 1]), [2, 3], None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("files", "overrides", "message"),
+    [
+        ({"l.csv": b"caf\xe9,b,label\n1,2,0\n"}, ["data=file", "data.path=l.csv"],
+         "invalid data.path='l.csv': not UTF-8 text: line 1, byte 4 is 0xe9, which UTF-8 "
+         "cannot decode; save the file as UTF-8 (Excel: CSV UTF-8)"),
+        ({"d/x": b""}, ["data=file", "data.path=d"],
+         "invalid data.path='d': is a directory, not a .npz or .csv file"),
+        ({"t.npz": b"hello\n"}, ["data=file", "data.path=t.npz"],
+         "invalid data.path='t.npz': not a .npz archive (np.savez writes one, with arrays x and t)"),
+        ({"h.csv": b"a,b,label\n"}, ["data=file", "data.path=h.csv"],
+         "invalid data.path='h.csv': has a header line but no data rows"),
+        ({"e.csv": b""}, ["data=file", "data.path=e.csv"],
+         "invalid data.path='e.csv': is empty: needs rows of features followed by a label column"),
+        ({}, ["data.x=[[0.6,0.9]]", "data.t=[1e308]"],
+         "invalid data.t=[1e+308]: label 1e+308 at t[0] is out of range: W has 3 classes, so "
+         "labels must be in 0..2"),
+        ({"big.csv": b"1,2,1e308\n"}, ["data=file", "data.path=big.csv"],
+         "invalid data.path='big.csv': label 1e+308 at t[0] is out of range: W has 3 classes, "
+         "so labels must be in 0..2"),
+    ],
+)  # fmt: skip
+def test_the_command_says_what_is_wrong_in_one_line(workdir, files, overrides, message):
+    for name, content in files.items():
+        (workdir.path / name).parent.mkdir(exist_ok=True)
+        (workdir.path / name).write_bytes(content)
+    proc = workdir.run(*overrides, "tracking.enabled=false", check=False)
+    # Exactly one line: no numpy warning, no traceback before it.
+    assert (proc.returncode, proc.stderr) == (2, f"numgrad: error: {message}\n")
+    assert not (workdir.path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("header", [b"", b"a,b,label\n"])
+def test_the_command_trains_on_a_csv_with_a_byte_order_mark_as_without(workdir, header):
+    rows = header + b"0.1,0.9,0\n0.8,0.3,1\n"
+    (workdir.path / "plain.csv").write_bytes(rows)
+    (workdir.path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + rows.replace(b"\n", b"\r\n"))
+    final = {}
+    for name in ("plain.csv", "excel.csv"):
+        proc = workdir.run("data=file", f"data.path={name}", "net.shape=[2,2]",
+                           "optimizer.steps=5", "tracking.enabled=false")  # fmt: skip
+        final[name] = re.search(r"final loss (\S+),", proc.stdout).group(1)
+    assert final["excel.csv"] == final["plain.csv"]
