@@ -2,7 +2,9 @@
 
 Sources: ``article`` (inline arrays, by default the book's single sample),
 ``blobs`` (Gaussian class clusters drawn from the run's generator), ``iris``
-(the 150-sample table shipped with the package) and ``file`` (``.npz``/``.csv``).
+(the 150-sample table shipped with the package) and ``file`` (``.npz``/``.csv``;
+a CSV is UTF-8, with or without Excel's byte-order mark, read line by line).
+Inputs are float64 whatever ``gradient.dtype`` says: the runner casts them.
 Problems with a source are reported as :class:`~numgrad.config.ConfigError`.
 """
 
