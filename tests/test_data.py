@@ -97,6 +97,12 @@ def test_csv_that_is_not_utf8_is_a_config_error_naming_line_and_byte(tmp_path, c
     )
 
 
+def test_a_bad_byte_past_the_first_megabyte_is_found_on_its_line(tmp_path):
+    # Lines are decoded a block at a time: the count carries over from block to block.
+    (tmp_path / "l.csv").write_bytes(b"1,2,0\n" * 200_000 + b"\n1,\xe92,0\n")
+    assert "not UTF-8 text: line 200002, byte 3 is 0xe9," in file_error(tmp_path / "l.csv")
+
+
 @pytest.mark.parametrize(
     ("name", "content", "reason"),
     [

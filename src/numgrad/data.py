@@ -153,6 +153,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 _CSV_FORM = "needs rows of features followed by a label column"
+_BLOCK_BYTES = 1 << 20  # lines decoded at a time
 
 
 def _read_csv(path: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -191,23 +192,32 @@ def _read_csv(path: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _text_lines(stream: Any, name: str) -> Iterator[str]:
-    """The non-blank lines of a binary stream of UTF-8 text, without a byte-order mark."""
-    for number, raw in enumerate(stream, 1):
-        if number == 1 and raw.startswith(codecs.BOM_UTF8):
-            # Excel's "CSV UTF-8" starts with one; left in, it turns the first row into a
-            # "header" (not a number) that was silently dropped.
+    """The non-blank lines of a binary stream of UTF-8 text, without a byte-order mark.
+
+    Decoded a block of lines at a time: per line, Python's overhead would make
+    reading a large CSV several times slower than parsing it.
+    """
+    lines_before = 0
+    while block := stream.readlines(_BLOCK_BYTES):
+        raw = b"".join(block)
+        if lines_before == 0 and raw.startswith(codecs.BOM_UTF8):
+            # Excel's "CSV UTF-8" starts with one; left in, it turned the first row into
+            # a "header" (not a number) that was silently dropped.
             raw = raw[len(codecs.BOM_UTF8) :]
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            byte = raw[exc.start]
+            line_start = raw.rfind(b"\n", 0, exc.start) + 1
+            number = lines_before + raw.count(b"\n", 0, exc.start) + 1
             raise ConfigError(
                 "data.path", name,
-                f"not UTF-8 text: line {number}, byte {exc.start + 1} is 0x{byte:02x}, which "
-                "UTF-8 cannot decode; save the file as UTF-8 (Excel: CSV UTF-8)",
+                f"not UTF-8 text: line {number}, byte {exc.start - line_start + 1} is "
+                f"0x{raw[exc.start]:02x}, which UTF-8 cannot decode; save the file as UTF-8 "
+                "(Excel: CSV UTF-8)",
             ) from None  # fmt: skip
+        lines_before += len(block)
         # splitlines: also the lone "\r" line ends of old Mac files.
-        yield from (line for line in text.splitlines() if line.strip())
+        yield from [line for line in text.splitlines() if line.strip()]
 
 
 def _is_numeric_row(line: str) -> bool:
