@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from numgrad.config import (
     ConfigError,
     DataSource,
+    DType,
     Init,
     Method,
     Scaling,
@@ -63,7 +64,7 @@ def test_defaults_are_the_book_example():
     assert list(cfg.data.x) == [0.6, 0.9] and list(cfg.data.t) == [0, 0, 1]
     assert list(cfg.net.shape) == [2, 3] and cfg.net.init is Init.normal and cfg.net.scale == 1.0
     assert cfg.gradient.method is Method.vectorized and cfg.gradient.h == 1e-4
-    assert not cfg.gradient.check
+    assert not cfg.gradient.check and cfg.gradient.dtype is DType.float64
     assert (cfg.optimizer.lr, cfg.optimizer.steps, cfg.optimizer.tol) == (0.1, 100, 0.0)
     assert cfg.tracking.enabled and cfg.tracking.uri is None
     assert cfg.tracking.experiment == "numgrad" and cfg.tracking.max_points == 1000
@@ -74,8 +75,9 @@ def test_overrides_reach_the_config():
     cfg = compose_cfg(
         "optimizer.lr=0.5", "gradient.h=1e-3", "net.shape=[4,3]", "data=blobs", "seed=7",
         "gradient.method=loop", "gradient.check=true", "optimizer.steps=0", "data.spread=0.25",
-        "tracking.enabled=false",
+        "tracking.enabled=false", "gradient.dtype=float32",
     )  # fmt: skip
+    assert cfg.gradient.dtype is DType.float32
     assert cfg.optimizer.lr == 0.5 and cfg.gradient.h == 1e-3 and cfg.seed == 7
     assert list(cfg.net.shape) == [4, 3] and cfg.data.name is DataSource.blobs
     assert cfg.gradient.method is Method.loop and cfg.gradient.check
@@ -111,7 +113,8 @@ def test_inline_data_and_given_weights():
 @pytest.mark.parametrize(
     "override",
     ["optimizer.lr=abc", "optimizer.steps=1.5", "net.init=uniform", "gradient.method=forward",
-     "optimizer.momentum=0.9", "data=nope", "net.shape=[2,x]", "gradient.h=[1"],
+     "optimizer.momentum=0.9", "data=nope", "net.shape=[2,x]", "gradient.h=[1",
+     "gradient.dtype=float16", "seed=1.5"],
 )  # fmt: skip
 def test_type_errors_fail_at_composition(override):
     with pytest.raises((ConfigCompositionException, OverrideParseException)):
@@ -132,6 +135,8 @@ def test_type_errors_fail_at_composition(override):
         ("optimizer.tol=-0.1", r"invalid optimizer.tol=-0.1: must be >= 0"),
         ("net.shape=[2]", r"invalid net.shape=\[2\]: must be \[n_inputs, n_classes\]"),
         ("net.shape=[0,3]", r"invalid net.shape=\[0, 3\]"),
+        ("net.shape=[2,1]", r"^invalid net.shape=\[2, 1\]: a classifier needs at least 2 classes$"),
+        ("seed=-1", r"^invalid seed=-1: must be >= 0$"),
         ("net.init=given", r"invalid net.W=None: net.init=given needs net.W"),
         ("net.W=[[1,2,3],[4,5,6]]", r"invalid net.init='normal': net.W is given"),
         ("data=file", r"invalid data.path=None: data=file needs data.path"),
@@ -148,3 +153,17 @@ def test_validate_names_field_and_value(override, message):
 def test_config_error_is_one_line():
     err = ConfigError("optimizer.lr", math.nan, "must be a finite number")
     assert "\n" not in str(err) and err.field == "optimizer.lr"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=-1", "invalid seed=-1: must be >= 0"),  # was numpy's 43-line traceback
+        ("net.shape=[2,1]", "invalid net.shape=[2, 1]: a classifier needs at least 2 classes"),
+    ],
+)
+def test_the_command_refuses_in_one_line(workdir, override, message):
+    proc = workdir.run(override, "tracking.enabled=false", check=False)
+    assert (proc.returncode, proc.stderr) == (2, f"numgrad: error: {message}\n")
+    assert not (workdir.path / "run").exists()

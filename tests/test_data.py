@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from numgrad.config import ConfigError, DataConfig, DataSource, Scaling
 from numgrad.data import load_data, make_blobs, scale_features
+from numgrad.net import SimpleNet
 
 
 def cfg(**fields):
@@ -51,22 +54,176 @@ def test_npz_and_csv_files(tmp_path):
         assert got[0].tolist() == [[0.5, 1.0], [2.0, 3.5]] and got[1].tolist() == [0, 1]
 
 
+def read_file(path):
+    return load_data(cfg(name=DataSource.file, path=str(path)), [2, 2], None)
+
+
+def file_error(path) -> str:
+    with pytest.raises(ConfigError) as info:
+        read_file(path)
+    return str(info.value)
+
+
+ROWS = b"0.5,1,0\n2,3.5,1\n"
+
+
+@pytest.mark.parametrize("header", [b"", b"a,b,label\n"])
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_csv_with_a_byte_order_mark_reads_the_same_rows(tmp_path, header, newline):
+    # Excel's "CSV UTF-8" starts with a BOM: it used to make the first data row a "header"
+    # and drop it (loss 1.07 instead of 0.85 on these rows).
+    text = (header + ROWS).replace(b"\n", newline)
+    (tmp_path / "plain.csv").write_bytes(text)
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text)
+    for name in ("plain.csv", "bom.csv"):
+        x, t = read_file(tmp_path / name)
+        assert x.tolist() == [[0.5, 1.0], [2.0, 3.5]] and t.tolist() == [0, 1], name
+        assert x.dtype == np.float64 and x.flags.c_contiguous and t.dtype == np.int64
+
+
 @pytest.mark.parametrize(
-    ("name", "content", "message"),
+    ("content", "reason"),
     [
-        ("d.txt", "1,2,0", r"invalid data.path='.*d.txt': must end in .npz or .csv"),
-        ("d.csv", "1,2,0.5", r"the last column must hold integer labels"),
-        ("d.csv", "1,2,0\n2,a,1", r"not a numeric CSV"),
-        ("d.csv", "1\n2", r"needs rows of features followed by a label column"),
-        ("d.npz", "not a zip", r"not a readable .npz"),
+        (b"caf\xe9,b,label\n1,2,0\n", "line 1, byte 4 is 0xe9"),  # Latin-1, the probe's file
+        (b"1,2,0\n3,4,1\n\n1,\xff,0\n", "line 4, byte 3 is 0xff"),  # after the first rows
+        (b"\xff\xfe1\x00,\x002\x00", "line 1, byte 1 is 0xff"),  # UTF-16 ("Unicode text")
     ],
 )
-def test_bad_files_name_the_path(tmp_path, name, content, message):
-    (tmp_path / name).write_text(content)
-    with pytest.raises(ConfigError, match=message):
-        load_data(cfg(name=DataSource.file, path=str(tmp_path / name)), [2, 3], None)
+def test_csv_that_is_not_utf8_is_a_config_error_naming_line_and_byte(tmp_path, content, reason):
+    (tmp_path / "l.csv").write_bytes(content)
+    assert file_error(tmp_path / "l.csv") == (
+        f"invalid data.path='{tmp_path / 'l.csv'}': not UTF-8 text: {reason}, which UTF-8 "
+        "cannot decode; save the file as UTF-8 (Excel: CSV UTF-8)"
+    )
+
+
+def test_a_bad_byte_past_the_first_megabyte_is_found_on_its_line(tmp_path):
+    # Lines are decoded a block at a time: the count carries over from block to block.
+    (tmp_path / "l.csv").write_bytes(b"1,2,0\n" * 200_000 + b"\n1,\xe92,0\n")
+    assert "not UTF-8 text: line 200002, byte 3 is 0xe9," in file_error(tmp_path / "l.csv")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("d.txt", b"1,2,0", "must end in .npz or .csv"),
+        ("d.csv", b"1,2,0.5", "the last column must hold integer labels"),
+        (
+            "d.csv",
+            b"1,2,0\n2,a,1",
+            "not a numeric CSV (could not convert string 'a' to float64 at row 1, column 2.)",
+        ),
+        ("d.csv", b"1\n2", "needs rows of features followed by a label column"),
+        # No numpy "input contained no data" warning before these (warnings are errors here).
+        ("d.csv", b"", "is empty: needs rows of features followed by a label column"),
+        ("d.csv", b" \n\n", "is empty: needs rows of features followed by a label column"),
+        ("d.csv", b"a,b,label\n", "has a header line but no data rows"),
+        ("d.csv", b"\xef\xbb\xbfa,b,label\r\n\r\n", "has a header line but no data rows"),
+        # Not "pickled (object) data": np.load's guess for anything that is not a zip.
+        ("d.npz", b"not a zip", "not a .npz archive (np.savez writes one, with arrays x and t)"),
+        ("d.npz", b"\x93NUMPY", "not a .npz archive (np.savez writes one, with arrays x and t)"),
+    ],
+)
+def test_bad_files_name_the_path(tmp_path, name, content, reason):
+    (tmp_path / name).write_bytes(content)
+    assert file_error(tmp_path / name) == f"invalid data.path='{tmp_path / name}': {reason}"
+
+
+def test_a_npy_file_named_npz_is_not_an_archive(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones(3))
+    (tmp_path / "x.npy").rename(tmp_path / "x.npz")  # np.load returned an array: TypeError
+    assert file_error(tmp_path / "x.npz").endswith(
+        ": not a .npz archive (np.savez writes one, with arrays x and t)"
+    )
+
+
+def test_a_directory_is_not_a_missing_file(tmp_path):
+    (tmp_path / "d.csv").mkdir()
+    assert (
+        file_error(tmp_path)
+        == f"invalid data.path='{tmp_path}': is a directory, not a .npz or .csv file"
+    )
+    assert file_error(tmp_path / "d.csv").endswith(": is a directory, not a .npz or .csv file")
+    assert file_error(tmp_path / "nope.csv").endswith(": no such file")
+
+
+def test_npz_inputs_are_float64_like_every_source(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.arange(4, dtype=np.int32).reshape(2, 2), t=[0, 1])
+    x, t = read_file(tmp_path / "d.npz")
+    assert x.dtype == np.float64 and x.tolist() == [[0.0, 1.0], [2.0, 3.0]] and t.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("label", ["1e308", "-1e308", "1e19", "inf", "-inf"])
+def test_huge_labels_keep_their_value(tmp_path, label):
+    # The int64 cast overflowed (RuntimeWarning, label -9.22337e+18): they stay float64
+    # so that the net's checks name the value the user wrote.
+    (tmp_path / "d.csv").write_text(f"1,2,{label}\n")
+    x, t = read_file(tmp_path / "d.csv")
+    assert t.dtype == np.float64 and t.tolist() == [float(label)]
+    _, inline = load_data(cfg(x=[[1.0, 2.0]], t=[float(label)]), [2, 2], None)
+    assert inline.dtype == np.float64 and inline.tolist() == [float(label)]
+    net = SimpleNet(np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"^(label|labels must be integers)") as info:
+        net.prepare(x, t)
+    assert "9.22337e+18" not in str(info.value)
+    if label == "1e308":
+        assert str(info.value).startswith("label 1e+308 at t[0] is out of range")
+
+
+def test_labels_that_int64_holds_are_int64():
+    _, t = load_data(cfg(x=[[1.0, 2.0]] * 3, t=[0, 1, 2.0**53]), [2, 2], None)
+    assert t.dtype == np.int64 and t.tolist() == [0, 1, 2**53]
+    _, t = load_data(cfg(x=[1.0, 2.0], t=[0, 1, 0]), [2, 3], None)
+    assert t.dtype == np.int64  # one-hot rows too
 
 
 def test_inline_data_must_be_numeric():
     with pytest.raises(ConfigError, match=r"invalid data.x=\[0.6, 'a'\]: not a numeric array"):
         load_data(cfg(x=[0.6, "a"], t=[0, 1]), [2, 3], None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("files", "overrides", "message"),
+    [
+        ({"l.csv": b"caf\xe9,b,label\n1,2,0\n"}, ["data=file", "data.path=l.csv"],
+         "invalid data.path='l.csv': not UTF-8 text: line 1, byte 4 is 0xe9, which UTF-8 "
+         "cannot decode; save the file as UTF-8 (Excel: CSV UTF-8)"),
+        ({"d/x": b""}, ["data=file", "data.path=d"],
+         "invalid data.path='d': is a directory, not a .npz or .csv file"),
+        ({"t.npz": b"hello\n"}, ["data=file", "data.path=t.npz"],
+         "invalid data.path='t.npz': not a .npz archive (np.savez writes one, with arrays x and t)"),
+        ({"h.csv": b"a,b,label\n"}, ["data=file", "data.path=h.csv"],
+         "invalid data.path='h.csv': has a header line but no data rows"),
+        ({"e.csv": b""}, ["data=file", "data.path=e.csv"],
+         "invalid data.path='e.csv': is empty: needs rows of features followed by a label column"),
+        ({}, ["data.x=[[0.6,0.9]]", "data.t=[1e308]"],
+         "invalid data.t=[1e+308]: label 1e+308 at t[0] is out of range: W has 3 classes, so "
+         "labels must be in 0..2"),
+        ({"big.csv": b"1,2,1e308\n"}, ["data=file", "data.path=big.csv"],
+         "invalid data.path='big.csv': label 1e+308 at t[0] is out of range: W has 3 classes, "
+         "so labels must be in 0..2"),
+    ],
+)  # fmt: skip
+def test_the_command_says_what_is_wrong_in_one_line(workdir, files, overrides, message):
+    for name, content in files.items():
+        (workdir.path / name).parent.mkdir(exist_ok=True)
+        (workdir.path / name).write_bytes(content)
+    proc = workdir.run(*overrides, "tracking.enabled=false", check=False)
+    # Exactly one line: no numpy warning, no traceback before it.
+    assert (proc.returncode, proc.stderr) == (2, f"numgrad: error: {message}\n")
+    assert not (workdir.path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("header", [b"", b"a,b,label\n"])
+def test_the_command_trains_on_a_csv_with_a_byte_order_mark_as_without(workdir, header):
+    rows = header + b"0.1,0.9,0\n0.8,0.3,1\n"
+    (workdir.path / "plain.csv").write_bytes(rows)
+    (workdir.path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + rows.replace(b"\n", b"\r\n"))
+    final = {}
+    for name in ("plain.csv", "excel.csv"):
+        proc = workdir.run("data=file", f"data.path={name}", "net.shape=[2,2]",
+                           "optimizer.steps=5", "tracking.enabled=false")  # fmt: skip
+        final[name] = re.search(r"final loss (\S+),", proc.stdout).group(1)
+    assert final["excel.csv"] == final["plain.csv"]

@@ -41,6 +41,13 @@ class Method(Enum):
     analytic = "analytic"
 
 
+class DType(Enum):
+    """The float precision of the whole descent: W, x, every engine, the loss."""
+
+    float32 = "float32"
+    float64 = "float64"
+
+
 @dataclass
 class DataConfig:
     name: DataSource = DataSource.article
@@ -70,6 +77,8 @@ class GradientConfig:
     method: Method = Method.vectorized
     h: float = 1e-4
     check: bool = False
+    # The float precision of the descent (W, x, engines, loss); data sources stay float64.
+    dtype: DType = DType.float64
 
 
 @dataclass
@@ -150,9 +159,15 @@ def validate(cfg: Any) -> None:
     ...
     numgrad.config.ConfigError: invalid optimizer.lr=-1.0: must be > 0
     """
+    # numpy's default_rng refuses a negative seed with a traceback of its own.
+    if cfg.seed < 0:
+        raise ConfigError("seed", cfg.seed, "must be >= 0")
     shape = list(cfg.net.shape)
     if len(shape) != 2 or any(n < 1 for n in shape):
         raise ConfigError("net.shape", shape, "must be [n_inputs, n_classes], both >= 1")
+    # With one class softmax is always 1: the loss is -log(1 + 1e-7), nothing to learn.
+    if shape[1] < 2:
+        raise ConfigError("net.shape", shape, "a classifier needs at least 2 classes")
     if cfg.net.init == Init.given and cfg.net.W is None:
         raise ConfigError("net.W", None, "net.init=given needs net.W, a list of rows")
     if cfg.net.W is not None and cfg.net.init != Init.given:
