@@ -8,7 +8,7 @@ Examples
 --------
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as d:
-...     write_job_status(Path(d), ["optimizer.lr=0.1"], "FINISHED", final_loss=0.25, job=0)
+...     _ = write_job_status(Path(d), ["optimizer.lr=0.1"], "FINISHED", final_loss=0.25, job=0)
 ...     read_job_status(Path(d) / JOB_STATUS_FILE)["final_loss"]
 0.25
 """

@@ -1,6 +1,6 @@
 """``run(cfg)``: one experiment, from a composed config to its final loss.
 
-validate → data → initial weights → SimpleNet → descent → tracking sink. The config is
+validate → memory check → data → initial weights → SimpleNet → descent → sink. The config is
 a DictConfig composed by Hydra (or the dataclass schema itself); the CLI adds the
 output dir and the overrides that the run's records name.
 """
@@ -19,6 +19,7 @@ from numgrad.config import ConfigError, DataSource, Init, validate
 from numgrad.data import load_data
 from numgrad.descent import Descent
 from numgrad.gradient import ENGINES
+from numgrad.memory import check_memory
 from numgrad.net import InputError, SimpleNet
 from numgrad.tracking.recorder import NotSynced
 from numgrad.tracking.sink import open_sink
@@ -68,9 +69,11 @@ def execute(
     exists) and :class:`~numgrad.descent.Diverged` for a divergence.
     """
     validate(cfg)
+    check_memory(cfg)  # before loading: blobs allocate while they are drawn
     rng = np.random.default_rng(cfg.seed)
     shape = list(cfg.net.shape)
     x, t = load_data(cfg.data, shape, rng)
+    check_memory(cfg, data=(x, t))  # a file's size is known only once it is read
     net = SimpleNet(initial_weights(cfg.net, shape, rng))
     try:
         x2d, labels = net.prepare(x, t)
