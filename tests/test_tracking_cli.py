@@ -171,6 +171,9 @@ def test_cli_dead_server_fails_fast_with_one_line(workdir):
     assert proc.returncode != 0
     first = f"numgrad: error: tracking server http://127.0.0.1:{port} is not reachable"
     assert proc.stderr.strip().startswith(first)
+    assert proc.stderr.strip().endswith(
+        "or tracking.offline=true records the run locally for numgrad-sync"
+    )
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (workdir.path / "outputs" / "mlflow.db").exists()
 

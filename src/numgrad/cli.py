@@ -115,7 +115,9 @@ def job(cfg: Any) -> float:
             write_job_status(output_dir, overrides, "FAILED", job=hc.job.num, pid=os.getpid(),
                              error=f"{type(exc).__name__}: {exc}")  # fmt: skip
             return float("inf")
-    if not outcome.synced:
+    if outcome.offline:
+        print(f"numgrad: {outcome.local_note}")  # what the user asked for: not a problem
+    elif not outcome.synced:
         if not multirun:
             raise NotSynced(outcome.local_note, output_dir, outcome.final_loss)
         print(f"numgrad: job {hc.job.num}: {outcome.local_note}", file=sys.stderr)

@@ -38,6 +38,7 @@ class RunOutcome:
     run_id: str | None
     run_name: str | None
     synced: bool
+    offline: bool = False  # tracking.offline=true: not synced, by choice
     local_note: str = ""
 
 
@@ -49,7 +50,7 @@ def run(cfg: Any, **kwargs: Any) -> float:
     tracking store was unreachable at its end (its records are in its journal).
     """
     outcome = execute(cfg, **kwargs)
-    if not outcome.synced:
+    if not outcome.synced and not outcome.offline:
         raise NotSynced(outcome.local_note, kwargs.get("output_dir"), outcome.final_loss)
     return outcome.final_loss
 
@@ -101,6 +102,7 @@ def execute(
         final_loss=last.loss, final_accuracy=last.accuracy, steps_taken=descent.steps_taken,
         grad_rel_error=last.grad_rel_error, run_id=sink.run_id,
         run_name=getattr(sink, "run_name", None), synced=sink.synced,
+        offline=bool(cfg.tracking.enabled and cfg.tracking.offline),
         local_note="" if sink.synced else sink.local_note(),
     )  # fmt: skip
 

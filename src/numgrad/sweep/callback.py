@@ -183,7 +183,7 @@ class Sweep:
     def end(self, exc: BaseException | None) -> SweepOutcome:
         """Summary, figures, the parent's status, a report; never raises."""
         interrupted = isinstance(exc, KeyboardInterrupt | signals.Terminated)
-        outcome = SweepOutcome(status="FAILED", rows=[])
+        outcome = SweepOutcome(status="FAILED", rows=[], offline=bool(self.settings.offline))
         parent = self.parent if self.parent is not None and self.parent.recorder else None
         try:
             children = []

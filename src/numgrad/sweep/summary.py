@@ -40,6 +40,7 @@ class SweepOutcome:
     summary: Path | None = None
     notes: list[str] = field(default_factory=list)
     parent_synced: bool = True
+    offline: bool = False  # tracking.offline=true: records only local, by choice
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -48,9 +49,11 @@ class SweepOutcome:
 
     @property
     def exit_status(self) -> int:
-        """1 when a job failed, else 75 when some records are only local, else 0."""
+        """1 when a job failed, else 75 when some records are only local (not by choice)."""
         if self.failed or self.status != "FINISHED":
             return 1
+        if self.offline:
+            return 0
         if not self.parent_synced or any(r["status"] == FINISHED_NOT_SYNCED for r in self.rows):
             return 75
         return 0

@@ -26,6 +26,9 @@ HTTP_ENV = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    # MLflow prints its own "View run" link (GenAI view, an extra request); numgrad's
+    # summary line names the run's page in the model-training view instead.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 PROBE_ATTEMPTS, PROBE_TIMEOUT = 3, 3.0  # worst case ~10 s, well within 15 s
 DB_SCHEMES = ("postgresql", "mysql", "mssql")  # handed to MLflow as they are
