@@ -1,15 +1,19 @@
-"""Time a 16-job sweep with Hydra's basic launcher and with joblib (2 workers).
+"""What tracking costs a sweep, and what a parallel launcher saves: two Markdown tables.
 
-Run: ``python benchmarks/bench_sweep.py`` (about 12 minutes on 2 cores; ``--repeats 1``
-for a quick look).
+Run: ``python benchmarks/bench_sweep.py`` (about 15 minutes on 2 cores);
+``--only overhead`` or ``--only launchers`` for one table, ``--repeats 1`` for a look.
 
 Each sample is the wall time of one whole ``numgrad -m`` process (start-up, the
-sweep's parent run, 16 jobs, the summary) on a fresh embedded SQLite store in a
-temporary directory; the table shows the median of ``--repeats`` samples, taken in turns. Every job
-computes for a few seconds (the book's loop gradient on a 20x10 net, 200 samples,
-``--steps`` steps), so the launchers' own overhead is small next to the work. After
-every sample the store is read back with ``MlflowClient``: one FINISHED parent and 16
-FINISHED children with complete histories, or the script stops.
+sweep's parent run, 16 jobs, the summary). After every tracked sample the store is
+read back with ``MlflowClient``: one FINISHED parent and 16 FINISHED children with
+complete histories, or the script stops.
+
+- overhead: 16 short jobs (``optimizer.lr=<16 values> optimizer.steps=10``, basic
+  launcher) on an existing store, tracked against ``tracking.enabled=false``
+  (target: at most 2.0x);
+- launchers: 16 jobs of a few seconds each (the book's loop gradient on a 20x10 net,
+  200 samples) on a fresh store, basic launcher against joblib with 2 workers
+  (target: joblib at least 1.6x faster).
 """
 
 from __future__ import annotations
@@ -22,48 +26,60 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from _machine import machine  # benchmarks/ is on sys.path when run as a script
 
-GRID = ("optimizer.lr=0.05,0.1,0.2,0.4", "gradient.h=1e-3,1e-4,1e-5,1e-6")  # 16 jobs
-JOB = ("gradient.method=loop", "data=blobs", "net.shape=[20,10]", "data.n_samples=200")
+JOBS = 16
+SHORT = (f"optimizer.lr={','.join(str(round(0.05 * (i + 1), 2)) for i in range(JOBS))}",
+         "optimizer.steps=10")  # fmt: skip
+LONG_GRID = ("optimizer.lr=0.05,0.1,0.2,0.4", "gradient.h=1e-3,1e-4,1e-5,1e-6")
+LONG_JOB = ("gradient.method=loop", "data=blobs", "net.shape=[20,10]", "data.n_samples=200")
 LAUNCHERS = {
     "basic (sequential)": (),
     "joblib, 2 workers": ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
 }
-JOBS = 16
+OVERHEAD_TARGET, SPEEDUP_TARGET = 2.0, 1.6
 
 
-def sweep_seconds(launcher: tuple[str, ...], steps: int) -> float:
-    """Wall time of one ``numgrad -m`` process; checks the store afterwards."""
-    numgrad = shutil.which("numgrad") or "numgrad"
+def numgrad_command() -> list[str]:
+    """The console script next to this interpreter (not a pyenv/asdf shim: no shell hop)."""
+    script = Path(sys.executable).parent / "numgrad"
+    if script.is_file():
+        return [sys.executable, str(script)]
+    found = shutil.which("numgrad")
+    if found is None:
+        sys.exit("numgrad is not installed: pip install -e .")
+    return [found]
+
+
+def sweep_seconds(work: Path, args: tuple[str, ...], steps: int | None) -> float:
+    """Wall time of one ``numgrad -m`` process in ``work``; checks the store when tracked."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
-        argv = [
-            numgrad, "-m", *GRID, *JOB, f"optimizer.steps={steps}", *launcher,
-            f"hydra.sweep.dir={tmp}/multirun",
-        ]  # fmt: skip
-        start = time.perf_counter()
-        proc = subprocess.run(argv, cwd=tmp, env=env, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        if proc.returncode != 0:
-            sys.exit(f"numgrad exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-        check_store(f"sqlite:///{tmp}/outputs/mlflow.db", steps)
+    shutil.rmtree(work / "multirun", ignore_errors=True)
+    argv = [*numgrad_command(), "-m", *args, f"hydra.sweep.dir={work}/multirun"]
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"numgrad exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    if steps is not None:
+        check_store(f"sqlite:///{work}/outputs/mlflow.db", steps)
     return seconds
 
 
 def check_store(uri: str, steps: int) -> None:
-    """One FINISHED parent, 16 FINISHED children, each with every step's loss."""
+    """The newest parent FINISHED with 16 FINISHED children, each with every step's loss."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("numgrad")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("numgrad.kind") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    runs = client.search_runs([exp.experiment_id], max_results=1000, order_by=["start_time DESC"])
+    parent = next(r for r in runs if r.data.tags.get("numgrad.kind") == "sweep")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     problems = []
-    if len(parents) != 1 or parents[0].info.status != "FINISHED":
-        problems.append(f"parents: {[(p.info.run_name, p.info.status) for p in parents]}")
+    if parent.info.status != "FINISHED":
+        problems.append(f"parent {parent.info.status}")
     if len(children) != JOBS or {c.info.status for c in children} != {"FINISHED"}:
         problems.append(f"children: {sorted((c.info.run_name, c.info.status) for c in children)}")
     for child in children:
@@ -74,31 +90,58 @@ def check_store(uri: str, steps: int) -> None:
         sys.exit("incomplete sweep in " + uri + ":\n" + "\n".join(problems))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3, help="samples per launcher (median)")
-    parser.add_argument("--steps", type=int, default=450, help="descent steps per job")
-    args = parser.parse_args()
-
-    print(machine())
-    print(
-        f"{JOBS} jobs ({' '.join(GRID)}), each: {' '.join(JOB)} optimizer.steps={args.steps}; "
-        f"whole-process wall time, median of {args.repeats}, fresh SQLite store each time"
-    )
-    print()
-    samples: dict[str, list[float]] = {name: [] for name in LAUNCHERS}
-    for _ in range(args.repeats):  # interleaved, so a busy moment hits both launchers alike
-        for name, launcher in LAUNCHERS.items():
-            samples[name].append(sweep_seconds(launcher, args.steps))
+def table(samples: dict[str, list[float]], base: str, ratio_name: str, invert: bool) -> None:
     medians = {name: statistics.median(times) for name, times in samples.items()}
-    base = medians["basic (sequential)"]
-    print("| launcher | median wall time (s) | samples (s) | speed-up vs basic |")
+    print(f"| variant | median wall time (s) | samples (s) | {ratio_name} |")
     print("|---|---:|---|---:|")
     for name, median in medians.items():
+        ratio = medians[base] / median if invert else median / medians[base]
         shown = ", ".join(f"{s:.1f}" for s in samples[name])
-        print(f"| {name} | {median:.1f} | {shown} | {base / median:.2f}x |")
+        print(f"| {name} | {median:.1f} | {shown} | {ratio:.2f}x |")
+
+
+def overhead(repeats: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+        work = Path(tmp)
+        variants = {"tracking off": (*SHORT, "tracking.enabled=false"), "tracked": SHORT}
+        sweep_seconds(work, variants["tracked"], 10)  # an existing store, warm caches
+        samples: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(repeats):  # interleaved: drift hits both alike
+            for name, args in variants.items():
+                samples[name].append(sweep_seconds(work, args, 10 if name == "tracked" else None))
+    ratio = statistics.median(samples["tracked"]) / statistics.median(samples["tracking off"])
+    print(f"16 short jobs ({' '.join(SHORT)}), basic launcher, existing SQLite store; "
+          f"median of {repeats} (target: tracked at most {OVERHEAD_TARGET}x)\n")  # fmt: skip
+    table(samples, "tracking off", "vs tracking off", invert=False)
+    verdict = "met" if ratio <= OVERHEAD_TARGET else "NOT met"
+    print(f"\nTracked / untracked: {ratio:.2f}x ({verdict}); every child FINISHED, complete.\n")
+
+
+def launchers(repeats: int, steps: int) -> None:
+    samples: dict[str, list[float]] = {name: [] for name in LAUNCHERS}
+    for _ in range(repeats):
+        for name, launcher in LAUNCHERS.items():
+            with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+                args = (*LONG_GRID, *LONG_JOB, f"optimizer.steps={steps}", *launcher)
+                samples[name].append(sweep_seconds(Path(tmp), args, steps))
+    print(f"{JOBS} jobs ({' '.join(LONG_GRID)}), each: {' '.join(LONG_JOB)} "
+          f"optimizer.steps={steps}; fresh SQLite store each time; median of {repeats} "
+          f"(target: joblib at least {SPEEDUP_TARGET}x faster)\n")  # fmt: skip
+    table(samples, "basic (sequential)", "speed-up vs basic", invert=True)
     print()
-    print(f"All {JOBS} children FINISHED with complete histories in every sample.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3, help="samples per variant (median)")
+    parser.add_argument("--steps", type=int, default=450, help="descent steps per long job")
+    parser.add_argument("--only", choices=("overhead", "launchers"))
+    args = parser.parse_args()
+    print(machine() + "\n")
+    if args.only in (None, "overhead"):
+        overhead(args.repeats)
+    if args.only in (None, "launchers"):
+        launchers(args.repeats, args.steps)
 
 
 if __name__ == "__main__":
