@@ -4,6 +4,8 @@ Run: ``python benchmarks/bench_gradients.py`` (one to two minutes; the 784x10 lo
 
 A second table times wide steps, ``h * max|x| > 1``, where the vectorized engine
 once fell back to the loop: the same inputs at the default step and at a wide one.
+A third runs the fast engines in float32 at h = 1e-2 (near float32's best step),
+with their relative error against the same engine in float64.
 
 Each engine is timed on the same inputs in one process: a warm-up call, then the
 median of several calls (``time.perf_counter``). Inputs are pixel-like
@@ -18,6 +20,7 @@ from __future__ import annotations
 import statistics
 import time
 import tracemalloc
+from functools import partial
 
 import numpy as np
 
@@ -32,6 +35,7 @@ CASES = [(2, 3, 1, 200), (50, 10, 32, 20), (784, 10, 100, 3), (784, 10, 1000, 1)
 # (n_inputs, n_classes, batch, x scale, wide h): 784x10 pixels scaled by 50 at h = 5e-2
 # (h max|x| ~ 2.5), and unscaled 0..255 pixel values at h = 1e-1 (~ 25).
 WIDE_CASES = [(784, 10, 100, 50.0, 5e-2), (784, 10, 100, 255.0, 1e-1)]
+FLOAT32_H = 1e-2
 
 
 def median_ms(fn, repeats: int):
@@ -93,6 +97,24 @@ def run_wide_case(n_inputs: int, n_classes: int, batch: int, scale: float, h: fl
     )
 
 
+def run_float32_case(n_inputs: int, n_classes: int, batch: int, _: int) -> str:
+    rng = np.random.default_rng(SEED)
+    W = SimpleNet.random((n_inputs, n_classes), rng, scale=0.01).W
+    x = rng.random((batch, n_inputs))
+    labels = rng.integers(0, n_classes, batch)
+    W32, x32 = W.astype(np.float32), x.astype(np.float32)
+    cells = []
+    for engine in (
+        lambda W, x: vectorized_gradient(W, x, labels, FLOAT32_H),
+        lambda W, x: analytic_gradient(W, x, labels),
+    ):
+        ms64, grad64 = median_ms(partial(engine, W, x), 30)
+        ms32, grad32 = median_ms(partial(engine, W32, x32), 30)
+        cells += [f"{ms64:.3g}", f"{ms32:.3g}", f"{ms64 / ms32:.1f}x"]
+        cells.append(f"{relative_error(grad32, grad64):.1e}")
+    return f"| {n_inputs}x{n_classes}, batch {batch} | " + " | ".join(cells) + " |"
+
+
 def main() -> None:
     print(machine())
     print(f"h = {H}; median wall time; x ~ U[0, 1), W = 0.01 N(0, 1), seed {SEED}")
@@ -114,6 +136,16 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for case in WIDE_CASES:
         print(run_wide_case(*case), flush=True)
+    print()
+    print(f"float32 against float64, h = {FLOAT32_H}; x ~ U[0, 1)")
+    print()
+    print(
+        "| case | vectorized float64 (ms) | vectorized float32 (ms) | speed-up | rel. error "
+        "| analytic float64 (ms) | analytic float32 (ms) | speed-up | rel. error |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for case in CASES[1:]:
+        print(run_float32_case(*case), flush=True)
 
 
 if __name__ == "__main__":

@@ -103,3 +103,35 @@ def test_weights_beyond_float_range_are_divergence():
     W, x = np.full((2, 3), 1.5e308), np.array([[0.1, 0.1]])
     with pytest.raises(Diverged, match="diverged at step 0: weight norm is inf"):
         list(Descent(W, x, LABELS, ENGINES["analytic"], h=1e-4, lr=0.1, steps=1))
+
+
+# -- float32 ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", sorted(ENGINES))
+def test_float32_descent_stays_float32_and_is_measured_in_float64(method):
+    rng = np.random.default_rng(4)
+    W64, x, labels = (
+        rng.standard_normal((3, 4)),
+        rng.standard_normal((10, 3)),
+        rng.integers(0, 4, 10),
+    )
+    W32 = W64.astype(np.float32)
+    d32 = Descent(W32, x, labels, ENGINES[method], h=1e-2, lr=0.3, steps=5, check=True)
+    records = list(d32)
+    assert W32.dtype == np.float32 and d32.x.dtype == np.float32  # x is cast to W's dtype
+    assert d32.last_gradient.dtype == np.float32
+    for record in records:
+        for field in ("loss", "grad_norm", "grad_max_abs", "weight_norm", "accuracy"):
+            assert type(getattr(record, field)) is float, field
+    # The check's reference is float64, so float32's own rounding shows in the error:
+    # ~1e-7 for the analytic engine (0.0 in float64), ~1e-5 for central differences.
+    errors = [r.grad_rel_error for r in records]
+    assert all(1e-9 < e < 1e-3 for e in errors)
+    d64 = Descent(W64.copy(), x, labels, ENGINES[method], h=1e-2, lr=0.3, steps=5, check=True)
+    records64 = list(d64)
+    if method == "analytic":
+        assert all(r.grad_rel_error == 0.0 for r in records64)
+    # The two descents follow the same path, to float32 precision.
+    np.testing.assert_allclose(W32, d64.W, rtol=0, atol=1e-4)
+    assert records[-1].loss == pytest.approx(records64[-1].loss, abs=1e-5)

@@ -19,6 +19,7 @@ from numgrad.gradient import (
     loss_from_labels,
     relative_error,
 )
+from numgrad.precision import working_dtype
 
 Engine = Callable[[np.ndarray, np.ndarray, np.ndarray, float], np.ndarray]
 
@@ -30,8 +31,9 @@ STOP_CONVERGED = "converged"
 class StepRecord:
     """What one descent step measured, at the weights *before* that step's update.
 
-    ``grad_rel_error`` is ``None`` unless the analytic check is on.
-    ``seconds`` is the wall time since the descent started.
+    ``grad_rel_error`` is ``None`` unless the analytic check is on; it compares with
+    the analytic gradient in float64, whatever the descent's dtype. ``seconds`` is the
+    wall time since the descent started. Every number is a Python float.
     """
 
     step: int
@@ -64,7 +66,10 @@ class Descent:
 
     ``W`` is updated in place (it is the caller's array, e.g. ``SimpleNet.W``):
     after iteration it holds the final weights and :attr:`last_gradient` the
-    gradient evaluated there.
+    gradient evaluated there. Everything runs in ``W``'s dtype (float32 or float64,
+    ``x`` is cast to it), except the check (``check=True``): its analytic reference
+    is computed in float64 from ``W`` and ``x`` cast up, so that float32's rounding
+    is measured, not shared by the reference.
 
     Examples
     --------
@@ -90,7 +95,7 @@ class Descent:
         tol: float = 0.0,
         check: bool = False,
     ) -> None:
-        self.W, self.x, self.labels = W, x, labels
+        self.W, self.x, self.labels = W, np.asarray(x, dtype=working_dtype(W)), labels
         self.engine, self.h, self.lr = engine, h, lr
         self.steps, self.tol, self.check = steps, tol, check
         self.stop_reason: str | None = None
@@ -129,7 +134,8 @@ class Descent:
             raise Diverged(step, "weight norm", weight_norm)
         rel_error = None
         if self.check:
-            rel_error = relative_error(grad, analytic_gradient(self.W, self.x, self.labels))
+            W64, x64 = np.asarray(self.W, dtype=np.float64), np.asarray(self.x, dtype=np.float64)
+            rel_error = relative_error(grad, analytic_gradient(W64, x64, self.labels))
         record = StepRecord(
             step=step,
             loss=float(loss),

@@ -37,20 +37,27 @@ wide steps, ``h max|x| > 1``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
 from numgrad.functions import CEE_DELTA
+from numgrad.precision import working_dtype
 
 # The near-1 form is used while h * max|x| is at most this (see the module docstring).
 _NEAR_ONE_HX_LIMIT = 1.0
-# Products of ratios stay within e^+-_LOG_RANGE (float64 overflows past e^709). A ratio
-# lies within e^+-2h|x| and, since y_t + 1e-7 is in [1e-7, 1 + 1e-7], within
-# e^+-_MAX_LOG_RATIO: 256 ratios per product near 1, 43 for the widest steps.
-_LOG_RANGE = 700.0
+# A ratio lies within e^+-2h|x| and, since y_t + 1e-7 is in [1e-7, 1 + 1e-7], within
+# e^+-_MAX_LOG_RATIO. Per working dtype, products of ratios are kept within e^+-log_range
+# (overflow: e^709, e^88): 256 ratios per product near 1 and 43 for the widest steps in
+# float64, 40 and 4 in float32. A c sinh below `negligible` cannot change k + cosh >= 1;
+# a k above `no_effect` leaves r = 1 (r - 1 ~ 1/k, far below eps).
 _MAX_LOG_RATIO = 16.2
 _MAX_PRODUCT_ROWS = 256
+_LIMITS = {  # dtype: (log_range, negligible, no_effect)
+    np.dtype(np.float64): (700.0, 5e-17, 1e300),
+    np.dtype(np.float32): (80.0, 3e-8, 1e30),
+}
 # Elements per (samples x classes x inputs) work block: 1 MiB each, three of them;
 # measured fastest on 784x10 (smaller blocks pay per-call overhead, larger ones cache misses).
 _CHUNK_ELEMENTS = 1 << 17
@@ -79,38 +86,41 @@ def vectorized_gradient(
     array([[ 2.377185,  2.377185, -3.622809],
            [ 3.823279,  3.823279, -5.176694]])
     """
+    dtype = working_dtype(W)
+    W, x = np.asarray(W, dtype=dtype), np.asarray(x, dtype=dtype)
+    log_range, negligible, no_effect = _LIMITS[dtype]
     batch, n_inputs = x.shape
-    n_classes = np.shape(W)[1]
+    n_classes = W.shape[1]
     if batch == 0 or n_inputs == 0 or n_classes < 2:  # nothing for a weight to change
-        return np.zeros(np.shape(W))
+        return np.zeros(W.shape, dtype=dtype)
     hx_max = h * max(float(np.max(x)), -float(np.min(x)))  # h max|x|, without a temporary
     widest = min(2 * hx_max, _MAX_LOG_RATIO)  # bound on |log r|
-    group = min(_MAX_PRODUCT_ROWS, int(_LOG_RANGE / widest)) if widest > 0 else _MAX_PRODUCT_ROWS
-    with np.errstate(under="ignore"):  # underflow only drops terms below 1e-308 of 1
+    group = _MAX_PRODUCT_ROWS
+    if widest > 0:
+        group = min(group, int(log_range / widest))
+    with np.errstate(under="ignore"):  # underflow only drops terms below the smallest normal
         if hx_max <= _NEAR_ONE_HX_LIMIT:
-            ratios = _near_one_ratios(*_ratio_coefficients(W, x, labels), x, h)
+            k, c = _ratio_coefficients(W, x, labels, no_effect)
+            ratios = _near_one_ratios(k, c, x, h, negligible)
         else:
-            ratios = _wide_ratios(*_wide_coefficients(W, x, labels), x, h)
+            ratios = _wide_ratios(*_wide_coefficients(W, x, labels), x, h, log_range)
         log_ratios = _sum_log_ratios(ratios, x, n_classes, group)
     return np.ascontiguousarray(log_ratios.T / (2 * h * batch))
 
 
 def _ratio_coefficients(
-    W: np.ndarray, x: np.ndarray, labels: np.ndarray
+    W: np.ndarray, x: np.ndarray, labels: np.ndarray, no_effect: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """``k`` and ``c``, shape (batch, n_classes), of the ratio ``r`` (module docstring).
 
-    With ``d = 1e-7``, ``e_t`` the true class, ``u = e_j``, ``a`` the others' sum:
+    With ``d = 1e-7``, multiplying out ``r`` (using ``g(+h) g(-h) = 1``) gives
+    ``r = (K + P cosh + C sinh) / (K + P cosh - C sinh)``, ``k = K/P``, ``c = C/P``, with
 
-    - ``j != t``: ``y + d = (e_t + d(a + u g)) / (a + u g)``, and multiplying out
-      ``r`` (using ``g(+h) g(-h) = 1``) gives ``K = (e_t + d a) a + d u^2``,
-      ``P = u (e_t + 2 d a)``, ``C = u e_t``;
-    - ``j == t``: ``y + d = (d a + (1 + d) e_t g) / (a + e_t g)``, giving
-      ``K = d a^2 + (1 + d) e_t^2``, ``P = (1 + 2 d) e_t a``, ``C = -e_t a``;
+    - ``j != t``: ``K = (e_t + d a) a + d u^2``, ``P = u (e_t + 2 d a)``, ``C = u e_t``;
+    - ``j == t``: ``K = d a^2 + (1 + d) e_t^2``, ``P = (1 + 2 d) e_t a``, ``C = -e_t a``;
 
-    and ``r = (K + P cosh + C sinh) / (K + P cosh - C sinh)``, so ``k = K/P``, ``c = C/P``
-    (``|c| <= 1``). All terms are sums and products of non-negative numbers: no
-    cancellation. Where ``P`` is 0 or negligible (``u`` or ``e_t`` underflowed) the
+    sums and products of non-negative numbers: no cancellation, ``|c| <= 1``. Where
+    ``P`` is 0 or negligible (``u`` or ``e_t`` underflowed; ``K >= 1e-7`` always) the
     weight cannot change this sample's loss: ``c = 0`` makes ``r = 1`` exactly.
     """
     z = x @ W
@@ -130,10 +140,9 @@ def _ratio_coefficients(
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         k = big_k / big_p
         c = big_c / big_p
-    # K >= 1e-7 always, so k > 1e300 means P < 1e-307: r - 1 ~ sinh(h x) / k rounds to 0.
-    no_effect = ~(k <= 1e300)
-    k[no_effect] = 0.0
-    c[no_effect] = 0.0
+    unchanged = ~(k <= no_effect)  # r - 1 ~ sinh(h x) / k rounds to 0 (nan: P = 0)
+    k[unchanged] = 0.0
+    c[unchanged] = 0.0
     return k, c
 
 
@@ -162,7 +171,7 @@ def _wide_coefficients(
     log_rho = w - log_a
     d = CEE_DELTA
     with np.errstate(over="ignore", invalid="ignore"):  # j == t overflows; replaced below
-        q = np.exp(w[rows, labels][:, None] - log_a - np.log(d))
+        q = np.exp(w[rows, labels][:, None] - log_a - math.log(d))
         alpha = 1 / (q + 2)
         beta = (q + 1) * alpha
     alpha[rows, labels] = (1 + d) / (1 + 2 * d)
@@ -186,13 +195,15 @@ def _sum_of_others(e: np.ndarray) -> np.ndarray:
 Ratios = Callable[[int, int, int, int, np.ndarray], np.ndarray]
 
 
-def _near_one_ratios(k: np.ndarray, c: np.ndarray, x: np.ndarray, h: float) -> Ratios:
+def _near_one_ratios(
+    k: np.ndarray, c: np.ndarray, x: np.ndarray, h: float, negligible: float
+) -> Ratios:
     """Blocks of ``r = (k + cosh + c sinh) / (k + cosh - c sinh)``, for ``h |x| <= 1``."""
-    # Where |c sinh(h x)| < 5e-17 for every input, k + cosh >= 1 absorbs it: r is exactly
-    # 1 anyway. Zeroing c there changes no bit of the result, but avoids subnormal
+    # Where |c sinh(h x)| is negligible for every input, k + cosh >= 1 absorbs it: r is
+    # exactly 1 anyway. Zeroing c there changes no bit of the result, but avoids subnormal
     # products (c reaches ~1e-300 when y_t << 1e-7), which are ~100x slower on x86.
     sinh_max = np.sinh(h * np.maximum(np.max(x, axis=1), -np.min(x, axis=1)))
-    c = np.where(np.abs(c) * sinh_max[:, None] < 5e-17, 0.0, c)
+    c = np.where(np.abs(c) * sinh_max[:, None] < negligible, 0.0, c)
 
     def ratios(b0: int, b1: int, i0: int, i1: int, buffers: np.ndarray) -> np.ndarray:
         base, shift, ratio = buffers
@@ -209,7 +220,7 @@ def _near_one_ratios(k: np.ndarray, c: np.ndarray, x: np.ndarray, h: float) -> R
 
 
 def _wide_ratios(
-    alpha: np.ndarray, beta: np.ndarray, log_k: np.ndarray, x: np.ndarray, h: float
+    alpha: np.ndarray, beta: np.ndarray, log_k: np.ndarray, x: np.ndarray, h: float, clip: float
 ) -> Ratios:
     """Blocks of ``r`` for any step, from sums of non-negative terms only."""
 
@@ -222,8 +233,8 @@ def _wide_ratios(
         u, v = np.where(hx >= 0, g2, 1.0), np.where(hx >= 0, 1.0, g2)
         a, b = alpha[b0:b1, :, None], beta[b0:b1, :, None]
         np.subtract(log_k[b0:b1, :, None], s, out=kg)
-        # Beyond e^700, kG makes r 1 to within e^-700: clip instead of overflowing.
-        np.exp(np.minimum(kg, _LOG_RANGE, out=kg), out=kg)
+        # Beyond e^clip, kG makes r 1 to within e^-clip: clip instead of overflowing.
+        np.exp(np.minimum(kg, clip, out=kg), out=kg)
         np.multiply(a, u, out=num)
         num += kg
         num += np.multiply(b, v, out=den)
@@ -244,13 +255,13 @@ def _sum_log_ratios(ratios: Ratios, x: np.ndarray, n_classes: int, group: int) -
     # page faults that, measured, took longer than the arithmetic.
     cols = min(n_inputs, max(1, _CHUNK_ELEMENTS // n_classes))
     rows = max(1, min(batch, _CHUNK_ELEMENTS // (n_classes * cols)))
-    buffer = np.empty((3, rows, n_classes, cols))
-    out = np.zeros((n_classes, n_inputs))
+    buffer = np.empty((3, rows, n_classes, cols), dtype=x.dtype)
+    out = np.zeros((n_classes, n_inputs), dtype=x.dtype)
     for g0 in range(0, batch, group):
         g1 = min(g0 + group, batch)
         for i0 in range(0, n_inputs, cols):
             i1 = min(i0 + cols, n_inputs)
-            product = np.ones((n_classes, i1 - i0))
+            product = np.ones((n_classes, i1 - i0), dtype=x.dtype)
             for b0 in range(g0, g1, rows):
                 b1 = min(b0 + rows, g1)
                 block = ratios(b0, b1, i0, i1, buffer[:, : b1 - b0, :, : i1 - i0])
