@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from numgrad.gradient import ENGINES, analytic_gradient, loop_gradient, relative_error
-from numgrad.precision import best_step, working_dtype
+from numgrad.precision import best_step, smallest_resolving_h, working_dtype
 from tests.reference import random_case
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -95,3 +95,49 @@ def test_error_versus_h_is_a_v_in_each_dtype(name):
     # by two decades per decade of h (measured in float64, where rounding is far below).
     np.testing.assert_allclose(errors[F32][:3:2], errors[F64][:3:2], rtol=0.05)
     assert errors[F64][2] / errors[F64][4] == pytest.approx(100, rel=0.05)
+
+
+# -- the smallest step that resolves W ----------------------------------------------------
+
+RESOLVE_CASES = [
+    [[0.5, -1.0]],  # powers of two: exactly half a spacing is a tie that rounds back
+    [[1.0 + 2**-52, 0.25]],  # an odd last bit: the tie rounds away, half a spacing is enough
+    [[3.0, -2.9], [0.0, 1e-300]],
+    [[1048575.7, 0.1]],
+    [[1e300, -1.0]],
+]
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("W", [*RESOLVE_CASES, np.random.default_rng(5).standard_normal((4, 3))])
+def test_smallest_resolving_h_is_the_smallest(W, dtype):
+    with np.errstate(over="ignore"):
+        W = np.asarray(W, dtype=dtype)
+    h = smallest_resolving_h(W)
+    if not np.isfinite(W).all():  # 1e300 in float32
+        assert h == np.inf
+        return
+    assert type(h) is float and dtype.type(h) == h  # representable in W's dtype
+    # W +- h, as the loop computes it (a Python float meets W's dtype), moves every weight
+    assert np.all(W + h != W) and np.all(W - h != W)
+    below = np.nextafter(dtype.type(h), dtype.type(0))
+    assert np.any(W + below == W) or np.any(W - below == W)
+
+
+def test_smallest_resolving_h_edges():
+    assert smallest_resolving_h(np.zeros((2, 3))) == 5e-324
+    assert smallest_resolving_h(np.zeros((2, 3), dtype=np.float32)) == float(np.float32(1e-45))
+    assert smallest_resolving_h(np.array([[1.0, np.nan]])) == np.inf
+    assert smallest_resolving_h(np.array([[3, -7]])) == smallest_resolving_h(
+        np.array([[3.0, -7.0]])
+    )
+    # W must move in the loop at h = smallest_resolving_h(W), and not at a smaller h
+    W, x, labels = random_case(2, 3, 4, 6)
+    # Adding a constant to a row of W leaves softmax unchanged: row 1 near 3000 keeps
+    # its gradient, and the spacing of floats in [2048, 4096), 4.5e-13: h = 2.3e-13
+    # moves it both ways, 0.9 h neither way.
+    W[1] += 3000.0 - W[1].max()
+    h = smallest_resolving_h(W)
+    assert h == pytest.approx(2.27e-13, rel=1e-2)
+    np.testing.assert_array_equal(loop_gradient(W, x, labels, 0.9 * h)[1], 0.0)
+    assert np.all(loop_gradient(W, x, labels, h)[1] != 0.0)

@@ -34,3 +34,37 @@ def best_step(dtype: np.dtype) -> float:
     ('6.1e-06', '4.9e-03')
     """
     return float(np.finfo(dtype).eps) ** (1 / 3)
+
+
+def smallest_resolving_h(W: np.ndarray) -> float:
+    """The smallest step ``h`` for which ``w + h`` and ``w - h`` differ from ``w`` for every weight.
+
+    Computed in ``W``'s working dtype, where the loop perturbs the weights: a smaller
+    ``h`` leaves some ``w + h == w`` or ``w - h == w``, and that weight's difference
+    quotient is exactly 0 (neither moves) or off by a factor of ~2 (one does),
+    whatever the loss. The step is the smallest such number representable in that
+    dtype (float32 rounds ``h`` to float32 before adding it); ``inf`` when a weight
+    is not finite.
+
+    Examples
+    --------
+    >>> f"{smallest_resolving_h(np.array([[0.5, -1.0]])):.3g}"  # half of 1's spacing, 2.2e-16
+    '1.11e-16'
+    >>> f"{smallest_resolving_h(np.array([[0.5, -1.0]], dtype=np.float32)):.3g}"
+    '5.96e-08'
+    >>> smallest_resolving_h(np.zeros((2, 2)))  # any h > 0 moves 0
+    5e-324
+    """
+    dtype = working_dtype(W)
+    W = np.asarray(W, dtype=dtype)
+    largest = np.max(np.abs(W)) if W.size else dtype.type(0)
+    if not np.isfinite(largest):
+        return float("inf")
+    if largest == 0:
+        return float(np.finfo(dtype).smallest_subnormal)
+    # h resolves every weight once it exceeds half the spacing of floats at the largest
+    # |w|. Exactly half resolves only where rounding to even goes the right way.
+    half = np.spacing(largest) / 2
+    if np.all(W + half != W) and np.all(W - half != W):
+        return float(half)
+    return float(np.nextafter(half, dtype.type(np.inf)))
