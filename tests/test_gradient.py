@@ -5,8 +5,6 @@ closed form, and an independent extended-precision (``np.longdouble``) central
 difference for accuracy at small ``h``.
 """
 
-import tracemalloc
-
 import numpy as np
 import pytest
 
@@ -21,53 +19,19 @@ from numgrad.gradient import (
     vectorized_gradient,
 )
 from numgrad.net import SimpleNet
-
-# gradient_simplenet.py, with W as the book prints it (rounded to 8 digits, which is
-# why 1e-6 is as close as the printed numbers can be reproduced).
-BOOK_W = np.array([[0.47355232, 0.9977393, 0.84668094], [0.85557411, 0.03563661, 0.69422093]])
-BOOK_X = np.array([[0.6, 0.9]])
-BOOK_LABELS = np.array([2])
-BOOK_LOSS = 0.92806853663411326
-BOOK_DW = np.array([[0.21924763, 0.14356247, -0.36281009], [0.32887144, 0.2153437, -0.54421514]])
+from tests.reference import (
+    BOOK_DW,
+    BOOK_LABELS,
+    BOOK_LOSS,
+    BOOK_W,
+    BOOK_X,
+    EXTREME_LABELS,
+    EXTREME_W,
+    EXTREME_X,
+    random_case,
+)
 
 ENGINE_NAMES = sorted(ENGINES)
-EXTENDED = np.finfo(np.longdouble).eps < 1e-18  # 80-bit x87 or better
-
-
-def random_case(seed, n_inputs, n_classes, batch, logit_scale=1.0):
-    rng = np.random.default_rng(seed)
-    W = rng.standard_normal((n_inputs, n_classes)) * logit_scale
-    x = rng.standard_normal((batch, n_inputs))
-    labels = rng.integers(0, n_classes, batch)
-    return W, x, labels
-
-
-def extended_central_difference(W, x, labels, h):
-    """Exact-step central differences of the book's loss, in np.longdouble.
-
-    Deliberately the plain loop (no shared code with the engines), in ~19 digits,
-    so that it resolves the float64 engines' rounding noise of order 1e-16 / h.
-    """
-    W, x, h = W.astype(np.longdouble), x.astype(np.longdouble), np.longdouble(h)
-    rows = np.arange(len(labels))
-
-    def loss(w):
-        z = x @ w
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        y_t = e[rows, labels] / e.sum(axis=1)
-        return -np.sum(np.log(y_t + np.longdouble(1e-7))) / len(labels)
-
-    grad = np.zeros(W.shape, dtype=np.longdouble)
-    for idx in np.ndindex(W.shape):
-        plus, minus = W.copy(), W.copy()
-        plus[idx] += h
-        minus[idx] -= h
-        grad[idx] = (loss(plus) - loss(minus)) / (2 * h)
-    return grad
-
-
-def max_abs_diff(a, b):
-    return float(np.max(np.abs(np.asarray(a, dtype=np.longdouble) - b)))
 
 
 # -- the book's worked example ----------------------------------------------------------
@@ -120,124 +84,7 @@ def test_engines_agree_on_random_cases(shape, batch, target, order):
         assert grad.flags.c_contiguous and grad.dtype == np.float64
 
 
-@pytest.mark.parametrize("h", [1e-1, 1e-2, 1e-3, 1e-4, 1e-5])
-def test_vectorized_matches_loop_across_step_sizes(h):
-    W, x, labels = random_case(7, 20, 6, 16)
-    np.testing.assert_allclose(
-        vectorized_gradient(W, x, labels, h), loop_gradient(W, x, labels, h), rtol=0, atol=1e-9
-    )
-
-
-@pytest.mark.skipif(not EXTENDED, reason="np.longdouble is not extended precision here")
-@pytest.mark.parametrize("h", [1e-2, 1e-4, 1e-7])
-@pytest.mark.parametrize("case", [(2, 3, 1), (2, 3, 32), (20, 10, 16)])
-def test_vectorized_against_extended_precision(case, h):
-    # At h = 1e-7 the loop itself carries rounding noise of ~1e-16 * loss / h
-    # (measured up to 2e-8 on 50x10), so the exact central difference is the
-    # reference there; the vectorized engine is within its own floor of ~1e-9.
-    W, x, labels = random_case(sum(case), *case)
-    reference = extended_central_difference(W, x, labels, h)
-    assert max_abs_diff(vectorized_gradient(W, x, labels, h), reference) < 1e-9
-    assert max_abs_diff(loop_gradient(W, x, labels, h), reference) < 1e-7
-
-
-def tiled_case(seed, n_small, n_classes, batch, repeats):
-    """A wide problem whose gradient is a small one's, repeated: a cheap exact reference.
-
-    ``x`` repeats the small problem's columns ``repeats`` times and ``W`` holds the
-    small weights in its first rows, zeros elsewhere: the logits are the small
-    problem's, and perturbing ``W[i, j]`` moves them as perturbing ``W_small[i %
-    n_small, j]`` does. So every block of ``n_small`` gradient rows must equal the
-    small gradient, which the loop computes in ``2 * n_small * n_classes`` passes.
-    """
-    W_small, x_small, labels = random_case(seed, n_small, n_classes, batch)
-    W = np.zeros((n_small * repeats, n_classes))
-    W[:n_small] = W_small
-    return W, np.tile(x_small, repeats), labels, loop_gradient(W_small, x_small, labels)
-
-
-@pytest.mark.parametrize(
-    ("n_classes", "batch", "repeats"),
-    [
-        (3, 5, 11_000),  # 132,000 weights: more inputs than one work block holds
-        (10, 300, 196),  # 784 inputs: blocks of 16 rows, product groups of 256 and 44 rows
-    ],
-)
-def test_vectorized_chunked_work_matches_the_loop(n_classes, batch, repeats):
-    W, x, labels, small = tiled_case(n_classes + batch, 4, n_classes, batch, repeats)
-    grad = vectorized_gradient(W, x, labels)
-    blocks = grad.reshape(repeats, 4, n_classes)
-    np.testing.assert_allclose(blocks, np.broadcast_to(small, blocks.shape), rtol=0, atol=1e-9)
-
-
-def test_vectorized_large_batch_spans_product_groups():
-    W, x, labels = random_case(4, 6, 5, 600)  # > 256 samples: more than one product
-    np.testing.assert_allclose(
-        vectorized_gradient(W, x, labels), loop_gradient(W, x, labels), rtol=0, atol=1e-9
-    )
-
-
-def test_vectorized_product_groups_avoid_underflow():
-    # h * |x| = 1 (the kernel's limit) and a rare true class: every sample's ratio
-    # for W[0, true] is ~e^-2, so one product over 600 samples would underflow to 0
-    # (log -> -inf); products over groups of at most 256 samples stay near e^-512.
-    W = np.array([[0.0, 0.0, -5.0]])
-    x = np.ones((600, 1))
-    labels = np.full(600, 2)
-    with np.errstate(all="raise"):
-        vec = vectorized_gradient(W, x, labels, h=1.0)
-    np.testing.assert_allclose(vec, loop_gradient(W, x, labels, h=1.0), rtol=0, atol=1e-9)
-
-
-@pytest.mark.skipif(not EXTENDED, reason="np.longdouble is not extended precision here")
-@pytest.mark.parametrize("gap", [10.0, 30.0, 46.0])
-@pytest.mark.parametrize("h", [1e-4, 1e-2])
-def test_rows_dominated_by_one_class(gap, h):
-    # Class 0 leads by e^gap (e^46 ~ 1e20: 1 + e^-46 == 1 in float64). The other
-    # classes' probabilities and the gradients they carry are tiny but must not be lost.
-    W = np.array([[gap, 0.0, -3.0], [0.0, gap / 2, 1.0]])
-    x = np.array([[1.0, 0.2], [0.9, -0.5], [1.0, 1.0], [0.3, 1.0]])
-    for labels in ([0, 1, 2, 0], [1, 1, 2, 2], [0, 0, 0, 0]):
-        labels = np.array(labels)
-        reference = extended_central_difference(W, x, labels, h)
-        assert max_abs_diff(vectorized_gradient(W, x, labels, h), reference) < 1e-11
-
-
-def test_vectorized_near_its_step_limit_and_fallback_beyond():
-    W, x, labels = random_case(5, 3, 4, 5)
-    x = x * 10
-    h_limit = 1.0 / np.abs(x).max()  # h * max|x| = 1: the product kernel's limit
-    np.testing.assert_allclose(
-        vectorized_gradient(W, x, labels, 0.999 * h_limit),
-        loop_gradient(W, x, labels, 0.999 * h_limit),
-        rtol=0,
-        atol=1e-9,
-    )
-    # Beyond it the vectorized engine *is* the loop.
-    np.testing.assert_array_equal(
-        vectorized_gradient(W, x, labels, 2 * h_limit), loop_gradient(W, x, labels, 2 * h_limit)
-    )
-
-
-def test_vectorized_peak_memory_784x10_batch_1000():
-    W, x, labels = random_case(6, 784, 10, 1000)
-    tracemalloc.start()
-    try:
-        vectorized_gradient(W, x, labels)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 200e6
-    assert peak < 20e6  # measured ~4 MB: chunking, not luck, keeps it small
-
-
 # -- hard numerics ------------------------------------------------------------------------
-
-# Logits of +-1e3: true classes with probability exactly 0 (samples 0 and 2), a
-# saturated correct one (sample 4) and two near-ties that carry the gradient.
-EXTREME_W = np.array([[1000.0, -1000.0, 999.5], [0.0, 1000.0, 0.0]])
-EXTREME_X = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.5], [0.3, 0.7]])
-EXTREME_LABELS = np.array([1, 0, 2, 2, 1])
 
 
 def test_extreme_logits_setup():
@@ -259,13 +106,6 @@ def test_extreme_logits_every_engine_under_raise(name):
     np.testing.assert_allclose(grad, closed_form, rtol=0, atol=1e-6)
     tolerance = 1e-9 if name == "vectorized" else 1e-6
     np.testing.assert_allclose(grad, loop, rtol=0, atol=tolerance)
-
-
-@pytest.mark.skipif(not EXTENDED, reason="np.longdouble is not extended precision here")
-def test_extreme_logits_vectorized_against_extended_precision():
-    reference = extended_central_difference(EXTREME_W, EXTREME_X, EXTREME_LABELS, 1e-4)
-    grad = vectorized_gradient(EXTREME_W, EXTREME_X, EXTREME_LABELS, 1e-4)
-    assert max_abs_diff(grad, reference) < 1e-11  # measured ~2e-13; the loop ~2e-11
 
 
 @pytest.mark.parametrize("true_logit", [-16.0, -17.0, -18.0])

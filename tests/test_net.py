@@ -342,3 +342,49 @@ def test_extreme_logits_every_method_under_raise(method):
     )
     assert np.isfinite(dW).all()
     np.testing.assert_allclose(dW, reference, rtol=0, atol=1e-6)
+
+
+# -- float32 ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_float32_net_reproduces_the_book_to_float32_precision(method):
+    net = SimpleNet(BOOK_W, dtype=np.float32)
+    assert net.W.dtype == np.float32
+    assert repr(net).startswith("SimpleNet(shape=(2, 3), dtype=float32, W=[[0.4736, 0.9977")
+    x2d, labels = net.prepare(BOOK_X, BOOK_T)
+    assert x2d.dtype == np.float32 and labels.dtype == np.int64  # x takes W's dtype
+    assert net.predict(BOOK_X).dtype == np.float32
+    loss = net.loss(BOOK_X, BOOK_T)
+    assert type(loss) is float and loss == pytest.approx(BOOK_LOSS, abs=1e-6)
+    # h = 1e-2: near float32's best step (measured errors <= 1e-5; at 1e-4, ~5e-4)
+    dW = net.gradient(BOOK_X, BOOK_T, method=method, h=1e-2)
+    assert dW.dtype == np.float32
+    np.testing.assert_allclose(dW, BOOK_DW, rtol=0, atol=5e-5)
+
+
+def test_float32_random_is_the_float64_draw_rounded():
+    a = SimpleNet.random((5, 3), np.random.default_rng(7), scale=0.1, dtype=np.float32)
+    b = SimpleNet.random((5, 3), np.random.default_rng(7), scale=0.1)
+    assert a.W.dtype == np.float32 and b.W.dtype == np.float64
+    np.testing.assert_array_equal(a.W, b.W.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float16, np.longdouble, "complex128"])
+def test_dtype_must_be_float32_or_float64(dtype):
+    message = f"dtype must be float32 or float64, got {np.dtype(dtype)}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        SimpleNet(BOOK_W, dtype=dtype)
+
+
+def test_values_beyond_float32_range_name_their_input():
+    message = "W has 1 value(s) beyond the range of float32 (max 3.4e+38), first at W[1, 0]: -1e+39"
+    with raises_input_error("W", message) as info:
+        SimpleNet([[0.0, 1.0], [-1e39, 0.0]], dtype=np.float32)
+    assert info.value.input == "W"
+    net = SimpleNet(BOOK_W, dtype=np.float32)
+    message = "x has 2 value(s) beyond the range of float32 (max 3.4e+38), first at sample 1, feature 0: 1e+39"
+    with raises_input_error("x", message) as info:
+        net.prepare([[0.0, 1.0], [1e39, 1e300]], [0, 1])
+    assert info.value.input == "x"
+    assert SimpleNet([[0.0, 1.0], [-1e39, 0.0]]).W[1, 0] == -1e39  # float64 holds it

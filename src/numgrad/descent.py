@@ -19,6 +19,7 @@ from numgrad.gradient import (
     loss_from_labels,
     relative_error,
 )
+from numgrad.precision import best_step, smallest_resolving_h, working_dtype
 
 Engine = Callable[[np.ndarray, np.ndarray, np.ndarray, float], np.ndarray]
 
@@ -30,8 +31,9 @@ STOP_CONVERGED = "converged"
 class StepRecord:
     """What one descent step measured, at the weights *before* that step's update.
 
-    ``grad_rel_error`` is ``None`` unless the analytic check is on.
-    ``seconds`` is the wall time since the descent started.
+    ``grad_rel_error`` is ``None`` unless the analytic check is on; it compares with
+    the analytic gradient in float64, whatever the descent's dtype. ``seconds`` is the
+    wall time since the descent started. Every number is a Python float.
     """
 
     step: int
@@ -45,13 +47,55 @@ class StepRecord:
 
 
 class Diverged(ArithmeticError):
-    """The loss or the gradient became non-finite; earlier records stay valid."""
+    """The loss, the gradient or the weights' norm became non-finite; earlier records stay valid.
+
+    ``quantity`` is ``"loss"``, ``"gradient"`` or ``"weight norm"``, ``value`` the
+    non-finite value (nan, inf or -inf).
+    """
 
     def __init__(self, step: int, quantity: str, value: float) -> None:
         self.step = step
         self.quantity = quantity
         self.value = value
         super().__init__(f"diverged at step {step}: {quantity} is {value!r}")
+
+    def __reduce__(self) -> tuple[type, tuple[int, str, float]]:
+        return type(self), (self.step, self.quantity, self.value)  # survives pickling
+
+
+class StepTooSmall(ArithmeticError):
+    """The step ``h`` hides the gradient: difference quotients are exactly 0 where it is not.
+
+    Attributes: ``step`` (the descent step), ``h``, ``weight_max`` (``max|W|`` there),
+    ``h_min`` (:func:`numgrad.precision.smallest_resolving_h` of ``W``), ``hidden``
+    (the largest analytic gradient among the zeros) and ``best_h`` (``eps^(1/3)`` of
+    W's dtype). If ``h < h_min``, ``W`` has outgrown ``h``: some ``w +- h == w``. Else
+    the loss itself does not change by a representable amount over ``2 h``.
+    The message is one line and names the config field, ``gradient.h``.
+    """
+
+    def __init__(
+        self, step: int, h: float, weight_max: float, h_min: float, hidden: float, best_h: float
+    ) -> None:
+        self.step, self.h, self.weight_max = step, h, weight_max
+        self.h_min, self.hidden, self.best_h = h_min, hidden, best_h
+        if h < h_min:
+            verb = "no longer resolves" if step else "does not resolve"
+            message = (
+                f"at step {step} gradient.h={h:g} {verb} W (max|W| = {weight_max:.2g}): "
+                f"use h >= {_round_up(h_min)}"
+            )
+        else:
+            message = (
+                f"at step {step} every difference quotient with gradient.h={h:g} is exactly 0 "
+                f"but the analytic gradient reaches {hidden:.2g}: the loss does not resolve "
+                f"so small a step; use a larger h (near {best_h:.1g} is usually best)"
+            )
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type, tuple[int, float, float, float, float, float]]:
+        args = self.step, self.h, self.weight_max, self.h_min, self.hidden, self.best_h
+        return type(self), args  # survives pickling
 
 
 class Descent:
@@ -62,9 +106,23 @@ class Descent:
     It stops early when the gradient norm falls below ``tol`` (``tol=0`` never),
     and raises :class:`Diverged` when the loss or gradient is not finite.
 
+    Exact zeros in a numerical gradient are checked, not trusted. When some entries
+    are exactly 0 and either all are or ``h`` no longer resolves ``W``
+    (``h < smallest_resolving_h(W)``), the analytic gradient is computed (in float64;
+    the only extra pass, and only then). If, at those entries, it would have moved a
+    weight (``w - lr * g != w``), or if all entries are 0 and its norm reaches
+    ``tol > 0``, the zeros are an artefact of ``h`` and :class:`StepTooSmall` is
+    raised: neither reported as convergence nor iterated. A genuine optimum, where
+    the analytic gradient is 0 too (or too small to move any weight), goes on as
+    any other point. Zeros at a resolved ``W`` among non-zero entries (blank inputs,
+    saturated samples) are taken as they are.
+
     ``W`` is updated in place (it is the caller's array, e.g. ``SimpleNet.W``):
     after iteration it holds the final weights and :attr:`last_gradient` the
-    gradient evaluated there.
+    gradient evaluated there. Everything runs in ``W``'s dtype (float32 or float64,
+    ``x`` is cast to it), except the check (``check=True``): its analytic reference
+    is computed in float64 from ``W`` and ``x`` cast up, so that float32's rounding
+    is measured, not shared by the reference.
 
     Examples
     --------
@@ -90,7 +148,7 @@ class Descent:
         tol: float = 0.0,
         check: bool = False,
     ) -> None:
-        self.W, self.x, self.labels = W, x, labels
+        self.W, self.x, self.labels = W, np.asarray(x, dtype=working_dtype(W)), labels
         self.engine, self.h, self.lr = engine, h, lr
         self.steps, self.tol, self.check = steps, tol, check
         self.stop_reason: str | None = None
@@ -127,9 +185,11 @@ class Descent:
         weight_norm = _norm(self.W)
         if not math.isfinite(weight_norm):
             raise Diverged(step, "weight norm", weight_norm)
-        rel_error = None
+        reference = rel_error = None
         if self.check:
-            rel_error = relative_error(grad, analytic_gradient(self.W, self.x, self.labels))
+            reference = self._analytic64()
+            rel_error = relative_error(grad, reference)
+        self._check_zeros(step, grad, reference)
         record = StepRecord(
             step=step,
             loss=float(loss),
@@ -141,6 +201,39 @@ class Descent:
             seconds=time.perf_counter() - start,
         )
         return record, grad
+
+    def _analytic64(self) -> np.ndarray:
+        """The analytic gradient at ``W`` in float64, whatever the descent's dtype."""
+        W64, x64 = np.asarray(self.W, dtype=np.float64), np.asarray(self.x, dtype=np.float64)
+        return analytic_gradient(W64, x64, self.labels)
+
+    def _check_zeros(self, step: int, grad: np.ndarray, reference: np.ndarray | None) -> None:
+        """Raise :class:`StepTooSmall` where exact zeros in ``grad`` hide a gradient."""
+        zero = grad == 0
+        if not zero.any():
+            return
+        h_min = smallest_resolving_h(self.W)
+        if not (zero.all() or self.h < h_min):
+            return
+        if reference is None:
+            reference = self._analytic64()
+        weights, hidden = self.W[zero], reference[zero]
+        with np.errstate(over="ignore"):  # a huge lr: the update would move W to inf
+            moved = weights - self.lr * hidden.astype(self.W.dtype) != weights
+        misses_tol = zero.all() and _norm(reference) >= self.tol > 0
+        if moved.any() or misses_tol:
+            hidden_max, weight_max = float(np.abs(hidden).max()), float(np.abs(self.W).max())
+            best_h = best_step(self.W.dtype)
+            raise StepTooSmall(step, self.h, weight_max, h_min, hidden_max, best_h)
+
+
+def _round_up(value: float) -> str:
+    """``value`` to two significant digits, rounded up: a bound that can be used as printed."""
+    text = f"{value:.2g}"
+    if float(text) < value:
+        mantissa, exponent = f"{value:.1e}".split("e")
+        text = f"{float(mantissa) + 0.1:.1f}e{exponent}"
+    return text
 
 
 def _norm(a: np.ndarray) -> float:

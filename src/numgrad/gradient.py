@@ -14,9 +14,11 @@ Three engines with one signature ``engine(W, x, labels, h) -> dW`` (see :data:`E
 The loss is the book's: ``mean_b -log(softmax(x_b @ W)[label_b] + 1e-7)``.
 
 The functions here take *prepared* inputs and do not validate them (they are the hot
-path): ``W`` of shape (n_inputs, n_classes), ``x`` of float64 and shape
-(batch, n_inputs), ``labels`` of int64 and shape (batch,), all as
-:meth:`numgrad.net.SimpleNet.prepare` returns them.
+path): ``W`` of shape (n_inputs, n_classes), ``x`` of shape (batch, n_inputs),
+``labels`` of int64 and shape (batch,), all as :meth:`numgrad.net.SimpleNet.prepare`
+returns them. The engines compute in ``W``'s precision
+(:func:`numgrad.precision.working_dtype`: float32 for float32 weights, float64
+otherwise) and cast ``x`` to it; the gradient comes back in that dtype.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from collections.abc import Callable
 import numpy as np
 
 from numgrad.functions import CEE_DELTA, cross_entropy_error, softmax
-from numgrad.vectorized import FAST_HX_LIMIT, column_shift_gradient
+from numgrad.precision import working_dtype
+from numgrad.vectorized import vectorized_gradient
 
 Engine = Callable[[np.ndarray, np.ndarray, np.ndarray, float], np.ndarray]
 
@@ -101,6 +104,9 @@ def numerical_gradient(
 def loss_from_labels(W: np.ndarray, x: np.ndarray, labels: np.ndarray) -> float:
     """The book's ``SimpleNet.loss``, ``mean_b -log(softmax(x @ W)[b, labels[b]] + 1e-7)``.
 
+    Computed in the dtype of ``x @ W`` (prepared inputs share ``W``'s), returned as a
+    Python float.
+
     Examples
     --------
     >>> W = np.zeros((2, 3))
@@ -126,7 +132,7 @@ def loop_gradient(W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float = 1
 
     ``2 * W.size`` full forward passes; the reference the vectorized engine must match.
 
-    ``W`` itself is not modified: the perturbations happen on a float64 copy.
+    ``W`` itself is not modified: the perturbations happen on a copy in the working dtype.
 
     Examples
     --------
@@ -135,37 +141,9 @@ def loop_gradient(W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float = 1
     array([[ 0.2,  0.2, -0.4],
            [ 0.3,  0.3, -0.6]])
     """
-    w = np.array(W, dtype=np.float64, order="C")  # a copy: the caller's W is never perturbed
+    w = np.array(W, dtype=working_dtype(W), order="C")  # a copy: W itself is never perturbed
+    x = np.asarray(x, dtype=w.dtype)
     return numerical_gradient(lambda v: loss_from_labels(v, x, labels), w, h)
-
-
-def vectorized_gradient(
-    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float = 1e-4
-) -> np.ndarray:
-    """The loop's central differences for all weights at once (column-shift trick).
-
-    One forward pass instead of ``2 * W.size``; see :mod:`numgrad.vectorized`.
-
-    The result agrees with :func:`loop_gradient` to ~1e-11 at ``h = 1e-4``: that is
-    the loop's own rounding noise (``~1e-16 * loss / h``); this engine's is smaller
-    (measured 10-100x closer to an extended-precision central difference).
-    When ``h * max|x| > 1`` (e.g. ``h = 1e-2`` on unscaled pixel values up to 255)
-    it falls back to :func:`loop_gradient`: correct, but as slow as the loop.
-
-    Examples
-    --------
-    >>> W = np.zeros((2, 3))
-    >>> vectorized_gradient(W, np.array([[0.6, 0.9]]), np.array([2])).round(6)
-    array([[ 0.2,  0.2, -0.4],
-           [ 0.3,  0.3, -0.6]])
-    """
-    batch, n_inputs = x.shape
-    if n_inputs == 0 or batch == 0:
-        return np.zeros(np.shape(W), dtype=np.float64)
-    hx_max = h * max(float(np.max(x)), -float(np.min(x)))  # h max|x|, without a temporary
-    if not hx_max <= FAST_HX_LIMIT:  # also catches nan
-        return loop_gradient(W, x, labels, h)
-    return column_shift_gradient(W, x, labels, h)
 
 
 def analytic_gradient(W: np.ndarray, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -181,6 +159,8 @@ def analytic_gradient(W: np.ndarray, x: np.ndarray, labels: np.ndarray) -> np.nd
     array([[ 0.2,  0.2, -0.4],
            [ 0.3,  0.3, -0.6]])
     """
+    dtype = working_dtype(W)
+    W, x = np.asarray(W, dtype=dtype), np.asarray(x, dtype=dtype)
     batch = x.shape[0]
     rows = np.arange(batch)
     with np.errstate(under="ignore"):  # tiny probabilities times tiny factors -> 0 is fine

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from numgrad.precision import DTYPES
+
 
 class InputError(ValueError):
     """An input the net cannot use; :attr:`input` names which one.
@@ -24,7 +26,8 @@ class InputError(ValueError):
         x's number of features other than W's rows, t's number of classes (one-hot
         columns) other than W's columns.
     ``"W"``
-        W's values: not real numbers, or not finite.
+        W's values: not real numbers, not finite, or beyond float32's range when the
+        net computes in float32 (the same goes for x, as ``"x"``).
 
     Examples
     --------
@@ -45,12 +48,13 @@ class InputError(ValueError):
         return type(self), (str(self), self.input)
 
 
-def as_weights(W: np.ndarray) -> np.ndarray:
-    """``W`` as a fresh C-contiguous float64 array, after checking it can be a classifier's.
+def as_weights(W: np.ndarray, dtype: np.dtype = np.float64) -> np.ndarray:
+    """``W`` as a fresh C-contiguous array of ``dtype``, after checking it can be a classifier's.
 
     Raises :class:`InputError` unless ``W`` is a finite 2-D array of real numbers with
     at least one row and two columns: a classifier needs two classes (with one, every
-    probability is 1 and the loss does not depend on ``W``).
+    probability is 1 and the loss does not depend on ``W``). ``dtype`` is float32 or
+    float64 (else ValueError).
 
     Examples
     --------
@@ -79,11 +83,13 @@ def as_weights(W: np.ndarray) -> np.ndarray:
             f"{bad[0][1]}] = {W[tuple(bad[0])]}",
             "W",
         )
-    return np.array(W, dtype=np.float64, order="C")  # always a fresh copy
+    return _cast(np.array(W, dtype=np.float64, order="C"), dtype, "W")  # a fresh copy
 
 
-def as_samples(x: np.ndarray, n_inputs: int) -> tuple[np.ndarray, bool]:
-    """``x`` as a C-contiguous float64 (batch, n_inputs) array, and whether it was 1-D.
+def as_samples(
+    x: np.ndarray, n_inputs: int, dtype: np.dtype = np.float64
+) -> tuple[np.ndarray, bool]:
+    """``x`` as a C-contiguous (batch, n_inputs) array of ``dtype``, and whether it was 1-D.
 
     Examples
     --------
@@ -115,7 +121,24 @@ def as_samples(x: np.ndarray, n_inputs: int) -> tuple[np.ndarray, bool]:
             f"{sample}, feature {feature}: {x2d[sample, feature]}",
             "x",
         )
-    return x2d, single
+    return _cast(x2d, dtype, "x"), single
+
+
+def _cast(a: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """Finite float64 ``a`` as ``dtype``; values beyond its range are the input's fault."""
+    if np.dtype(dtype) not in DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
+    with np.errstate(over="ignore"):  # checked just below
+        cast = a.astype(dtype, copy=False)
+    if not np.isfinite(cast).all():
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
+        where = f"sample {index[0]}, feature {index[1]}" if name == "x" else f"W{list(index)}"
+        raise InputError(
+            f"{name} has {np.count_nonzero(~np.isfinite(cast))} value(s) beyond the range of "
+            f"{np.dtype(dtype)} (max {np.finfo(dtype).max:.3g}), first at {where}: {a[index]:g}",
+            name,
+        )
+    return cast
 
 
 def as_labels(t: np.ndarray, n_classes: int, single: bool) -> np.ndarray:

@@ -29,7 +29,11 @@ class SimpleNet:
     ----------
     W : array_like, shape (n_inputs, n_classes)
         Initial weights: finite real numbers, 2-D, non-empty. Copied to a fresh
-        C-contiguous float64 array, :attr:`W`, which gradient descent may update in place.
+        C-contiguous array, :attr:`W`, which gradient descent may update in place.
+    dtype : {numpy.float64, numpy.float32}, optional
+        The precision of :attr:`W` and of everything computed from it: inputs are
+        cast to it, every engine and the loss compute in it. float32 is for studying
+        rounding (see :mod:`numgrad.precision`); float64 is the book's.
 
     Raises
     ------
@@ -51,19 +55,24 @@ class SimpleNet:
            [ 0.328871,  0.215344, -0.544215]])
     """
 
-    def __init__(self, W: np.ndarray) -> None:
-        self.W = as_weights(W)
+    def __init__(self, W: np.ndarray, dtype: np.dtype = np.float64) -> None:
+        self.W = as_weights(W, dtype)
 
     @classmethod
     def random(
-        cls, shape: tuple[int, int], rng: np.random.Generator, scale: float = 1.0
+        cls,
+        shape: tuple[int, int],
+        rng: np.random.Generator,
+        scale: float = 1.0,
+        dtype: np.dtype = np.float64,
     ) -> SimpleNet:
         """A net with standard-normal weights times ``scale``, drawn from ``rng``.
 
         ``shape`` is ``(n_inputs, n_classes)``: positive integers, at least 2 classes
         (else :class:`InputError` with ``input="shape"``);
         ``rng`` the only source of randomness (never numpy's global one; else TypeError);
-        ``scale`` a finite number (else ValueError).
+        ``scale`` a finite number (else ValueError). Drawn in float64, then cast to
+        ``dtype``: the same seed gives the same weights, rounded, in float32.
 
         Examples
         --------
@@ -85,7 +94,7 @@ class SimpleNet:
             )
         if not (isinstance(scale, Real) and math.isfinite(scale)):
             raise ValueError(f"scale must be a finite real number, got {scale!r}")
-        return cls(rng.standard_normal(shape) * scale)
+        return cls(rng.standard_normal(shape) * scale, dtype)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -106,7 +115,7 @@ class SimpleNet:
 
         Returns
         -------
-        x2d : ndarray of float64, shape (batch, n_inputs), C-contiguous
+        x2d : ndarray of ``W``'s dtype, shape (batch, n_inputs), C-contiguous
         labels : ndarray of int64, shape (batch,)
 
         Raises
@@ -122,7 +131,7 @@ class SimpleNet:
         >>> x2d, labels
         (array([[0.6, 0.9]]), array([2]))
         """
-        x2d, single = as_samples(x, self.W.shape[0])
+        x2d, single = as_samples(x, self.W.shape[0], self.W.dtype)
         labels = as_labels(t, self.W.shape[1], single)
         if len(labels) != len(x2d):
             raise InputError(
@@ -139,7 +148,7 @@ class SimpleNet:
         >>> SimpleNet([[1.0, 0.0], [0.0, 2.0]]).predict([3.0, 4.0])
         array([3., 8.])
         """
-        x2d, single = as_samples(x, self.W.shape[0])
+        x2d, single = as_samples(x, self.W.shape[0], self.W.dtype)
         z = x2d @ self.W
         return z[0] if single else z
 
