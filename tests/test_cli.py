@@ -175,3 +175,28 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(workdir):
     shown = workdir.run("optimizer.steps=20000", "progress=true", OFF)
     # tqdm's bar; text mode turns its carriage returns into newlines
     assert re.search(r"^100%\|#+\| 20000/20000 \[.*, loss \d", shown.stderr, re.MULTILINE)
+
+
+def test_an_h_below_the_resolution_of_w_is_refused(workdir):
+    code, err = bad(workdir, "gradient.h=1e-20", "optimizer.tol=1e-6")
+    largest = np.abs(np.random.default_rng(0).standard_normal((2, 3))).max()  # seed 0's W0
+    half_spacing = np.spacing(largest) / 2  # below it, w + h rounds back to w
+    assert code == 2 and err == (
+        "numgrad: error: invalid gradient.h=1e-20: does not resolve W in float64 "
+        f"(max|W| = {largest:.3g}: some w ± h == w); use h >= {half_spacing:.3g}"
+    )
+    assert not workdir.store.exists() and not (workdir.path / "run").exists()
+    code, err = bad(workdir, "gradient.h=1e-8", "gradient.dtype=float32")
+    half_spacing = np.spacing(np.float32(largest)) / 2
+    assert code == 2 and f"in float32 (max|W| = {largest:.3g}: " in err
+    assert err.endswith(f"use h >= {half_spacing:.3g}")
+
+
+def test_float32_runs_the_whole_descent_and_keeps_its_dtype(workdir):
+    workdir.run("gradient.dtype=float32", "gradient.check=true", "optimizer.steps=5")
+    client, run = only_run(workdir)
+    W = load_weights(client, run, "W_final")
+    assert W.dtype == np.float32
+    assert run.data.params["gradient.dtype"] == "float32"
+    # measured against the float64 analytic gradient: float32 rounding shows
+    assert 1e-6 < run.data.metrics["grad_rel_error"] < 1e-2

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from numgrad.plots import sweep as sweep_plots
 from numgrad.sweep.summary import read_summary
 from numgrad.tracking.records import sampled_steps
 
@@ -361,3 +362,36 @@ def test_two_runs_started_together_get_their_own_dirs(tmp_path):
     assert len(dirs) == 2 and dirs[0] != dirs[1]
     seeds = sorted(yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text())[0] for d in dirs)
     assert seeds == ["seed=1", "seed=2"]  # neither overwrote the other's .hydra/
+
+
+@pytest.mark.slow
+def test_one_v_per_dtype_in_the_error_against_h(workdir):
+    # (float32 at h=1e-7 on this example: every quotient is exactly 0, StepTooSmall)
+    hs = ("1e-1", "1e-2", "1e-3", "1e-4", "1e-5", "1e-6")
+    workdir.run(
+        "gradient.dtype=float32,float64", f"gradient.h={','.join(hs)}", "gradient.check=true",
+        "optimizer.steps=0", multirun=True,
+    )  # fmt: skip
+    client, parent, _ = sweep_runs(workdir.uri)
+    rows = summary(client, parent)
+    assert len(rows) == 12 and {r["status"] for r in rows} == {"FINISHED"}
+    assert {r["dtype"] for r in rows} == {"float32", "float64"}  # the dtype column
+    best = {}
+    for dtype in ("float32", "float64"):
+        errors = {float(r["gradient.h"]): float(r["grad_rel_error"]) for r in rows
+                  if r["dtype"] == dtype}  # fmt: skip
+        ordered = [errors[float(h)] for h in hs]  # h from large to small
+        low = ordered.index(min(ordered))
+        assert 0 < low < len(hs) - 1, (dtype, ordered)  # a V: its bottom inside the range
+        assert ordered[0] > ordered[low] < ordered[-1]
+        best[dtype] = float(hs[low])
+    assert best["float32"] > 10 * best["float64"]  # eps^(1/3): ~5e-3 against ~6e-6
+    fig = sweep_plots.metric_vs_parameter(
+        [{"params": {"gradient.h": r["gradient.h"], "gradient.dtype": r["dtype"]},
+          "grad_rel_error": float(r["grad_rel_error"])} for r in rows],
+        "gradient.h", "grad_rel_error",
+    )  # fmt: skip
+    ax = fig.axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["dtype=float32", "dtype=float64"]
+    assert "figures/grad_rel_error_vs_gradient.h.png" in artifacts(client, parent.info.run_id)

@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from numgrad.config import ConfigError, DataSource, Init, validate
+from numgrad.config import ConfigError, DataSource, Init, Method, validate
 from numgrad.data import load_data
 from numgrad.descent import Descent
 from numgrad.gradient import ENGINES
 from numgrad.memory import check_memory
 from numgrad.net import InputError, SimpleNet
+from numgrad.precision import smallest_resolving_h
 from numgrad.tracking.recorder import NotSynced
 from numgrad.tracking.sink import open_sink
 
@@ -35,6 +36,7 @@ class RunOutcome:
     final_accuracy: float
     steps_taken: int
     grad_rel_error: float | None
+    dtype: str
     run_id: str | None
     run_name: str | None
     synced: bool
@@ -75,11 +77,12 @@ def execute(
     shape = list(cfg.net.shape)
     x, t = load_data(cfg.data, shape, rng)
     check_memory(cfg, data=(x, t))  # a file's size is known only once it is read
-    net = SimpleNet(initial_weights(cfg.net, shape, rng))
     try:
+        net = SimpleNet(initial_weights(cfg.net, shape, rng), dtype=cfg.gradient.dtype.value)
         x2d, labels = net.prepare(x, t)
     except InputError as exc:
-        raise data_error(cfg.data, shape, exc) from None
+        raise data_error(cfg, shape, exc) from None
+    check_step(cfg.gradient, net.W)
     descent = Descent(
         net.W, x2d, labels, ENGINES[cfg.gradient.method.value],
         h=cfg.gradient.h, lr=cfg.optimizer.lr, steps=cfg.optimizer.steps,
@@ -100,7 +103,7 @@ def execute(
     last = descent.last_record
     return RunOutcome(
         final_loss=last.loss, final_accuracy=last.accuracy, steps_taken=descent.steps_taken,
-        grad_rel_error=last.grad_rel_error, run_id=sink.run_id,
+        grad_rel_error=last.grad_rel_error, dtype=str(net.W.dtype), run_id=sink.run_id,
         run_name=getattr(sink, "run_name", None), synced=sink.synced,
         offline=bool(cfg.tracking.enabled and cfg.tracking.offline),
         local_note="" if sink.synced else sink.local_note(),
@@ -141,9 +144,28 @@ def initial_weights(net_cfg: Any, shape: list[int], rng: np.random.Generator) ->
     return SimpleNet.random(shape, rng, scale=net_cfg.scale).W
 
 
-def data_error(data_cfg: Any, shape: list[int], exc: InputError) -> ConfigError:
-    """Name the field to fix: the shape when the sizes disagree, else where the data came from."""
-    source = data_cfg.name
+def check_step(gradient_cfg: Any, W: np.ndarray) -> None:
+    """Refuse an ``h`` below the float resolution of W: every quotient would be 0 or wrong."""
+    if gradient_cfg.method == Method.analytic:
+        return  # no differences taken
+    h_min = smallest_resolving_h(W)
+    if gradient_cfg.h < h_min:
+        largest = float(np.max(np.abs(W)))
+        raise ConfigError(
+            "gradient.h", gradient_cfg.h,
+            f"does not resolve W in {W.dtype} (max|W| = {largest:.3g}: some w ± h == w); "
+            f"use h >= {h_min:.3g}",
+        )  # fmt: skip
+
+
+def data_error(cfg: Any, shape: list[int], exc: InputError) -> ConfigError:
+    """Name the field to fix: the shape when the sizes disagree, else where the values came from."""
+    data_cfg, source = cfg.data, cfg.data.name
+    if exc.input == "W":  # beyond float32's range, or not finite
+        given = cfg.net.init == Init.given
+        field = "net.W" if given else "net.scale"
+        return ConfigError(field, OmegaConf.to_container(cfg.net.W) if given else cfg.net.scale,
+                           f"{exc} (gradient.dtype={cfg.gradient.dtype.value})")  # fmt: skip
     if exc.input == "shape":
         return ConfigError("net.shape", shape, f"does not fit data={source.name}: {exc}")
     if source == DataSource.file:

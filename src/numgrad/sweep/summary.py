@@ -25,7 +25,7 @@ SUMMARY_FILE = "sweep_summary.csv"
 NOT_STARTED = "NOT_STARTED"
 FIELDS = (
     "job", "overrides", "status", "final_loss", "final_accuracy", "steps_taken",
-    "grad_rel_error", "run_id", "run_name",
+    "grad_rel_error", "dtype", "run_id", "run_name",
 )  # fmt: skip
 DONE = ("FINISHED", FINISHED_NOT_SYNCED)
 NUMBERS = ("final_loss", "final_accuracy", "steps_taken", "grad_rel_error")
@@ -108,7 +108,7 @@ def _merge_status(row: dict[str, Any], record: Mapping[str, Any]) -> None:
     row["overrides_list"] = list(record.get("overrides") or row["overrides_list"])
     row["status"] = record.get("status")
     row["error"] = record.get("error") or ""
-    for key in (*NUMBERS, "run_id", "run_name"):
+    for key in (*NUMBERS, "dtype", "run_id", "run_name"):
         if record.get(key) is not None:
             row[key] = record[key]
     if record.get("job") is not None:
@@ -127,6 +127,7 @@ def _merge_run(rows: dict[str, dict[str, Any]], run: Any) -> None:
         row["status"] = run.info.status
     if not row["error"]:
         row["error"] = tags.get("numgrad.error", "")
+    row["dtype"] = row["dtype"] or run.data.params.get("gradient.dtype", "")
     for key in NUMBERS:
         if key in metrics and row[key] is None:
             row[key] = float(metrics[key])
@@ -150,7 +151,8 @@ def _empty_row(job_dir: Path | None) -> dict[str, Any]:
     return {
         "job": int(job_dir.name) if job_dir is not None and job_dir.name.isdigit() else None,
         "overrides_list": [], "status": None, "final_loss": None, "final_accuracy": None,
-        "steps_taken": None, "grad_rel_error": None, "run_id": "", "run_name": "", "error": "",
+        "steps_taken": None, "grad_rel_error": None, "dtype": "", "run_id": "", "run_name": "",
+        "error": "",
         "output_dir": str(job_dir) if job_dir is not None else None,
     }  # fmt: skip
 
@@ -180,7 +182,7 @@ def write_summary(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     ...          "output_dir": "/x/0", "params": {"optimizer.lr": "0.1"}}]
     >>> with tempfile.TemporaryDirectory() as d:
     ...     print(write_summary(rows, Path(d) / "s.csv").read_text().splitlines()[1])
-    0,optimizer.lr=0.1,FINISHED,0.25,1.0,3,,abc,lr=0.1,0.1,,/x/0
+    0,optimizer.lr=0.1,FINISHED,0.25,1.0,3,,,abc,lr=0.1,0.1,,/x/0
     """
     keys = sorted({k for row in rows for k in row["params"]})
     tmp = path.with_name(path.name + ".tmp")

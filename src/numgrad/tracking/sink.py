@@ -319,7 +319,7 @@ class MlflowSink:
 
 def _outcome(exc: BaseException | None, end: dict[str, Any] | None) -> tuple[str, dict[str, str]]:
     """Final status and tags for how the run ended."""
-    from numgrad.descent import Diverged
+    from numgrad.descent import Diverged, StepTooSmall
 
     if exc is None:
         return "FINISHED", {"numgrad.stop_reason": str((end or {}).get("stop_reason") or "steps")}
@@ -333,6 +333,11 @@ def _outcome(exc: BaseException | None, end: dict[str, Any] | None) -> tuple[str
             "numgrad.diverged.step": str(exc.step),
             "numgrad.diverged.quantity": str(exc.quantity),
             "numgrad.diverged.value": repr(exc.value),
+            "numgrad.error": fit_tag(describe_error(exc)),
+        }
+    if isinstance(exc, StepTooSmall):
+        return "FAILED", {
+            "numgrad.stop_reason": "step_too_small",
             "numgrad.error": fit_tag(describe_error(exc)),
         }
     if isinstance(exc, Exception):
