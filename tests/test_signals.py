@@ -58,3 +58,93 @@ def test_a_sigint_handler_someone_else_set_is_left_alone():
             signal.raise_signal(signal.SIGINT)  # ignored, as the owner wants
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# ------------------------------------------- the numgrad process, at any moment
+
+
+def numgrad_script() -> str:
+    """The console script itself: a shell shim in between (pyenv) would take the signal."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "numgrad"
+    return str(beside if beside.is_file() else shutil.which("numgrad"))
+
+
+def interrupt_at(tmp_path, delay: float, sig: int, *overrides: str):
+    """Start ``numgrad`` in ``tmp_path``, send ``sig`` after ``delay`` s; (code, stderr)."""
+    import subprocess
+    import time
+
+    from tests.conftest import numgrad_env
+
+    proc = subprocess.Popen(
+        [numgrad_script(), f"hydra.run.dir={tmp_path}/run", "optimizer.steps=200000", *overrides],
+        cwd=tmp_path, env=numgrad_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(delay)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def assert_sound_store(db) -> list:
+    """The store opens, holds no half-made tables, and no run is left RUNNING."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import store_rows
+
+    assert store_rows(db, "PRAGMA integrity_check") == [("ok",)]
+    tables = [row[0] for row in store_rows(db, "SELECT name FROM sqlite_master")]
+    assert not [t for t in tables if t.startswith("_alembic_tmp")], tables
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("delay", "sig"),
+    [(0.15, signal.SIGINT), (0.8, signal.SIGTERM), (1.4, signal.SIGINT), (2.0, signal.SIGTERM),
+     (2.6, signal.SIGINT), (3.2, signal.SIGTERM), (4.0, signal.SIGINT)],
+)  # fmt: skip
+def test_a_signal_while_a_new_store_is_made_leaves_it_sound(tmp_path, delay, sig):
+    code, err = interrupt_at(tmp_path, delay, sig)
+    expected = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert code == (130 if sig == signal.SIGINT else 143), err
+    assert err.strip().splitlines()[-1] == f"numgrad: {expected}" and "Traceback" not in err
+    db = tmp_path / "outputs" / "mlflow.db"
+    if db.exists():  # a signal before the store was begun leaves none
+        for run in assert_sound_store(db):
+            assert run.info.status == "KILLED" and run.data.tags["numgrad.stop_reason"] == expected
+    else:
+        assert not (tmp_path / "run").exists()  # nothing started: nothing left
+
+
+@pytest.mark.slow
+def test_a_signal_at_any_moment_on_an_existing_store(tmp_path):
+    import subprocess
+
+    from tests.conftest import all_runs, history, numgrad_env
+
+    db = tmp_path / "outputs" / "mlflow.db"
+    subprocess.run([numgrad_script(), f"hydra.run.dir={tmp_path}/first", "optimizer.steps=1"],
+                   cwd=tmp_path, env=numgrad_env(), check=True, capture_output=True)  # fmt: skip
+    for delay, sig in [(0.5, signal.SIGTERM), (1.2, signal.SIGINT), (1.9, signal.SIGTERM),
+                       (2.6, signal.SIGINT)]:  # fmt: skip
+        code, err = interrupt_at(tmp_path, delay, sig, "tracking.flush_seconds=0.2")
+        assert code in (130, 143) and "Traceback" not in err and "None" not in err, err
+        assert err.strip().splitlines()[-1] in ("numgrad: interrupted", "numgrad: terminated")
+    runs = assert_sound_store(db)
+    client, _ = all_runs(f"sqlite:///{db}")
+    for run in runs:
+        if run.data.params["optimizer.steps"] == "200000":  # interrupted after its start
+            assert run.info.status == "KILLED"
+            steps = [s for s, _ in history(client, run.info.run_id, "loss")]
+            assert steps == sorted(set(steps))  # its steps so far, each once
+    follow = subprocess.run([numgrad_script(), f"hydra.run.dir={tmp_path}/last", "optimizer.steps=1"],
+                            cwd=tmp_path, env=numgrad_env(), capture_output=True, text=True)  # fmt: skip
+    assert follow.returncode == 0, follow.stderr  # and the store goes on working

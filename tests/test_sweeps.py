@@ -395,3 +395,39 @@ def test_one_v_per_dtype_in_the_error_against_h(workdir):
     assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["dtype=float32", "dtype=float64"]
     assert "figures/grad_rel_error_vs_gradient.h.png" in artifacts(client, parent.info.run_id)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_two_sweeps_and_a_run_started_together_on_a_new_store(tmp_path, attempt):
+    from tests.conftest import numgrad_env
+
+    numgrad = shutil.which("numgrad") or "numgrad"
+    grid = ("optimizer.lr=0.1,0.2,0.3,0.4", "optimizer.steps=50")
+    commands = [[numgrad, "-m", f"hydra.sweep.dir={tmp_path}/sweep{n}", *grid] for n in (1, 2)] + [
+        [numgrad, f"hydra.run.dir={tmp_path}/single", "optimizer.steps=50"]
+    ]
+    procs = [subprocess.Popen(c, cwd=tmp_path, env=numgrad_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for c in commands]  # fmt: skip
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+        assert "alembic" not in err and "Warning" not in err, err
+    client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    assert client.search_runs(["0"]) == []  # nothing in Default
+    runs = client.search_runs([client.get_experiment_by_name("numgrad").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("numgrad.kind") == "sweep"]
+    assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}
+    for parent in parents:
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert sorted(c.data.params["optimizer.lr"] for c in children) == [
+            "0.1",
+            "0.2",
+            "0.3",
+            "0.4",
+        ]
+        assert {c.info.status for c in children} == {"FINISHED"}
+        assert {c.data.tags["numgrad.output_dir"].rsplit("/", 2)[-2] for c in children} == {
+            parent.data.tags["numgrad.sweep.dir"].rsplit("/", 1)[-1]
+        }  # its own jobs, none of the other sweep's
+    assert len(runs) == 2 + 8 + 1 and {r.info.status for r in runs} == {"FINISHED"}

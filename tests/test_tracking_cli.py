@@ -230,3 +230,45 @@ def test_cli_param_too_long_is_an_artifact(workdir):
         np.load(client.download_artifacts(run.info.run_id, "weights/W_init.npy")).tobytes()
         == W.tobytes()
     )
+
+
+def test_another_applications_database_is_refused_untouched(workdir):
+    import sqlite3
+
+    db = workdir.path / "app.db"
+    with sqlite3.connect(db) as con:
+        con.execute("create table customers(id int)")
+    con.close()
+    before = db.read_bytes()
+    for multirun in (False, True):
+        proc = workdir.run(f"tracking.uri=sqlite:///{db}", "optimizer.lr=0.1,0.2" if multirun
+                           else "optimizer.lr=0.1", multirun=multirun, check=False)  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip() == (
+            f"numgrad: error: {db} is a database of another application (tables: customers), "
+            "not an MLflow store: numgrad will not add MLflow's tables to it; choose another "
+            "tracking.uri"
+        )
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in workdir.path.iterdir()) == ["app.db"]  # no mlartifacts, no dirs
+
+
+def test_rejected_input_leaves_no_folder_at_all(tmp_path):
+    from tests.conftest import NUMGRAD, numgrad_env
+
+    proc = subprocess.run([NUMGRAD, "optimizer.lr=-1"], cwd=tmp_path, env=numgrad_env(),
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2
+    assert list(tmp_path.iterdir()) == []  # not even an empty outputs/runs/<date>/
+
+
+def test_history_csv_is_bounded_and_keeps_its_ends(workdir):
+    workdir.run("optimizer.steps=5000", "tracking.history_max_rows=100")
+    client, (run,) = all_runs(workdir.uri)
+    steps = read_csv(client, run.info.run_id)["step"].astype(int).tolist()
+    assert len(steps) <= 100 and steps[0] == 0 and steps[-1] == 5000
+    local = workdir.path / "run" / "artifacts" / "history.csv"
+    assert (
+        local.read_bytes()
+        == open(client.download_artifacts(run.info.run_id, "history.csv"), "rb").read()
+    )

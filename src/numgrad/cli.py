@@ -25,25 +25,32 @@ CONFIG_DIR = str(Path(__file__).parent / "conf")
 FAILED, USAGE, NOT_SYNCED, INTERRUPTED, TERMINATED = 1, 2, 75, 130, 143
 
 
+# Which exception ends numgrad with which status, first match wins. Classes are named
+# by module, and looked up only where that module is loaded: an exception cannot come
+# from a module that was never imported, and a Ctrl-C in the middle of importing one
+# must not import it again here.
+EXIT_STATUS: tuple[tuple[str, str, int], ...] = (
+    ("numgrad.tracking.recorder", "NotSynced", NOT_SYNCED),
+    ("numgrad.config", "ConfigError", USAGE),
+    ("hydra.errors", "HydraException", USAGE),
+    ("omegaconf.errors", "OmegaConfBaseException", USAGE),
+    ("numgrad.tracking.uri", "TrackingError", USAGE),
+    ("numgrad.tracking.journal", "JournalError", FAILED),
+    ("builtins", "ArithmeticError", FAILED),  # Diverged, StepTooSmall
+)
+
+
 def exit_status(exc: BaseException) -> int | None:
     """The exit status for an exception that ends ``numgrad``; None if it is a bug."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from numgrad.config import ConfigError
-    from numgrad.descent import Diverged
-    from numgrad.tracking.journal import JournalError
-    from numgrad.tracking.recorder import NotSynced
-    from numgrad.tracking.uri import TrackingError
-
-    table: tuple[tuple[Any, int], ...] = (
-        (KeyboardInterrupt, INTERRUPTED),
-        (signals.Terminated, TERMINATED),
-        (NotSynced, NOT_SYNCED),
-        ((ConfigError, HydraException, OmegaConfBaseException, TrackingError), USAGE),
-        ((Diverged, ArithmeticError, JournalError), FAILED),
-    )
-    return next((status for kinds, status in table if isinstance(exc, kinds)), None)
+    if isinstance(exc, KeyboardInterrupt):
+        return INTERRUPTED
+    if isinstance(exc, signals.Terminated):
+        return TERMINATED
+    for module, name, status in EXIT_STATUS:
+        kind = getattr(sys.modules.get(module), name, None)
+        if kind is not None and isinstance(exc, kind):
+            return status
+    return None
 
 
 def main() -> None:
@@ -57,6 +64,9 @@ def main() -> None:
         try:
             status = _compose_and_run()
         except BaseException as exc:
+            not_started = getattr(sys.modules.get("numgrad.sweep.callback"), "SweepNotStarted", ())
+            if isinstance(exc, not_started):
+                exc = exc.error  # the reason, reported like any other
             status = exit_status(exc) if own_errors or _is_signal(exc) else None
             if status is None:
                 raise
@@ -168,9 +178,7 @@ def _describe(exc: BaseException) -> str:
         return "interrupted"
     if isinstance(exc, signals.Terminated):
         return "terminated"
-    from numgrad.tracking.recorder import NotSynced
-
-    if isinstance(exc, NotSynced):
+    if exit_status(exc) == NOT_SYNCED:
         return str(exc)
     return f"error: {one_line(exc)}"
 

@@ -44,6 +44,18 @@ _SWEEP: Sweep | None = None  # the sweep this process runs, between start and en
 _LAST: SweepOutcome | None = None
 
 
+class SweepNotStarted(BaseException):
+    """The sweep could not start (its parent run, say): ``error`` says why.
+
+    A BaseException, because Hydra turns an Exception raised in a callback into a
+    warning and runs every job anyway, each failing the same way.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        super().__init__(str(error))
+
+
 class SweepCallback(Callback):
     """Parent run, child links and summary for ``numgrad -m``.
 
@@ -59,8 +71,10 @@ class SweepCallback(Callback):
         sweep = Sweep(config)
         try:
             sweep.start(config)
-        except BaseException:
+        except BaseException as exc:
             sweep.abort()
+            if isinstance(exc, Exception):
+                raise SweepNotStarted(exc) from exc
             raise
         _SWEEP = sweep
 
