@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,7 +269,5 @@ def test_history_csv_is_bounded_and_keeps_its_ends(workdir):
     steps = read_csv(client, run.info.run_id)["step"].astype(int).tolist()
     assert len(steps) <= 100 and steps[0] == 0 and steps[-1] == 5000
     local = workdir.path / "run" / "artifacts" / "history.csv"
-    assert (
-        local.read_bytes()
-        == open(client.download_artifacts(run.info.run_id, "history.csv"), "rb").read()
-    )
+    uploaded = Path(client.download_artifacts(run.info.run_id, "history.csv"))
+    assert local.read_bytes() == uploaded.read_bytes()
