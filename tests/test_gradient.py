@@ -1,16 +1,17 @@
-"""Tests of numgrad.gradient: the book's example, engine agreement, numerics, contracts.
+"""Tests of numgrad.gradient: the book's example, engine agreement, the loop's contracts.
 
-References: the book's printed numbers, the seed's loop (``loop_gradient``), the
-closed form, and an independent extended-precision (``np.longdouble``) central
-difference for accuracy at small ``h``.
+References: the book's printed numbers, the seed's loop (``loop_gradient``) and the
+closed form. (The engines at the edges of floating point: test_float_range.py.)
 """
+
+import re
 
 import numpy as np
 import pytest
 
-from numgrad.functions import softmax
 from numgrad.gradient import (
     ENGINES,
+    accuracy_from_labels,
     analytic_gradient,
     loop_gradient,
     loss_from_labels,
@@ -25,9 +26,6 @@ from tests.reference import (
     BOOK_LOSS,
     BOOK_W,
     BOOK_X,
-    EXTREME_LABELS,
-    EXTREME_W,
-    EXTREME_X,
     random_case,
 )
 
@@ -82,59 +80,6 @@ def test_engines_agree_on_random_cases(shape, batch, target, order):
     np.testing.assert_allclose(ana, loop, rtol=0, atol=1e-6)
     for grad in (loop, vec, ana):
         assert grad.flags.c_contiguous and grad.dtype == np.float64
-
-
-# -- hard numerics ------------------------------------------------------------------------
-
-
-def test_extreme_logits_setup():
-    with np.errstate(all="raise"):
-        y = softmax(EXTREME_X @ EXTREME_W)
-    assert y[0, 1] == 0.0 and y[2, 2] == 0.0  # true-class probability 0
-
-
-@pytest.mark.parametrize("name", ENGINE_NAMES)
-def test_extreme_logits_every_engine_under_raise(name):
-    with np.errstate(all="raise"):
-        loss = loss_from_labels(EXTREME_W, EXTREME_X, EXTREME_LABELS)
-        grad = ENGINES[name](EXTREME_W, EXTREME_X, EXTREME_LABELS, 1e-4)
-        loop = loop_gradient(EXTREME_W, EXTREME_X, EXTREME_LABELS, 1e-4)
-        closed_form = analytic_gradient(EXTREME_W, EXTREME_X, EXTREME_LABELS)
-    # Two samples contribute -log(1e-7) each, the others next to nothing or log 2-ish.
-    assert np.isfinite(loss) and loss > 2 * 16.1 / 5
-    assert np.isfinite(grad).all() and np.abs(grad).max() > 0.01
-    np.testing.assert_allclose(grad, closed_form, rtol=0, atol=1e-6)
-    tolerance = 1e-9 if name == "vectorized" else 1e-6
-    np.testing.assert_allclose(grad, loop, rtol=0, atol=tolerance)
-
-
-@pytest.mark.parametrize("true_logit", [-16.0, -17.0, -18.0])
-def test_true_class_probability_near_the_1e7_offset(true_logit):
-    # y_t ~ 1e-7: the +1e-7 in the log halves the gradient, in both the j == t
-    # and j != t columns; the engines must model it, not drop it.
-    W = np.array([[0.0, true_logit, 0.5]])
-    x = np.array([[1.0], [0.5]])
-    labels = np.array([1, 1])
-    loop = loop_gradient(W, x, labels)
-    np.testing.assert_allclose(vectorized_gradient(W, x, labels), loop, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(analytic_gradient(W, x, labels), loop, rtol=1e-5, atol=1e-9)
-
-
-@pytest.mark.parametrize("name", ENGINE_NAMES)
-def test_integer_weights_give_a_float64_nonzero_gradient(name):
-    W = np.array([[1, 2, 3], [4, 5, 6]])
-    x = np.array([[0.5, -0.2], [0.1, 0.3]])
-    labels = np.array([0, 2])
-    with np.errstate(all="raise"):
-        grad = ENGINES[name](W, x, labels, 1e-4)
-    assert grad.dtype == np.float64 and np.abs(grad).min() > 0
-    np.testing.assert_allclose(grad, analytic_gradient(W.astype(float), x, labels), atol=1e-6)
-
-
-def test_single_class_gradient_is_zero():
-    W, x, labels = random_case(8, 3, 1, 4)
-    for name in ENGINE_NAMES:
-        np.testing.assert_array_equal(ENGINES[name](W, x, labels, 1e-4), np.zeros((3, 1)))
 
 
 # -- numerical_gradient ---------------------------------------------------------------------
@@ -196,12 +141,18 @@ def test_numerical_gradient_restores_x_when_f_raises():
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.bool_])
 def test_numerical_gradient_refuses_non_float_x(dtype):
     x = np.array([1, 2, 3], dtype=dtype)
-    with pytest.raises(TypeError, match=r"real floating dtype.*truncated"):
+    kind = np.dtype(dtype)
+    message = (
+        f"x must have a real floating dtype, got {kind}: x[i] + h would be truncated to {kind} "
+        "and the gradient silently be wrong; pass x.astype(np.float64)"
+    )
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
         numerical_gradient(lambda v: float(np.sum(v)), x)
 
 
 def test_numerical_gradient_refuses_non_arrays():
-    with pytest.raises(TypeError, match=r"numpy array.*perturbed in place.*list"):
+    message = "x must be a numpy array (it is perturbed in place), got list"
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
         numerical_gradient(lambda v: float(np.sum(v)), [1.0, 2.0])
 
 
@@ -261,3 +212,32 @@ def test_relative_error_of_the_engines_is_small():
     grad = analytic_gradient(W, x, labels)
     assert relative_error(vectorized_gradient(W, x, labels), grad) < 1e-7
     assert relative_error(vectorized_gradient(W, x, labels), loop_gradient(W, x, labels)) < 1e-10
+
+
+# -- accuracy -------------------------------------------------------------------------------
+
+
+def test_accuracy_takes_each_rows_largest_logit():
+    # Row 0's largest logit is in column 1, row 1's in column 0 (a flattened argmax: 1, 1).
+    x = np.array([[1.0, 2.0], [2.0, 1.0]])
+    assert accuracy_from_labels(np.eye(2), x, np.array([1, 0])) == 1.0
+    assert accuracy_from_labels(np.eye(2), x, np.array([1, 1])) == 0.5
+
+
+# -- relative_error of other dtypes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        (np.array([1], dtype=np.uint8), np.array([2], dtype=np.uint8), 1 / 3),  # no wrap-around
+        (np.array([True, False]), np.array([False, False]), 1.0),  # bool has no subtraction
+        (np.array([2**62]), np.array([-(2**62)]), 1.0),  # int64 difference would overflow
+        ([3, 4], (3, 4), 0.0),
+        # float32 squares of 1e-23 underflow: the norms must be taken in float64
+        (np.array([3e-23, 4e-23], dtype=np.float32), np.zeros(2, dtype=np.float32), 1.0),
+        (np.zeros(2, dtype=np.float32), np.array([3e-23, 4e-23], dtype=np.float32), 1.0),
+    ],
+)
+def test_relative_error_of_integers_and_booleans(a, b, expected):
+    assert relative_error(a, b) == pytest.approx(expected, rel=1e-15)

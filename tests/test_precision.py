@@ -21,14 +21,21 @@ def as32(*arrays):
 
 
 @pytest.mark.parametrize("name", sorted(ENGINES))
-@pytest.mark.parametrize(("W_dtype", "expected"), [(F32, F32), (F64, F64), (np.int64, F64)])
+@pytest.mark.parametrize(
+    ("W_dtype", "expected"),
+    [(F32, F32), (F64, F64), (np.int64, F64), (np.float16, F64), (np.longdouble, F64)],
+)
 def test_every_engine_computes_in_ws_dtype(name, W_dtype, expected):
-    W, x, labels = random_case(1, 3, 4, 5)
+    W, x, labels = random_case(3, 50, 10, 32)  # longdouble logits change 71 bits here
     W = (10 * W).astype(W_dtype)
-    for x_dtype in (F32, F64):  # x is cast to W's dtype, whichever it is
-        grad = ENGINES[name](W, x.astype(x_dtype), labels, 1e-2)
+    grads = [ENGINES[name](W, x.astype(x_dtype), labels, 1e-2) for x_dtype in (F32, F64)]
+    for grad in grads:
         assert grad.dtype == expected == working_dtype(W)
         assert grad.shape == W.shape and grad.flags.c_contiguous
+    if W_dtype == F32:  # x is cast to W's dtype: the same bits whichever dtype x comes in
+        np.testing.assert_array_equal(grads[0], grads[1])
+    elif W_dtype != F64:  # float64 means float64: the same bits as W cast to float64
+        np.testing.assert_array_equal(grads[1], ENGINES[name](W.astype(F64), x, labels, 1e-2))
 
 
 # Measured relative errors at h = 1e-2 (float32's best region): analytic ~2e-7 (float32's
@@ -60,10 +67,10 @@ def test_float32_wide_steps_against_float64(h):
     assert relative_error(loop32, vec64) < 1e-3  # measured <= 1.3e-4
 
 
-@pytest.mark.parametrize(("scale", "h"), [(1.0, 1.0), (20.0, 1.0)])
+@pytest.mark.parametrize(("scale", "h"), [(1.0, 0.45), (1.0, 1.0), (20.0, 1.0)])
 def test_float32_product_groups_stay_in_range(scale, h):
-    # 600 ratios of ~e^-2 (near 1) or ~1e-7 (wide): one product would underflow float32
-    # (e^-87) at once; products over groups of 40 (near 1) or 4 (wide) rows do not.
+    # 600 ratios of ~e^-0.7 (h = 0.45), ~e^-1.4 (near 1) or ~1e-7 (wide): one product would
+    # underflow float32 (e^-87) at once; products over groups of 88, 40 or 4 rows do not.
     W = np.array([[0.0, 0.0, -0.5]])
     x, labels = np.full((600, 1), scale), np.full(600, 2)
     with np.errstate(all="raise"):
@@ -128,9 +135,10 @@ def test_smallest_resolving_h_edges():
     assert smallest_resolving_h(np.zeros((2, 3))) == 5e-324
     assert smallest_resolving_h(np.zeros((2, 3), dtype=np.float32)) == float(np.float32(1e-45))
     assert smallest_resolving_h(np.array([[1.0, np.nan]])) == np.inf
-    assert smallest_resolving_h(np.array([[3, -7]])) == smallest_resolving_h(
-        np.array([[3.0, -7.0]])
-    )
+    for other in (np.int64, np.float16, np.longdouble):  # these perturb in float64
+        W = np.array([[3, -7]], dtype=other)
+        expected = np.nextafter(2.0**-51, 1.0)  # 7 + 2**-51 is a tie that rounds back to 7
+        assert smallest_resolving_h(W) == smallest_resolving_h(W.astype(F64)) == expected
     # W must move in the loop at h = smallest_resolving_h(W), and not at a smaller h
     W, x, labels = random_case(2, 3, 4, 6)
     # Adding a constant to a row of W leaves softmax unchanged: row 1 near 3000 keeps

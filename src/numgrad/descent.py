@@ -6,6 +6,7 @@ evaluated point and the caller decides what to do with it (print, log, plot).
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -158,20 +159,17 @@ class Descent:
 
     def __iter__(self) -> Iterator[StepRecord]:
         start = time.perf_counter()
-        for step in range(self.steps + 1):
+        for step in itertools.count():
             record, grad = self._evaluate(step, start)
             self.last_record, self.last_gradient = record, grad
             yield record
             if step == self.steps:
                 self.stop_reason = STOP_STEPS
                 return
-            if record.grad_norm < self.tol:
+            if self._converged(record.grad_norm):
                 self.stop_reason = STOP_CONVERGED
                 return
-            # Overflow here is reported as divergence at the next evaluation,
-            # not as a numpy warning in the middle of the run.
-            with np.errstate(over="ignore", invalid="ignore"):
-                self.W -= self.lr * grad
+            self.W[...] = self._updated(grad)  # in place: W is the caller's array
             self.steps_taken = step + 1
 
     def _evaluate(self, step: int, start: float) -> tuple[StepRecord, np.ndarray]:
@@ -202,10 +200,19 @@ class Descent:
         )
         return record, grad
 
+    def _converged(self, grad_norm: float) -> bool:
+        return grad_norm < self.tol
+
+    def _updated(self, grad: np.ndarray) -> np.ndarray:
+        """``W - lr * grad``: the update, and the test of whether a zero hides anything."""
+        # Overflow (a huge lr) and inf * 0 (an infinite one) are reported as divergence
+        # at the next evaluation, not as numpy warnings in the middle of the run.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self.W - self.lr * grad
+
     def _analytic64(self) -> np.ndarray:
-        """The analytic gradient at ``W`` in float64, whatever the descent's dtype."""
-        W64, x64 = np.asarray(self.W, dtype=np.float64), np.asarray(self.x, dtype=np.float64)
-        return analytic_gradient(W64, x64, self.labels)
+        """The analytic gradient at ``W`` in float64 (it casts ``x`` to ``W``'s dtype)."""
+        return analytic_gradient(np.asarray(self.W, dtype=np.float64), self.x, self.labels)
 
     def _check_zeros(self, step: int, grad: np.ndarray, reference: np.ndarray | None) -> None:
         """Raise :class:`StepTooSmall` where exact zeros in ``grad`` hide a gradient."""
@@ -217,23 +224,21 @@ class Descent:
             return
         if reference is None:
             reference = self._analytic64()
-        weights, hidden = self.W[zero], reference[zero]
-        with np.errstate(over="ignore"):  # a huge lr: the update would move W to inf
-            moved = weights - self.lr * hidden.astype(self.W.dtype) != weights
-        misses_tol = zero.all() and _norm(reference) >= self.tol > 0
-        if moved.any() or misses_tol:
-            hidden_max, weight_max = float(np.abs(hidden).max()), float(np.abs(self.W).max())
+        # Would the update with the true gradient, in W's dtype, move a weight left at 0?
+        moved = self._updated(reference.astype(self.W.dtype))[zero] != self.W[zero]
+        # All zeros would stop the run on tol where the true gradient would not.
+        false_stop = zero.all() and self._converged(0.0) and not self._converged(_norm(reference))
+        if moved.any() or false_stop:
+            hidden_max = float(np.abs(reference[zero]).max())
+            weight_max = float(np.abs(self.W).max())
             best_h = best_step(self.W.dtype)
             raise StepTooSmall(step, self.h, weight_max, h_min, hidden_max, best_h)
 
 
 def _round_up(value: float) -> str:
-    """``value`` to two significant digits, rounded up: a bound that can be used as printed."""
-    text = f"{value:.2g}"
-    if float(text) < value:
-        mantissa, exponent = f"{value:.1e}".split("e")
-        text = f"{float(mantissa) + 0.1:.1f}e{exponent}"
-    return text
+    """``value`` rounded up to two significant digits: a bound that can be used as printed."""
+    unit = 10.0 ** (math.floor(math.log10(value)) - 1)
+    return f"{math.ceil(value / unit) * unit:.2g}"
 
 
 def _norm(a: np.ndarray) -> float:
@@ -241,5 +246,4 @@ def _norm(a: np.ndarray) -> float:
     largest = float(np.abs(a).max())
     if largest == 0.0 or not math.isfinite(largest):
         return largest
-    with np.errstate(over="ignore"):
-        return largest * float(np.linalg.norm(a / largest))
+    return largest * float(np.linalg.norm(a / largest))  # a Python float: inf, no warning

@@ -87,9 +87,9 @@ def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
     """
     y = np.asarray(y)
     t = np.asarray(t)
-    if y.ndim == 1:  # one sample: a batch of one, like the book's reshape(1, size)
-        t = t.reshape(1, -1) if t.shape == y.shape else t.reshape(-1)
-        y = y.reshape(1, -1)
+    if y.ndim == 1:  # one sample: a batch of one, as the book does
+        t = t.reshape(1, t.size)
+        y = y.reshape(1, y.size)
     if t.shape == y.shape:  # one-hot rows -> index of the 1 in each row
         t = t.argmax(axis=1)
     batch_size = y.shape[0]

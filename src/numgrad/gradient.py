@@ -141,7 +141,7 @@ def loop_gradient(W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float = 1
     array([[ 0.2,  0.2, -0.4],
            [ 0.3,  0.3, -0.6]])
     """
-    w = np.array(W, dtype=working_dtype(W), order="C")  # a copy: W itself is never perturbed
+    w = np.asarray(W, dtype=working_dtype(W)).copy()  # C order; W itself is never perturbed
     x = np.asarray(x, dtype=w.dtype)
     return numerical_gradient(lambda v: loss_from_labels(v, x, labels), w, h)
 
@@ -208,9 +208,7 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b)) / scale
 
 
-def _analytic_engine(
-    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float = 1e-4
-) -> np.ndarray:
+def _analytic_engine(W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float) -> np.ndarray:
     """:func:`analytic_gradient` with the engines' signature (``h`` is unused)."""
     return analytic_gradient(W, x, labels)
 

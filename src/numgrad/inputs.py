@@ -63,7 +63,7 @@ def as_weights(W: np.ndarray, dtype: np.dtype = np.float64) -> np.ndarray:
            [3., 4.]])
     """
     W = np.asarray(W)
-    if W.dtype.kind not in "iuf":
+    if W.dtype.kind not in ("i", "u", "f"):
         raise InputError(f"W must hold real numbers (integer or float), got dtype {W.dtype}", "W")
     if W.ndim != 2:
         raise InputError(
@@ -83,7 +83,7 @@ def as_weights(W: np.ndarray, dtype: np.dtype = np.float64) -> np.ndarray:
             f"{bad[0][1]}] = {W[tuple(bad[0])]}",
             "W",
         )
-    return _cast(np.array(W, dtype=np.float64, order="C"), dtype, "W")  # a fresh copy
+    return _cast(W.copy(), dtype, "W")  # a fresh C-contiguous copy
 
 
 def as_samples(
@@ -97,7 +97,7 @@ def as_samples(
     (array([[0.6, 0.9]]), True)
     """
     x = np.asarray(x)
-    if x.dtype.kind not in "iuf":
+    if x.dtype.kind not in ("i", "u", "f"):
         raise InputError(f"x must hold real numbers (integer or float), got dtype {x.dtype}", "x")
     if x.ndim not in (1, 2):
         raise InputError(
@@ -106,7 +106,7 @@ def as_samples(
             "x",
         )
     single = x.ndim == 1
-    x2d = np.ascontiguousarray(x.reshape(1, -1) if single else x, dtype=np.float64)
+    x2d = np.ascontiguousarray(x.reshape(1, x.size) if single else x)
     if x2d.shape[1] != n_inputs:
         raise InputError(
             f"x has {x2d.shape[1]} features (columns) but W has {n_inputs} rows", "shape"
@@ -125,11 +125,13 @@ def as_samples(
 
 
 def _cast(a: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
-    """Finite float64 ``a`` as ``dtype``; values beyond its range are the input's fault."""
+    """Finite ``a`` as ``dtype``, without a copy if it is already; beyond its range: an error."""
     if np.dtype(dtype) not in DTYPES:
         raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
+    if a.dtype == dtype:
+        return a
     with np.errstate(over="ignore"):  # checked just below
-        cast = a.astype(dtype, copy=False)
+        cast = a.astype(dtype)
     if not np.isfinite(cast).all():
         index = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
         where = f"sample {index[0]}, feature {index[1]}" if name == "x" else f"W{list(index)}"
@@ -159,10 +161,10 @@ def as_labels(t: np.ndarray, n_classes: int, single: bool) -> np.ndarray:
             "t",
         )
     if single and t.ndim == 1 and t.size != 1:
-        t = t.reshape(1, -1)
+        t = t.reshape(1, t.size)
     if t.ndim == 2:
         return _labels_from_one_hot(t, n_classes)
-    return _checked_labels(t.reshape(-1), n_classes)
+    return _checked_labels(t.ravel(), n_classes)
 
 
 def _labels_from_one_hot(t: np.ndarray, n_classes: int) -> np.ndarray:
@@ -172,7 +174,7 @@ def _labels_from_one_hot(t: np.ndarray, n_classes: int) -> np.ndarray:
             f"{n_classes} columns (classes)",
             "shape",
         )
-    if t.dtype.kind not in "biuf":
+    if t.dtype.kind not in ("b", "i", "u", "f"):
         raise InputError(f"one-hot t must hold numbers, got dtype {t.dtype}", "t")
     # A one-hot row has a single 1 and zeros elsewhere (nan fails both tests).
     is_one_hot = ((t == 0) | (t == 1)).all(axis=1) & ((t == 1).sum(axis=1) == 1)
@@ -192,7 +194,7 @@ def _checked_labels(labels: np.ndarray, n_classes: int) -> np.ndarray:
             raise InputError(
                 f"labels must be integers, but t[{index}] = {labels[index]} is not", "t"
             )
-    elif labels.dtype.kind not in "iu":
+    elif labels.dtype.kind not in ("i", "u"):
         raise InputError(
             f"labels must be integers (or one-hot rows), got dtype {labels.dtype}", "t"
         )

@@ -8,6 +8,8 @@ precision study, where the central difference's error over ``h`` is a V (truncat
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: The dtypes the core computes in.
@@ -44,7 +46,7 @@ def smallest_resolving_h(W: np.ndarray) -> float:
     quotient is exactly 0 (neither moves) or off by a factor of ~2 (one does),
     whatever the loss. The step is the smallest such number representable in that
     dtype (float32 rounds ``h`` to float32 before adding it); ``inf`` when a weight
-    is not finite.
+    is not finite. ``W`` must not be empty.
 
     Examples
     --------
@@ -57,9 +59,9 @@ def smallest_resolving_h(W: np.ndarray) -> float:
     """
     dtype = working_dtype(W)
     W = np.asarray(W, dtype=dtype)
-    largest = np.max(np.abs(W)) if W.size else dtype.type(0)
+    largest = np.max(np.abs(W))
     if not np.isfinite(largest):
-        return float("inf")
+        return math.inf
     if largest == 0:
         return float(np.finfo(dtype).smallest_subnormal)
     # h resolves every weight once it exceeds half the spacing of floats at the largest

@@ -1,38 +1,32 @@
 """The vectorized central-difference engine: all of the loop's differences from one forward pass.
 
-Perturbing ``W[i, j]`` by ``d`` changes only column ``j`` of the logits, by
-``d * x[:, i]`` (the column-shift trick). So with ``e = exp(z - max z)`` from a
-single forward pass, the perturbed true-class probability of every sample, for
-every weight and both signs, is a rational function of ``e`` and ``exp(+-h x[b, i])``;
-no further matrix products are needed.
+Perturbing ``W[i, j]`` by ``d`` changes only column ``j`` of the logits, by ``d * x[:, i]``
+(the column-shift trick): from ``e = exp(z - max z)`` of one forward pass, the perturbed
+true-class probability of every sample, weight and sign is a rational function of ``e``
+and ``exp(+-h x[b, i])``, with no further matrix products.
 
-For sample ``b`` and weight ``(i, j)`` the loss changes only through
-``log(y_t + 1e-7)``, ``t = labels[b]``. Write ``u = e_j``, ``a`` = the sum of the
-*other* classes' ``e`` (summed directly, not ``S - e_j``, which cancels when ``e_j``
-dominates) and ``g = exp(+-h x_bi)``. Then ``y_t = e_t / (a + u g)`` for ``j != t``
-and ``y_t = e_t g / (a + e_t g)`` for ``j == t``, and the ratio
-``r = (y_t(-h) + 1e-7) / (y_t(+h) + 1e-7)`` simplifies in both cases to::
+For sample ``b`` and weight ``(i, j)`` the loss changes only through ``log(y_t + 1e-7)``,
+``t = labels[b]``. With ``u = e_j``, ``a`` the sum of the *other* classes' ``e`` and
+``g = exp(+-h x_bi)``: ``y_t = e_t / (a + u g)`` for ``j != t``, ``y_t = e_t g / (a + e_t g)``
+for ``j == t``, and in both cases the ratio ``r = (y_t(-h) + 1e-7) / (y_t(+h) + 1e-7)`` is::
 
     r = (k + cosh(s) + c sinh(s)) / (k + cosh(s) - c sinh(s)),    s = h x_bi,
 
 with ``k`` and ``c`` depending on ``(b, j)`` only. The central difference is
-``sum_b log r_b / (2 h batch)``, and the sum of logs is taken as one log of the
-product of the ratios: one transcendental per weight and product group instead of
-one per (sample, weight) pair.
+``sum_b log r_b / (2 h batch)``, taken as one log of a product of ratios: one
+transcendental per weight and product group, not one per (sample, weight) pair.
 
 Two evaluations of ``r``, both exact to rounding:
 
 near 1, ``h max|x| <= 1``
-    as written. The denominator cancels, losing up to a factor ``e^(2|s|) <= e^2``
-    in relative accuracy: negligible.
+    as written; the denominator cancels, losing up to a factor ``e^(2|s|) <= e^2``.
 wide steps, ``h max|x| > 1``
-    with ``alpha = (1 - c) / 2``, ``beta = (1 + c) / 2`` and ``G = exp(-|s|)``,
-    ``r = (beta + k G + alpha G^2) / (alpha + k G + beta G^2)`` for ``s >= 0`` (its
-    inverse for ``s < 0``): only sums of non-negative terms, at any step. ``alpha``,
-    ``beta`` and ``log k`` come from logarithms of ``e``, so that classes whose
-    ``e`` underflows still count when a large step brings them back; ``k G`` is
-    ``exp(log k - |s|)``, one exp per (sample, weight), about twice the work of
-    the near-1 form.
+    with ``alpha = (1 - c) / 2``, ``beta = (1 + c) / 2``, ``G = exp(-|s|)``:
+    ``r = (beta + k G + alpha G^2) / (alpha + k G + beta G^2)`` for ``s >= 0`` (the
+    inverse for ``s < 0``), sums of non-negative terms at any step. ``alpha``, ``beta``
+    and ``log k`` come from logarithms, so classes whose ``e`` underflows still count
+    when a large step brings them back; ``k G = exp(log k - |s|)``, one exp per
+    (sample, weight): about twice the near-1 form's work.
 """
 
 from __future__ import annotations
@@ -50,13 +44,12 @@ _NEAR_ONE_HX_LIMIT = 1.0
 # A ratio lies within e^+-2h|x| and, since y_t + 1e-7 is in [1e-7, 1 + 1e-7], within
 # e^+-_MAX_LOG_RATIO. Per working dtype, products of ratios are kept within e^+-log_range
 # (overflow: e^709, e^88): 256 ratios per product near 1 and 43 for the widest steps in
-# float64, 40 and 4 in float32. A c sinh below `negligible` cannot change k + cosh >= 1;
-# a k above `no_effect` leaves r = 1 (r - 1 ~ 1/k, far below eps).
+# float64, 40 and 4 in float32. A k above `no_effect` leaves r = 1 (r - 1 ~ 1/k << eps).
 _MAX_LOG_RATIO = 16.2
 _MAX_PRODUCT_ROWS = 256
-_LIMITS = {  # dtype: (log_range, negligible, no_effect)
-    np.dtype(np.float64): (700.0, 5e-17, 1e300),
-    np.dtype(np.float32): (80.0, 3e-8, 1e30),
+_LIMITS = {  # dtype: (log_range, no_effect)
+    np.dtype(np.float64): (700.0, 1e300),
+    np.dtype(np.float32): (80.0, 1e30),
 }
 # Elements per (samples x classes x inputs) work block: 1 MiB each, three of them;
 # measured fastest on 784x10 (smaller blocks pay per-call overhead, larger ones cache misses).
@@ -88,7 +81,7 @@ def vectorized_gradient(
     """
     dtype = working_dtype(W)
     W, x = np.asarray(W, dtype=dtype), np.asarray(x, dtype=dtype)
-    log_range, negligible, no_effect = _LIMITS[dtype]
+    log_range, no_effect = _LIMITS[dtype]
     batch, n_inputs = x.shape
     n_classes = W.shape[1]
     if batch == 0 or n_inputs == 0 or n_classes < 2:  # nothing for a weight to change
@@ -101,7 +94,7 @@ def vectorized_gradient(
     with np.errstate(under="ignore"):  # underflow only drops terms below the smallest normal
         if hx_max <= _NEAR_ONE_HX_LIMIT:
             k, c = _ratio_coefficients(W, x, labels, no_effect)
-            ratios = _near_one_ratios(k, c, x, h, negligible)
+            ratios = _near_one_ratios(k, c, x, h)
         else:
             ratios = _wide_ratios(*_wide_coefficients(W, x, labels), x, h, log_range)
         log_ratios = _sum_log_ratios(ratios, x, n_classes, group)
@@ -154,8 +147,9 @@ def _wide_coefficients(
     From logarithms, so that nothing underflows: ``rho = u / a`` (``e^+-1000`` when
     one class dominates; ``a`` of the top class is summed relative to the second
     largest logit), and for ``j != t`` with ``q = e_t / (d a)`` (``<= 1/d``):
-    ``alpha = 1 / (q + 2)``, ``beta = (q + 1) / (q + 2)``, ``k = alpha rho + beta / rho``;
-    for ``j == t``: ``alpha = (1 + d) / (1 + 2 d)``, ``beta = d / (1 + 2 d)``, the same ``k``.
+    ``alpha = 1``, ``beta = q + 1``; for ``j == t``: ``alpha = 1 + d``, ``beta = d``; in
+    both, ``k = alpha rho + beta / rho``. (These are the docstring's values times
+    ``q + 2`` and ``1 + 2 d``: ``r`` depends on their ratios only.)
     """
     z = x @ W
     w = z - np.max(z, axis=1, keepdims=True)
@@ -170,12 +164,11 @@ def _wide_coefficients(
     log_a[rows, top] = second + np.log(np.sum(np.exp(rest - second[:, None]), axis=1))
     log_rho = w - log_a
     d = CEE_DELTA
-    with np.errstate(over="ignore", invalid="ignore"):  # j == t overflows; replaced below
-        q = np.exp(w[rows, labels][:, None] - log_a - math.log(d))
-        alpha = 1 / (q + 2)
-        beta = (q + 1) * alpha
-    alpha[rows, labels] = (1 + d) / (1 + 2 * d)
-    beta[rows, labels] = d / (1 + 2 * d)
+    with np.errstate(over="ignore"):  # j == t may overflow; replaced below
+        beta = np.exp(w[rows, labels][:, None] - log_a - math.log(d)) + 1  # q + 1
+    alpha = np.ones_like(beta)
+    alpha[rows, labels] = 1 + d
+    beta[rows, labels] = d
     # log(alpha rho + beta / rho) as a log-sum-exp: rho itself may not be representable.
     up, down = np.log(alpha) + log_rho, np.log(beta) - log_rho
     log_k = np.maximum(up, down) + np.log1p(np.exp(-np.abs(up - down)))
@@ -195,15 +188,8 @@ def _sum_of_others(e: np.ndarray) -> np.ndarray:
 Ratios = Callable[[int, int, int, int, np.ndarray], np.ndarray]
 
 
-def _near_one_ratios(
-    k: np.ndarray, c: np.ndarray, x: np.ndarray, h: float, negligible: float
-) -> Ratios:
+def _near_one_ratios(k: np.ndarray, c: np.ndarray, x: np.ndarray, h: float) -> Ratios:
     """Blocks of ``r = (k + cosh + c sinh) / (k + cosh - c sinh)``, for ``h |x| <= 1``."""
-    # Where |c sinh(h x)| is negligible for every input, k + cosh >= 1 absorbs it: r is
-    # exactly 1 anyway. Zeroing c there changes no bit of the result, but avoids subnormal
-    # products (c reaches ~1e-300 when y_t << 1e-7), which are ~100x slower on x86.
-    sinh_max = np.sinh(h * np.maximum(np.max(x, axis=1), -np.min(x, axis=1)))
-    c = np.where(np.abs(c) * sinh_max[:, None] < negligible, 0.0, c)
 
     def ratios(b0: int, b1: int, i0: int, i1: int, buffers: np.ndarray) -> np.ndarray:
         base, shift, ratio = buffers
@@ -214,7 +200,8 @@ def _near_one_ratios(
         np.multiply(c[b0:b1, :, None], np.sinh(hx), out=shift)
         np.add(base, shift, out=ratio)
         np.subtract(base, shift, out=base)  # k + cosh - c sinh >= k + e^-|hx| > 0
-        return np.divide(ratio, base, out=ratio)
+        np.divide(ratio, base, out=ratio)
+        return ratio
 
     return ratios
 
@@ -227,21 +214,24 @@ def _wide_ratios(
     def ratios(b0: int, b1: int, i0: int, i1: int, buffers: np.ndarray) -> np.ndarray:
         kg, num, den = buffers
         hx = h * x[b0:b1, None, i0:i1]
-        s = np.abs(hx)
-        g2 = np.exp(-2 * s)
-        # s >= 0: num = kG + alpha G^2 + beta, den = kG + alpha + beta G^2; s < 0 swaps them.
-        u, v = np.where(hx >= 0, g2, 1.0), np.where(hx >= 0, 1.0, g2)
+        # s >= 0: num = kG + alpha G^2 + beta, den = kG + alpha + beta G^2; s < 0 swaps
+        # them: u = G^2 and v = 1 where s >= 0, u = 1 and v = G^2 where s < 0.
+        u, v = np.exp(-2 * np.maximum(hx, 0)), np.exp(2 * np.minimum(hx, 0))
         a, b = alpha[b0:b1, :, None], beta[b0:b1, :, None]
-        np.subtract(log_k[b0:b1, :, None], s, out=kg)
+        np.subtract(log_k[b0:b1, :, None], np.abs(hx), out=kg)
         # Beyond e^clip, kG makes r 1 to within e^-clip: clip instead of overflowing.
-        np.exp(np.minimum(kg, clip, out=kg), out=kg)
+        np.minimum(kg, clip, out=kg)
+        np.exp(kg, out=kg)
         np.multiply(a, u, out=num)
         num += kg
-        num += np.multiply(b, v, out=den)
+        np.multiply(b, v, out=den)
+        num += den
         np.multiply(a, v, out=den)
         den += kg
-        den += np.multiply(b, u, out=kg)
-        return np.divide(num, den, out=num)
+        np.multiply(b, u, out=kg)
+        den += kg
+        np.divide(num, den, out=num)
+        return num
 
     return ratios
 
@@ -261,7 +251,7 @@ def _sum_log_ratios(ratios: Ratios, x: np.ndarray, n_classes: int, group: int) -
         g1 = min(g0 + group, batch)
         for i0 in range(0, n_inputs, cols):
             i1 = min(i0 + cols, n_inputs)
-            product = np.ones((n_classes, i1 - i0), dtype=x.dtype)
+            product = np.ones_like(out[:, i0:i1])
             for b0 in range(g0, g1, rows):
                 b1 = min(b0 + rows, g1)
                 block = ratios(b0, b1, i0, i1, buffer[:, : b1 - b0, :, : i1 - i0])
