@@ -100,3 +100,29 @@ def test_sweep_figures(tmp_path):
         "optimizer.lr", "final_loss",
     )  # fmt: skip
     assert linear.axes[0].get_xscale() == "linear"  # one decade: no log axis
+
+
+def _run_figures(out, steps, seed, shape=(2, 3)):
+    rng = np.random.default_rng(seed)
+    s = np.arange(steps + 1)
+    W = rng.normal(size=shape) * 10.0**seed
+    grad = rng.normal(size=shape)
+    grad.flat[0] = np.nan  # a missing cell stays masked in a redrawn figure too
+    return plots.draw_run(out, s, 1 / (s + 1.0 + seed), rng.random(s.size) - 0.5 * (seed % 2),
+                          {"W_init": W, "W_final": W * 0.5, "gradient": grad})  # fmt: skip
+
+
+@pytest.mark.parametrize(("steps", "shape"), [(10, (2, 3)), (200, (2, 3)), (5, (8, 8))])
+def test_a_redrawn_figure_is_the_same_png_as_a_new_one(tmp_path, steps, shape):
+    plots.forget_figures()
+    _run_figures(tmp_path / "earlier", steps, seed=3, shape=shape)  # figures kept from this run
+    redrawn = _run_figures(tmp_path / "redrawn", steps, seed=1, shape=shape)
+    plots.forget_figures()
+    fresh = _run_figures(tmp_path / "fresh", steps, seed=1, shape=shape)
+    assert (
+        [p.name for p in redrawn]
+        == [p.name for p in fresh]
+        == ["loss.png", "grad_norm.png", "weights.png"]
+    )
+    for a, b in zip(redrawn, fresh, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name

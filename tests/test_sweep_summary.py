@@ -35,7 +35,7 @@ def test_rows_cover_jobs_without_runs_and_runs_without_dirs(tmp_path):
     def run(run_id, status, output_dir, metrics, overrides=""):
         tags = {"numgrad.output_dir": str(output_dir), "numgrad.overrides": overrides}
         return SimpleNamespace(info=SimpleNamespace(run_id=run_id, status=status, run_name=run_id),
-                               data=SimpleNamespace(tags=tags, metrics=metrics))  # fmt: skip
+                               data=SimpleNamespace(tags=tags, metrics=metrics, params={}))  # fmt: skip
 
     children = [
         run(

@@ -36,8 +36,13 @@ from omegaconf import OmegaConf
 
 from numgrad.config import ConfigError, DataSource
 
-#: W-sized arrays alive at the descent's peak (measured: 6 for the vectorized engine).
-W_ARRAYS = 6
+#: W-sized arrays alive at the descent's peak, in the run's dtype, W_init and W_final
+#: copies included. Calibrated on the cases of tests/test_memory.py with tracemalloc:
+#: the estimate lies between 1.0x and 1.7x of the measured peak in all of them.
+W_ARRAYS = 7
+#: W-sized float64 arrays besides: the gradient check's float64 reference and its
+#: difference, and in a float32 run the float64 copies (the draw of W0, casts).
+CHECK_W64_ARRAYS, FLOAT32_W64_ARRAYS = 2, 2
 #: (samples x classes) arrays alive at an engine's peak: the loss's logits and softmax,
 #: the vectorized engine's exponentials, prefix sums, k, c and their terms (measured on
 #: 300000 samples of 3 classes, per-sample vectors included: 8.7, 4.4 and 4.7).
@@ -67,7 +72,12 @@ _CGROUP_FILES = (
 
 
 def required_bytes(
-    shape: list[int], n_samples: int, *, method: str = "vectorized", itemsize: int = 8
+    shape: list[int],
+    n_samples: int,
+    *,
+    method: str = "vectorized",
+    itemsize: int = 8,
+    check: bool = False,
 ) -> int:
     """Peak bytes of a run on ``n_samples`` samples with ``W`` of ``shape``.
 
@@ -81,26 +91,34 @@ def required_bytes(
         ``gradient.method``; the analytic check costs no more than these.
     itemsize : int
         Bytes per float of ``gradient.dtype`` (8 for float64, 4 for float32).
+    check : bool
+        ``gradient.check``: its float64 reference keeps W-sized copies besides.
 
     Examples
     --------
-    >>> f"{required_bytes([100000, 100000], 60) / 1e9:.0f} GB"  # six W of 80 GB, and more
+    >>> f"{required_bytes([100000, 100000], 60) / 1e9:.0f} GB"  # seven W of 80 GB, and more
     '481 GB'
     >>> required_bytes([2, 3], 1) < 2 << 20
     True
     """
-    return max(_phases(shape, n_samples, method, itemsize))
+    return max(_phases(shape, n_samples, method, itemsize, check))
 
 
-def _phases(shape: list[int], n_samples: int, method: str, itemsize: int) -> tuple[int, ...]:
+def _phases(
+    shape: list[int], n_samples: int, method: str, itemsize: int, check: bool
+) -> tuple[int, ...]:
     n_inputs, n_classes = shape
     weights = n_inputs * n_classes
     x = n_samples * n_inputs
     loading = (2 * weights + 3 * x) * _SOURCE_BYTES + 2 * n_samples * _LABEL_BYTES
     initial = 2 * weights * _SOURCE_BYTES + weights * itemsize
     cast = x * itemsize if itemsize != _SOURCE_BYTES else 0  # x kept as loaded, and cast
+    extra64 = (CHECK_W64_ARRAYS * check + FLOAT32_W64_ARRAYS * (itemsize != _SOURCE_BYTES)) * (
+        weights * _SOURCE_BYTES
+    )
     descent = (
         W_ARRAYS * weights * itemsize
+        + extra64
         + x * _SOURCE_BYTES
         + cast
         + BATCH_ARRAYS[method] * n_samples * n_classes * itemsize
@@ -206,15 +224,16 @@ def check_memory(cfg: Any, data: tuple[np.ndarray, np.ndarray] | None = None) ->
     shape = [int(n) for n in cfg.net.shape]
     method = cfg.gradient.method.value
     itemsize = np.dtype(cfg.gradient.dtype.value).itemsize
+    check = bool(cfg.gradient.check)
     n_samples, allocated = _samples(cfg.data, data)
-    phases = _phases(shape, n_samples, method, itemsize)
+    phases = _phases(shape, n_samples, method, itemsize, check)
     # Once loaded, the loading is over and what it holds is allocated (and available
     # memory has shrunk by as much): count only what is still to come.
     need = max(phases[1:]) - allocated if data is not None else max(phases)
     have = available_bytes()
     if need <= have:
         return
-    field, value = _blame(cfg, shape, n_samples, method, itemsize)
+    field, value = _blame(cfg, shape, n_samples, method, itemsize, check)
     reason = f"the run would need about {_size(need)} of memory, {_size(have)} are available"
     raise ConfigError(field, value, reason)
 
@@ -235,7 +254,7 @@ def _samples(data_cfg: Any, data: tuple[np.ndarray, np.ndarray] | None) -> tuple
 
 
 def _blame(
-    cfg: Any, shape: list[int], n_samples: int, method: str, itemsize: int
+    cfg: Any, shape: list[int], n_samples: int, method: str, itemsize: int, check: bool
 ) -> tuple[str, Any]:
     """The field that makes the run big: the weights, or the number of samples.
 
@@ -243,8 +262,10 @@ def _blame(
     shape is what makes it big (``net.shape=[10**9, 2]`` is not fixed by
     ``data.n_samples=60``).
     """
-    by_shape = required_bytes(shape, 1, method=method, itemsize=itemsize)
-    by_samples = required_bytes(shape, n_samples, method=method, itemsize=itemsize) - by_shape
+    by_shape = required_bytes(shape, 1, method=method, itemsize=itemsize, check=check)
+    by_samples = (
+        required_bytes(shape, n_samples, method=method, itemsize=itemsize, check=check) - by_shape
+    )
     if by_samples <= by_shape or n_samples <= sum(shape):
         return "net.shape", shape
     source = cfg.data.name

@@ -39,7 +39,9 @@ def save(fig: Any, path: Path | str) -> Path:
     """Write a figure as PNG (100 dpi), creating its folder; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
+    # zlib level 1: a quarter of the encoding time of the default 6 for files ~1.5x larger
+    # (tens of kB); a sweep draws three figures per job.
+    fig.savefig(path, format="png", dpi=100, pil_kwargs={"compress_level": 1})
     return path
 
 

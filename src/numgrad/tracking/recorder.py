@@ -100,9 +100,10 @@ class Recorder:
         try:
             store = MlflowStore(self.uri).open()
             self.experiment_id = store.experiment_id(self.experiment)
-            store.reconcile_orphans(self.experiment_id)
+            if not (tags.get(replay.PARENT_TAG)):  # a sweep's parent did it for its jobs
+                store.reconcile_orphans(self.experiment_id)
             start = self._unsent[0]
-            self.run_id = replay.open_run(store, start)
+            self.run_id = replay.open_run(store, start, experiment_id=self.experiment_id)
         except BaseException as exc:
             self.journal.close()
             self.journal_path.unlink(missing_ok=True)

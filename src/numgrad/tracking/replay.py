@@ -39,14 +39,19 @@ class Sent:
 
 
 def open_run(
-    store: MlflowStore, start: Mapping[str, Any], *, parent_run_id: str | None = None
+    store: MlflowStore,
+    start: Mapping[str, Any],
+    *,
+    parent_run_id: str | None = None,
+    experiment_id: str | None = None,
 ) -> str:
     """Create the run a journal's ``start`` record describes; return its id.
 
     The run keeps the journal's start time, name and tags (with ``parent_run_id`` as
-    its parent, when given). The experiment is created if the store lacks it.
+    its parent, when given), in ``experiment_id`` or else the journal's experiment,
+    created if the store lacks it.
     """
-    experiment_id = store.experiment_id(start["experiment"])
+    experiment_id = experiment_id or store.experiment_id(start["experiment"])
     tags = dict(start.get("tags") or {})
     if parent_run_id:
         tags[PARENT_TAG] = parent_run_id
