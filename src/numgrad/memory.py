@@ -97,7 +97,7 @@ def required_bytes(
     Examples
     --------
     >>> f"{required_bytes([100000, 100000], 60) / 1e9:.0f} GB"  # seven W of 80 GB, and more
-    '481 GB'
+    '561 GB'
     >>> required_bytes([2, 3], 1) < 2 << 20
     True
     """
