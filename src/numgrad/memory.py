@@ -207,7 +207,7 @@ def check_memory(cfg: Any, data: tuple[np.ndarray, np.ndarray] | None = None) ->
         Naming ``net.shape`` when the weights make the run big, else the field
         that sets the number of samples (``data.n_samples``, ``data.path``,
         ``data.x``); e.g. ``invalid net.shape=[100000, 100000]: the run would need
-        about 481 GB of memory, 23.1 GB are available``.
+        about 561 GB of memory, 23.1 GB are available``.
 
     Examples
     --------
