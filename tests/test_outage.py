@@ -135,3 +135,31 @@ def test_offline_run_syncs_into_a_server(workdir, mlflow_server):
     assert [s for s, _ in history(client, run.info.run_id, "loss")] == list(range(11))
     assert "weights/W_final.npy" in artifact_paths(client, run.info.run_id)
     assert list((Path(mlflow_server.root) / "artifacts").rglob("W_final.npy"))  # server-side
+
+
+def test_a_sweep_whose_server_goes_away_counts_the_job_finished_not_synced(workdir, mlflow_server):
+    from numgrad.sweep.summary import read_summary
+
+    args = (f"tracking.uri={mlflow_server.uri}", "optimizer.steps=20000,10",
+            "tracking.flush_seconds=0.2", "tracking.outage_grace_seconds=3")  # fmt: skip
+    client = MlflowClient(mlflow_server.uri)
+    with running(workdir.popen(*args, multirun=True)) as proc:
+        wait_for(lambda: any(len(client.get_metric_history(r.info.run_id, "loss")) >= 5
+                             for r in all_runs(mlflow_server.uri)[1]))  # fmt: skip
+        mlflow_server.stop(signal.SIGKILL)
+        _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 1, err  # the second job could not start
+    rows = {r["job"]: r for r in read_summary(workdir.path / "multirun" / "sweep_summary.csv")}
+    assert rows["0"]["status"] == "FINISHED_NOT_SYNCED" and rows["0"]["final_loss"]
+    assert rows["1"]["status"] == "FAILED" and "not reachable" in rows["1"]["error"]
+    assert "numgrad-sync" in err  # where the sweep's records are, and how to upload them
+
+    mlflow_server.start()
+    out = sync(workdir.path, str(workdir.path / "multirun"))
+    assert out.returncode == 0, out.stderr
+    _, runs = all_runs(mlflow_server.uri)
+    (parent,) = [r for r in runs if r.data.tags.get("numgrad.kind") == "sweep"]
+    (child,) = [r for r in runs if r is not parent]
+    assert parent.info.status == "FAILED" and child.info.status == "FINISHED"
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert [s for s, _ in history(client, child.info.run_id, "loss")][-1] == 20000

@@ -202,8 +202,11 @@ class Sweep:
         try:
             children = []
             if parent is not None and parent.run_id is not None:
-                children = parent.children(wait=interrupted)
-                parent.close_lost_children(children, outcome.notes)
+                try:
+                    children = parent.children(wait=interrupted)
+                    parent.close_lost_children(children, outcome.notes)
+                except Exception as err:  # the store is down: the job dirs still tell
+                    outcome.notes.append(f"children not read from the store: {describe_error(err)}")
             # Stopped early, the sweeper never launched some jobs: the plan names them.
             planned = planned_jobs(self.sweeper, self.params, self.overrides) if exc else None
             outcome.rows = collect_rows(

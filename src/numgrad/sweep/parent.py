@@ -107,7 +107,10 @@ class SweepParent:
                 run.info._status = "KILLED"  # our copy, for the summary: no second query
 
     def _store(self) -> MlflowStore | None:
-        return None if self.recorder is None else self.recorder.store
+        """The store, unless there is none (offline) or it is known to be down."""
+        if self.recorder is None or self.recorder.store_down:
+            return None
+        return self.recorder.store
 
     def _search_children(self, store: MlflowStore) -> list[Any]:
         experiments = [self.recorder.experiment_id]

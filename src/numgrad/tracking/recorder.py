@@ -30,6 +30,7 @@ from numgrad.tracking.uri import TrackingError
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0  # seconds between retries while the store is down
 FINAL_RETRY = 1.0  # during the end-of-run grace period: retry every second
+AT_END = "at the end of the run"
 
 
 class NotSynced(Exception):
@@ -68,6 +69,11 @@ class Recorder:
         self._backoff = BACKOFF_FIRST
         self._max_backoff = BACKOFF_MAX
         self._down_since: float | None = None
+
+    @property
+    def store_down(self) -> bool:
+        """True while the store is known not to answer (sending is being retried)."""
+        return self._down_since is not None
 
     @property
     def journal_path(self) -> Path:
@@ -169,7 +175,7 @@ class Recorder:
             deadline = time.monotonic() + self.grace
             self._backoff = self._max_backoff = FINAL_RETRY  # the store may be back any moment
             self._retry_at = min(self._retry_at, time.monotonic() + FINAL_RETRY)
-            while not self.push(where="at the end of the run"):
+            while not self.push(where=AT_END):
                 now = time.monotonic()
                 if now >= deadline:
                     return False
@@ -192,10 +198,14 @@ class Recorder:
     def _mark_down(self, exc: BaseException, where: str) -> None:
         if self._down_since is None:
             self._down_since = time.monotonic()
+            then = (
+                f"waiting up to {self.grace:g} s for it"
+                if where == AT_END
+                else "the run goes on, and is sent when the store answers again"
+            )
             print(
                 f"numgrad: lost the tracking store {self.uri}{' ' + where if where else ''} "
-                f"({describe_error(exc)}); the run goes on, recorded in {self.journal_path}, "
-                "and is sent when the store answers again",
+                f"({describe_error(exc)}); recorded in {self.journal_path}; {then}",
                 file=sys.stderr,
             )
         self._schedule_retry()
