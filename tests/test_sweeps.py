@@ -431,3 +431,32 @@ def test_two_sweeps_and_a_run_started_together_on_a_new_store(tmp_path, attempt)
             parent.data.tags["numgrad.sweep.dir"].rsplit("/", 1)[-1]
         }  # its own jobs, none of the other sweep's
     assert len(runs) == 2 + 8 + 1 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_basic_sweep_counts_the_jobs_never_started(workdir):
+    proc = workdir.popen("optimizer.lr=0.1,0.2,0.3,0.4", "optimizer.steps=10000000",
+                         "tracking.flush_seconds=0.2", multirun=True)  # fmt: skip
+    try:
+        client = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if (workdir.path / "multirun" / "0" / "tracking_journal.jsonl").exists():
+                client = MlflowClient(workdir.uri)
+                if any(r.data.metrics.get("loss") for r in client.search_runs(["1"])):
+                    break
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert "numgrad: sweep KILLED: 4 of 4 jobs did not finish (3 never started)" in err
+    assert err.strip().splitlines()[-1] == "numgrad: terminated"
+    client, parent, children = sweep_runs(workdir.uri)
+    assert parent.info.status == "KILLED" and [c.info.status for c in children] == ["KILLED"]
+    rows = summary(client, parent)
+    assert [r["status"] for r in rows] == ["KILLED", "NOT_STARTED", "NOT_STARTED", "NOT_STARTED"]
+    assert [r["optimizer.lr"] for r in rows] == ["0.1", "0.2", "0.3", "0.4"]
