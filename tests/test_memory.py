@@ -224,9 +224,9 @@ def test_a_loaded_file_is_checked_by_its_size_less_what_it_holds(tmp_path):
 def test_inline_data_is_counted_by_its_rows():
     cfg = config((2, 3), source=DataSource.article)
     cfg.data.x, cfg.data.t = [[0.6, 0.9]] * 4, [0, 1, 2, 0]
-    assert memory._samples(cfg.data, None) == (4, 0)
+    assert memory.sample_count(cfg.data) == (4, 0)
     cfg.data.x = [0.6, 0.9]
-    assert memory._samples(cfg.data, None) == (1, 0)
+    assert memory.sample_count(cfg.data) == (1, 0)
 
 
 @pytest.mark.parametrize("method", list(Method))

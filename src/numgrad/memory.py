@@ -225,7 +225,7 @@ def check_memory(cfg: Any, data: tuple[np.ndarray, np.ndarray] | None = None) ->
     method = cfg.gradient.method.value
     itemsize = np.dtype(cfg.gradient.dtype.value).itemsize
     check = bool(cfg.gradient.check)
-    n_samples, allocated = _samples(cfg.data, data)
+    n_samples, allocated = sample_count(cfg.data, data)
     phases = _phases(shape, n_samples, method, itemsize, check)
     # Once loaded, the loading is over and what it holds is allocated (and available
     # memory has shrunk by as much): count only what is still to come.
@@ -238,8 +238,21 @@ def check_memory(cfg: Any, data: tuple[np.ndarray, np.ndarray] | None = None) ->
     raise ConfigError(field, value, reason)
 
 
-def _samples(data_cfg: Any, data: tuple[np.ndarray, np.ndarray] | None) -> tuple[int, int]:
-    """The number of samples, and the bytes of it already allocated."""
+def sample_count(
+    data_cfg: Any, data: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[int, int]:
+    """The number of samples a run will have, and the bytes of them already allocated.
+
+    Before loading (``data`` None) from the config alone; a file not read yet counts
+    as one sample: only its weights are checked then.
+
+    Examples
+    --------
+    >>> from omegaconf import OmegaConf
+    >>> from numgrad.config import DataConfig
+    >>> sample_count(OmegaConf.structured(DataConfig(x=[[0.6, 0.9]] * 4, t=[0, 1, 2, 0])))
+    (4, 0)
+    """
     if data is not None:
         x, t = (np.asarray(a) for a in data)
         return (len(x) if x.ndim > 1 else 1), x.nbytes + t.nbytes
