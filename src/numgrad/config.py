@@ -9,6 +9,7 @@ is checked by :func:`validate` before any work starts, and reported as a
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -33,6 +34,7 @@ class Init(Enum):
     normal = "normal"
     zeros = "zeros"
     given = "given"
+    run = "run"  # W_final of a logged run (net.from_run), read from the tracking store
 
 
 class Method(Enum):
@@ -70,6 +72,8 @@ class NetConfig:
     init: Init = Init.normal
     scale: float = 1.0
     W: Any = None
+    # net.init=run: the MLflow run id whose weights/W_final.npy is W0.
+    from_run: str | None = None
 
 
 @dataclass
@@ -129,6 +133,25 @@ class ConfigError(ValueError):
         super().__init__(f"invalid {field}={_show(value)}: {reason}")
 
 
+#: An MLflow run id: 32 lowercase hex digits (a uuid4's hex).
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def check_run_id(name: str, value: Any) -> None:
+    """Refuse what cannot be an MLflow run id before any store is asked about it.
+
+    Examples
+    --------
+    >>> check_run_id("net.from_run", "0123456789abcdef0123456789abcdef")
+    >>> check_run_id("net.from_run", "latest")
+    Traceback (most recent call last):
+    ...
+    numgrad.config.ConfigError: invalid net.from_run='latest': not an MLflow run id (32 hex digits)
+    """
+    if not isinstance(value, str) or not RUN_ID.fullmatch(value):
+        raise ConfigError(name, value, "not an MLflow run id (32 hex digits)")
+
+
 def _show(value: Any) -> str:
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -172,6 +195,12 @@ def validate(cfg: Any) -> None:
         raise ConfigError("net.W", None, "net.init=given needs net.W, a list of rows")
     if cfg.net.W is not None and cfg.net.init != Init.given:
         raise ConfigError("net.init", cfg.net.init.name, "net.W is given; set net.init=given")
+    if cfg.net.init == Init.run and cfg.net.from_run is None:
+        raise ConfigError("net.from_run", None, "net.init=run needs net.from_run=<run id>")
+    if cfg.net.from_run is not None and cfg.net.init != Init.run:
+        raise ConfigError("net.init", cfg.net.init.name, "net.from_run is given; set net.init=run")
+    if cfg.net.from_run is not None:
+        check_run_id("net.from_run", cfg.net.from_run)
     _finite_positive("net.scale", cfg.net.scale, allow_zero=True)
     _finite_positive("gradient.h", cfg.gradient.h)
     _finite_positive("optimizer.lr", cfg.optimizer.lr)

@@ -241,6 +241,9 @@ class MlflowSink:
         parent = os.environ.get(PARENT_RUN_ENV)
         if parent:
             tags["mlflow.parentRunId"] = parent
+        net = self.config.get("net") or {}
+        if net.get("init") == "run" and net.get("from_run"):  # W0 is that run's W_final
+            tags["numgrad.warm_start_from"] = str(net["from_run"])
         return tags
 
     def _parent_journal(self) -> dict[str, str]:
