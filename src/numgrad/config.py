@@ -118,6 +118,8 @@ class NumgradConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     # Progress bar on stderr: None shows it on a terminal, outside multirun workers.
     progress: bool | None = None
+    # Set by numgrad-rerun: the MLflow run this run repeats (tagged numgrad.rerun_of).
+    rerun_of: str | None = None
 
 
 def register_configs() -> None:
@@ -201,6 +203,8 @@ def validate(cfg: Any) -> None:
         raise ConfigError("net.init", cfg.net.init.name, "net.from_run is given; set net.init=run")
     if cfg.net.from_run is not None:
         check_run_id("net.from_run", cfg.net.from_run)
+    if cfg.rerun_of is not None:
+        check_run_id("rerun_of", cfg.rerun_of)
     _finite_positive("net.scale", cfg.net.scale, allow_zero=True)
     _finite_positive("gradient.h", cfg.gradient.h)
     _finite_positive("optimizer.lr", cfg.optimizer.lr)
