@@ -34,7 +34,13 @@ CASES = {
     "default": [],
     "iris": ["data=iris"],
     "blobs": ["data=blobs", "seed=3", "net.shape=[3,4]"],
-    "given": ["net.init=given", "net.W=[[0.5,-1,2],[0.25,0,-0.75]]", "optimizer.steps=40"],
+    "given": [
+        "net.init=given",
+        "net.W=[[0.5,-1,2],[0.25,0,-0.75]]",
+        "optimizer.steps=40",
+        "gradient.dtype=float32",
+        "gradient.h=1e-2",
+    ],  # float32 too
 }
 
 
