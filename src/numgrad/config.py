@@ -9,6 +9,7 @@ is checked by :func:`validate` before any work starts, and reported as a
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -33,6 +34,7 @@ class Init(Enum):
     normal = "normal"
     zeros = "zeros"
     given = "given"
+    run = "run"  # W_final of a logged run (net.from_run), read from the tracking store
 
 
 class Method(Enum):
@@ -70,6 +72,8 @@ class NetConfig:
     init: Init = Init.normal
     scale: float = 1.0
     W: Any = None
+    # net.init=run: the MLflow run id whose weights/W_final.npy is W0.
+    from_run: str | None = None
 
 
 @dataclass
@@ -114,6 +118,8 @@ class NumgradConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     # Progress bar on stderr: None shows it on a terminal, outside multirun workers.
     progress: bool | None = None
+    # Set by numgrad-rerun: the MLflow run this run repeats (tagged numgrad.rerun_of).
+    rerun_of: str | None = None
 
 
 def register_configs() -> None:
@@ -127,6 +133,25 @@ class ConfigError(ValueError):
     def __init__(self, field: str, value: Any, reason: str) -> None:
         self.field, self.value, self.reason = field, value, reason
         super().__init__(f"invalid {field}={_show(value)}: {reason}")
+
+
+#: An MLflow run id: 32 lowercase hex digits (a uuid4's hex).
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def check_run_id(name: str, value: Any) -> None:
+    """Refuse what cannot be an MLflow run id before any store is asked about it.
+
+    Examples
+    --------
+    >>> check_run_id("net.from_run", "0123456789abcdef0123456789abcdef")
+    >>> check_run_id("net.from_run", "latest")
+    Traceback (most recent call last):
+    ...
+    numgrad.config.ConfigError: invalid net.from_run='latest': not an MLflow run id (32 hex digits)
+    """
+    if not isinstance(value, str) or not RUN_ID.fullmatch(value):
+        raise ConfigError(name, value, "not an MLflow run id (32 hex digits)")
 
 
 def _show(value: Any) -> str:
@@ -172,6 +197,14 @@ def validate(cfg: Any) -> None:
         raise ConfigError("net.W", None, "net.init=given needs net.W, a list of rows")
     if cfg.net.W is not None and cfg.net.init != Init.given:
         raise ConfigError("net.init", cfg.net.init.name, "net.W is given; set net.init=given")
+    if cfg.net.init == Init.run and cfg.net.from_run is None:
+        raise ConfigError("net.from_run", None, "net.init=run needs net.from_run=<run id>")
+    if cfg.net.from_run is not None and cfg.net.init != Init.run:
+        raise ConfigError("net.init", cfg.net.init.name, "net.from_run is given; set net.init=run")
+    if cfg.net.from_run is not None:
+        check_run_id("net.from_run", cfg.net.from_run)
+    if cfg.rerun_of is not None:
+        check_run_id("rerun_of", cfg.rerun_of)
     _finite_positive("net.scale", cfg.net.scale, allow_zero=True)
     _finite_positive("gradient.h", cfg.gradient.h)
     _finite_positive("optimizer.lr", cfg.optimizer.lr)

@@ -24,6 +24,7 @@ from numgrad.net import InputError, SimpleNet
 from numgrad.precision import smallest_resolving_h
 from numgrad.tracking.recorder import NotSynced
 from numgrad.tracking.sink import open_sink
+from numgrad.tracking.uri import TrackingError, resolve_uri
 
 SHOW_W_MAX = 64  # print the final W when it has at most this many elements
 
@@ -78,7 +79,8 @@ def execute(
     x, t = load_data(cfg.data, shape, rng)
     check_memory(cfg, data=(x, t))  # a file's size is known only once it is read
     try:
-        net = SimpleNet(initial_weights(cfg.net, shape, rng), dtype=cfg.gradient.dtype.value)
+        W0 = initial_weights(cfg.net, shape, rng, tracking=cfg.tracking)
+        net = SimpleNet(W0, dtype=cfg.gradient.dtype.value)
         x2d, labels = net.prepare(x, t)
     except InputError as exc:
         raise data_error(cfg, shape, exc) from None
@@ -125,8 +127,13 @@ def _descend(descent: Descent, sink: Any, *, show: bool) -> None:
                 bar.set_postfix_str(f"loss {record.loss:.6g}", refresh=False)
 
 
-def initial_weights(net_cfg: Any, shape: list[int], rng: np.random.Generator) -> np.ndarray:
-    """W0 from ``net.init``: ``normal`` (× ``net.scale``), ``zeros`` or ``given`` (``net.W``)."""
+def initial_weights(
+    net_cfg: Any, shape: list[int], rng: np.random.Generator, tracking: Any = None
+) -> np.ndarray:
+    """W0 from ``net.init``: ``normal`` (× ``net.scale``), ``zeros``, ``given`` (``net.W``)
+    or ``run`` (the logged run ``net.from_run``, in the store ``tracking`` names)."""
+    if net_cfg.init == Init.run:
+        return logged_weights(net_cfg.from_run, tracking, shape)
     if net_cfg.init == Init.given:
         try:
             W = np.asarray(OmegaConf.to_container(net_cfg.W), dtype=np.float64)
@@ -142,6 +149,25 @@ def initial_weights(net_cfg: Any, shape: list[int], rng: np.random.Generator) ->
     if net_cfg.init == Init.zeros:
         return np.zeros(shape)
     return SimpleNet.random(shape, rng, scale=net_cfg.scale).W
+
+
+def logged_weights(run_id: str, tracking: Any, shape: list[int]) -> np.ndarray:
+    """``W_final`` of a logged run, from ``tracking.uri`` (or $MLFLOW_TRACKING_URI, the default).
+
+    Read even with ``tracking.enabled=false`` or ``offline=true``: W0 is in that store.
+    Returned as saved (float32 or float64); SimpleNet casts it to ``gradient.dtype``.
+    """
+    from numgrad.tracking.logged import read_weights
+
+    try:
+        W = read_weights(resolve_uri(tracking.uri if tracking is not None else None), run_id)
+    except TrackingError as exc:
+        raise ConfigError("net.from_run", run_id, str(exc)) from None
+    if W.shape != tuple(shape):
+        raise ConfigError(
+            "net.from_run", run_id, f"its W_final has shape {list(W.shape)}, net.shape is {shape}"
+        )
+    return W
 
 
 def check_step(gradient_cfg: Any, W: np.ndarray) -> None:
@@ -162,10 +188,12 @@ def data_error(cfg: Any, shape: list[int], exc: InputError) -> ConfigError:
     """Name the field to fix: the shape when the sizes disagree, else where the values came from."""
     data_cfg, source = cfg.data, cfg.data.name
     if exc.input == "W":  # beyond float32's range, or not finite
-        given = cfg.net.init == Init.given
-        field = "net.W" if given else "net.scale"
-        return ConfigError(field, OmegaConf.to_container(cfg.net.W) if given else cfg.net.scale,
-                           f"{exc} (gradient.dtype={cfg.gradient.dtype.value})")  # fmt: skip
+        field, value = "net.scale", cfg.net.scale
+        if cfg.net.init == Init.given:
+            field, value = "net.W", OmegaConf.to_container(cfg.net.W)
+        elif cfg.net.init == Init.run:  # a float64 W_final beyond float32's range
+            field, value = "net.from_run", cfg.net.from_run
+        return ConfigError(field, value, f"{exc} (gradient.dtype={cfg.gradient.dtype.value})")
     if exc.input == "shape":
         return ConfigError("net.shape", shape, f"does not fit data={source.name}: {exc}")
     if source == DataSource.file:

@@ -8,6 +8,7 @@
 - :mod:`~numgrad.tracking.recorder`: journal first, then the store, through outages;
 - :mod:`~numgrad.tracking.history`: ``history.csv``, bounded;
 - :mod:`~numgrad.tracking.sink`: what the runner hands its records to;
+- :mod:`~numgrad.tracking.logged`: a logged run read back (a warm start's W0, a rerun's config);
 - :mod:`~numgrad.tracking.sync`: ``numgrad-sync``.
 
 Only ``mlflow_store`` (and what calls into it) imports mlflow, and only when a store

@@ -256,6 +256,12 @@ class MlflowStore:
     def terminate(self, run_id: str, status: str, end_time: int | None = None) -> None:
         self.call(self.client.set_terminated, run_id, status, end_time)
 
+    def has_artifact(self, run_id: str, path: str) -> bool:
+        """Does the run have the artifact file ``path`` (``weights/W_final.npy``)?"""
+        folder = path.rpartition("/")[0] or None
+        listed = self.call(self.client.list_artifacts, run_id, folder)
+        return any(info.path == path and not info.is_dir for info in listed)
+
     def download(self, run_id: str, path: str, dst: Path) -> Path:
         """Download one artifact of a run into ``dst``; return its local path."""
         return Path(self.call(self.client.download_artifacts, run_id, path, str(dst)))

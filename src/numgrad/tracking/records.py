@@ -71,8 +71,8 @@ def swept_values(overrides: Sequence[str]) -> dict[str, str]:
 def run_name_from(overrides: Sequence[str]) -> str:
     """A short run name from the command-line overrides: last key component ``=`` value.
 
-    ``hydra.*`` and ``tracking.*`` overrides are left out (they say where to log, not
-    what ran); numbers are written in Python's shortest form, at most 6 significant
+    ``hydra.*``, ``tracking.*`` and ``rerun_of`` overrides are left out (they say where
+    to log, not what ran); numbers are written in Python's shortest form, at most 6 significant
     digits (an Optuna trial's ``lr=0.15676677195506075`` reads ``lr=0.156767``; the
     params keep every digit).
 
@@ -90,7 +90,7 @@ def run_name_from(overrides: Sequence[str]) -> str:
     parts = []
     for override in overrides:
         key, value, deleted = parse_override(override)
-        if is_under(key, ["hydra", "tracking"]):
+        if is_under(key, ["hydra", "tracking", "rerun_of"]):
             continue
         short = re.split(r"[./]", key)[-1] or key
         shown = "" if value is None else "=" + short_number(value)

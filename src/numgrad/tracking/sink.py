@@ -241,6 +241,11 @@ class MlflowSink:
         parent = os.environ.get(PARENT_RUN_ENV)
         if parent:
             tags["mlflow.parentRunId"] = parent
+        net = self.config.get("net") or {}
+        if net.get("init") == "run" and net.get("from_run"):  # W0 is that run's W_final
+            tags["numgrad.warm_start_from"] = str(net["from_run"])
+        if self.config.get("rerun_of"):  # started by numgrad-rerun
+            tags["numgrad.rerun_of"] = str(self.config["rerun_of"])
         return tags
 
     def _parent_journal(self) -> dict[str, str]:

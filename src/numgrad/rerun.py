@@ -1,0 +1,254 @@
+"""``numgrad-rerun RUN_ID [OVERRIDES ...]``: a logged run's experiment, run again and compared.
+
+It reads the run's ``config.yaml``, ``overrides.yaml`` and ``weights/W_final.npy`` from
+its store (``--uri``, else ``$MLFLOW_TRACKING_URI``, else numgrad's embedded store),
+turns numgrad's own keys of that config into safe overrides
+(:mod:`numgrad.logged_config`), and runs ``numgrad rerun_of=<id> <those> <yours>`` in
+this process: the run dir, the tracking, the messages and the exit statuses are
+numgrad's, and your overrides apply on top as on numgrad's command line. The new run
+is tagged ``numgrad.rerun_of=<id>``; its W_final is then compared with the original's,
+bit for bit.
+
+Exit statuses: 0 W_final bit-identical (or different, with extra overrides: expected);
+1 different without extra overrides (not reproduced here), or the rerun failed; 2 bad
+input, nothing run: a malformed or unknown run id, a run without its config or its
+W_final, a logged config refused (not numgrad's own, or invalid), a bad extra
+override; 75, 130, 143 as ``numgrad``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from numgrad import signals
+
+FAILED, USAGE = 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point (``numgrad-rerun``, ``python -m numgrad.rerun``)."""
+    args = _parser().parse_intermixed_args(argv)  # --uri before or after the overrides
+    with signals.raising():
+        try:
+            status = rerun(args.run_id, args.overrides, uri=args.uri)
+        except BaseException as exc:
+            from numgrad.cli import exit_status, one_line
+
+            status = exit_status(exc)
+            if status is None:
+                raise
+            what = {KeyboardInterrupt: "interrupted", signals.Terminated: "terminated"}
+            print(f"numgrad-rerun: {what.get(type(exc)) or 'error: ' + one_line(exc)}",
+                  file=sys.stderr)  # fmt: skip
+    sys.exit(status)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="numgrad-rerun",
+        description="Run a logged numgrad run's experiment again, as a new run tagged "
+        "numgrad.rerun_of=<id>, and say whether its W_final is bit-identical.",
+        epilog="Only numgrad's own config keys are taken from the logged run: never hydra "
+        "settings or anything naming code. Example: numgrad-rerun <id> optimizer.steps=200",
+    )
+    parser.add_argument("run_id", metavar="RUN_ID", help="the MLflow run id (32 hex digits)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="OVERRIDES",
+        help="numgrad overrides applied on top of the logged config (key=value ...)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--uri", help="the tracking store the run is in and the rerun goes to "
+        "(default: $MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db)",
+    )  # fmt: skip
+    return parser
+
+
+def rerun(run_id: str, extras: Sequence[str], *, uri: str | None = None) -> int:
+    """Run the logged run ``run_id`` again with ``extras`` on top; return the exit status."""
+    from numgrad.config import ConfigError, check_run_id, validate
+    from numgrad.logged_config import hydra_value
+    from numgrad.tracking.logged import find_run, read_weights
+    from numgrad.tracking.uri import resolve_uri
+
+    check_run_id("run_id", run_id)
+    W_old, overrides, cfg = logged_experiment(run_id, resolve_uri(uri))
+    args = [f"rerun_of={hydra_value(run_id)}", *overrides]
+    args += [f"tracking.uri={hydra_value(uri)}"] if uri else []
+    args += list(extras)
+    if extras:  # refused here as numgrad would refuse them, before anything runs
+        cfg = _compose(args)
+        validate(cfg)
+    if not cfg.tracking.enabled:
+        raise ConfigError("tracking.enabled", False, "a rerun is compared through its store")
+    if cfg.tracking.offline:
+        raise ConfigError("tracking.offline", True, "a rerun is compared through its store")
+    target = resolve_uri(cfg.tracking.uri if extras else uri)
+    started_ms = int(time.time() * 1000)
+    status = _run_numgrad(args)
+    if status != 0:
+        return status  # numgrad said why
+    tags = {"numgrad.rerun_of": run_id, "numgrad.pid": str(os.getpid())}
+    new_id = find_run(target, cfg.tracking.experiment, tags, started_ms)
+    if new_id is None:
+        print(f"numgrad-rerun: the rerun is not in {target}: W_final not compared",
+              file=sys.stderr)  # fmt: skip
+        return FAILED
+    same, line = compare(read_weights(target, new_id), W_old, run_id)
+    changes = changing(extras)
+    if not same:
+        line += f" (extra overrides: {' '.join(changes)})" if changes else (
+            " (no extra overrides that change the experiment: not reproduced)")  # fmt: skip
+    print(f"numgrad-rerun: {line}")
+    return 0 if same or changes else FAILED
+
+
+def logged_experiment(run_id: str, source: str) -> tuple[Any, list[str], Any]:
+    """A logged run's W_final, the overrides that compose its config, and that config.
+
+    Raises ConfigError (or LoggedRunError) for anything :mod:`numgrad.logged_config`
+    refuses and for a config that does not validate; nothing has run yet.
+    """
+    from numgrad.config import ConfigError, validate
+    from numgrad.logged_config import carried_values, check_overrides, plan
+    from numgrad.tracking.logged import logged_run
+
+    where = f"run {run_id}'s config.yaml"
+    with logged_run(source, run_id) as run:
+        W_old = run.weights()
+        config = _read_yaml(run, "config.yaml")
+        named = check_overrides(_read_yaml(run, "overrides.yaml"), f"run {run_id}'s overrides.yaml")
+    values = carried_values(config, where)
+    base = _flat(_compose([f"data={values.get('data.name', 'article')}"]))
+    overrides = plan(values, base, named, where)
+    cfg = _compose(overrides)
+    for key, value in _flat(cfg).items():  # what Hydra made of them: the logged values
+        if key in values and not _equal(value, values[key]):
+            raise ConfigError(key, values[key], f"in {where}: composes to {value!r}")
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(exc.field, exc.value, f"{exc.reason} (in {where})") from None
+    return W_old, overrides, cfg
+
+
+def changing(extras: Sequence[str]) -> list[str]:
+    """The extra overrides that may change W_final: not ``hydra.*``, ``tracking.*``, ``progress``.
+
+    Examples
+    --------
+    >>> changing(["hydra.run.dir=/tmp/x", "optimizer.lr=0.5", "tracking.run_name=b"])
+    ['optimizer.lr=0.5']
+    """
+    from numgrad.tracking.records import is_under, parse_override
+
+    return [
+        o for o in extras if not is_under(parse_override(o)[0], ["hydra", "tracking", "progress"])
+    ]
+
+
+def compare(W_new: Any, W_old: Any, run_id: str) -> tuple[bool, str]:
+    """Is ``W_new`` bit for bit ``W_old`` (same dtype, shape and bytes)? And one line saying so.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> W = np.array([[0.1, 0.2]])
+    >>> compare(W.copy(), W, "abc")
+    (True, 'W_final is bit-identical to run abc')
+    >>> compare(W + 3e-17, W, "abc")
+    (False, 'W_final differs from run abc: max |ΔW| = 2.8e-17')
+    """
+    import numpy as np
+
+    if W_new.dtype == W_old.dtype and W_new.shape == W_old.shape:
+        if W_new.tobytes() == W_old.tobytes():
+            return True, f"W_final is bit-identical to run {run_id}"
+    if W_new.shape != W_old.shape:
+        detail = f"shape {list(W_new.shape)}, was {list(W_old.shape)}"
+    else:
+        delta = np.max(np.abs(W_new.astype(np.float64) - W_old.astype(np.float64)))
+        detail = f"max |ΔW| = {delta:.2g}"
+        if W_new.dtype != W_old.dtype:
+            detail += f" ({W_new.dtype}, was {W_old.dtype})"
+    return False, f"W_final differs from run {run_id}: {detail}"
+
+
+def _read_yaml(run: Any, name: str) -> Any:
+    """A logged YAML file, plain data only: no Python tags, no aliases (numgrad writes none)."""
+    import yaml
+
+    from numgrad.tracking.logged import LoggedRunError
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):  # a few lines of aliases can expand to GBs
+                raise yaml.YAMLError(f"an alias (*{self.peek_event().anchor})")
+            return super().compose_node(parent, index)
+
+    path = run.download(name)
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)  # a SafeLoader
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())
+        raise LoggedRunError(f"{name} of run {run.run_id} is not plain YAML: {reason}") from None
+
+
+def _compose(overrides: Sequence[str]) -> Any:
+    """numgrad's config for ``overrides``, composed as the ``numgrad`` command would."""
+    from hydra import compose, initialize_config_dir
+
+    from numgrad.cli import CONFIG_DIR
+    from numgrad.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="numgrad"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def _flat(cfg: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from numgrad.tracking.records import plain
+
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = value
+
+    walk(plain(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)), "")
+    return out
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """Equal as numbers and lists (1 == 1.0); the logged value made it through as it was."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _run_numgrad(overrides: Sequence[str]) -> int:
+    """``numgrad <overrides>`` in this process; its exit status."""
+    from numgrad import cli
+
+    saved = sys.argv
+    sys.argv = ["numgrad", *overrides]
+    try:
+        cli.main()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else FAILED
+    finally:
+        sys.argv = saved
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""A logged run read back from its store: its final weights, its config, the run repeating it.
+
+A warm start (``net.init=run``) reads the run's ``weights/W_final.npy``;
+``numgrad-rerun`` reads its ``config.yaml`` and ``overrides.yaml`` too, and then finds
+the run it started. Reading never creates anything: a SQLite store that does not
+exist is "no such run", not a new empty store, and the files go to a temporary folder
+removed afterwards.
+
+Every failure is a :class:`LoggedRunError` with a one-line message; the caller names
+the setting it came from (``net.from_run``, numgrad-rerun's run id).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from numgrad.tracking.mlflow_store import MlflowStore
+from numgrad.tracking.records import short_message
+from numgrad.tracking.uri import (
+    PROBE_TIMEOUT,
+    TrackingError,
+    check_uri,
+    is_http,
+    server_alive,
+    sqlite_path,
+)
+
+W_FINAL = "weights/W_final.npy"
+
+
+class LoggedRunError(TrackingError):
+    """A logged run that cannot be read (missing, incomplete, unreachable); one line."""
+
+
+def open_store(uri: str) -> MlflowStore:
+    """An existing store, opened for reading: never created, never an empty new SQLite file."""
+    db = sqlite_path(uri)
+    if db is not None and (not db.is_file() or db.stat().st_size == 0):
+        raise LoggedRunError(f"no MLflow store at {db} (tracking URI {uri})")
+    try:
+        uri = check_uri(uri, probe=db is not None)  # a SQLite file: is it an MLflow store?
+        if is_http(uri) and not server_alive(uri, PROBE_TIMEOUT):
+            raise LoggedRunError(f"tracking server {uri} is not reachable")
+        return MlflowStore(uri).open()
+    except LoggedRunError:
+        raise
+    except TrackingError as exc:
+        raise LoggedRunError(str(exc)) from None
+
+
+class LoggedRun:
+    """One run of an opened store; :meth:`download` fetches its files into ``folder``."""
+
+    def __init__(self, store: MlflowStore, run: Any, folder: Path) -> None:
+        self.store, self.run, self.folder = store, run, folder
+        self.run_id: str = run.info.run_id
+        self.status: str = run.info.status
+
+    def has(self, path: str) -> bool:
+        """Does the run have the artifact file ``path`` (e.g. ``weights/W_final.npy``)?"""
+        return self.store.has_artifact(self.run_id, path)
+
+    def download(self, path: str) -> Path:
+        """The artifact ``path`` as a local file; LoggedRunError when the run lacks it."""
+        if not self._call(self.has, path):
+            raise LoggedRunError(f"run {self.run_id} has no {path}{self._why_missing(path)}")
+        return self._call(self.store.download, self.run_id, path, self.folder)
+
+    def weights(self) -> np.ndarray:
+        """``weights/W_final.npy``: a float32 or float64 matrix, as the run saved it."""
+        path = self.download(W_FINAL)
+        try:
+            W = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise LoggedRunError(f"{W_FINAL} of run {self.run_id} is unreadable: {exc}") from None
+        if not isinstance(W, np.ndarray) or W.ndim != 2 or W.dtype not in (np.float32, np.float64):
+            kind = f"{W.dtype} array of shape {list(W.shape)}" if isinstance(W, np.ndarray) else "?"
+            raise LoggedRunError(f"{W_FINAL} of run {self.run_id} is not a float matrix: {kind}")
+        return W
+
+    def _why_missing(self, path: str) -> str:
+        if path != W_FINAL:
+            return " (not a numgrad run, or its files were deleted)"
+        if self.status in ("FAILED", "KILLED"):
+            return f": it ended {self.status} before its end"
+        if self.status in ("RUNNING", "SCHEDULED"):
+            return f": it is {self.status}, not finished"
+        return " (not a numgrad run, or its files were deleted)"
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            raise LoggedRunError(
+                f"cannot read run {self.run_id} from {self.store.uri}: {short_message(exc)}"
+            ) from None
+
+
+@contextlib.contextmanager
+def logged_run(uri: str, run_id: str) -> Iterator[LoggedRun]:
+    """The run ``run_id`` of the store at ``uri``; its downloads are removed on leaving."""
+    store = open_store(uri)
+    try:
+        run = store.get_run(run_id)
+    except Exception as exc:
+        raise LoggedRunError(f"cannot read run {run_id} from {uri}: {short_message(exc)}") from None
+    if run is None:
+        raise LoggedRunError(f"no run {run_id} in {store.uri}")
+    # MLflow draws a progress bar per download on stderr: not for one small file.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory(prefix="numgrad-logged-") as folder:
+        yield LoggedRun(store, run, Path(folder))
+
+
+def read_weights(uri: str, run_id: str) -> np.ndarray:
+    """``W_final`` of a logged run, as saved (float32 or float64).
+
+    Raises :class:`LoggedRunError`: no such store or run, a run without the file (it
+    failed or was killed before its end), a file that is not a float matrix.
+    """
+    with logged_run(uri, run_id) as run:
+        return run.weights()
+
+
+def find_run(uri: str, experiment: str, tags: Mapping[str, str], since_ms: int) -> str | None:
+    """The newest run of ``experiment`` started since ``since_ms`` with these tags, on this host.
+
+    ``tags`` values must not hold a quote (run ids and pids do not).
+    """
+    store = open_store(uri)
+    exp = store.call(store.client.get_experiment_by_name, experiment)
+    if exp is None:
+        return None
+    host = socket.gethostname()
+    wanted = {**tags, **({"numgrad.host": host} if "'" not in host else {})}
+    where = [f"tags.`{key}` = '{value}'" for key, value in wanted.items()]
+    where.append(f"attributes.start_time >= {int(since_ms)}")
+    runs = store.search_runs([exp.experiment_id], " and ".join(where))
+    runs.sort(key=lambda run: run.info.start_time, reverse=True)
+    return runs[0].info.run_id if runs else None
