@@ -71,8 +71,20 @@ def main() -> None:
             status = exit_status(exc) if own_errors or _is_signal(exc) else None
             if status is None:
                 raise
+            if status in (USAGE, INTERRUPTED, TERMINATED):
+                _remove_hydras_run_dir()  # a signal may land before job() could do it
             print(f"numgrad: {_describe(exc)}", file=sys.stderr)
     sys.exit(status)
+
+
+def _remove_hydras_run_dir() -> None:
+    """The run dir Hydra made for a single run that never got going, if it made one."""
+    hydra_config = getattr(sys.modules.get("hydra.core.hydra_config"), "HydraConfig", None)
+    if hydra_config is None or not hydra_config.initialized():
+        return
+    hc = hydra_config.get()
+    if str(hc.mode) == "RunMode.RUN" and hc.runtime.output_dir:
+        _remove_unused_output_dir(Path(hc.runtime.output_dir))
 
 
 def skip_exit_collections() -> None:
