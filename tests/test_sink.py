@@ -25,7 +25,7 @@ from numgrad import signals
 from numgrad.descent import Descent, Diverged
 from numgrad.gradient import vectorized_gradient
 from numgrad.tracking.journal import JOURNAL_FILE, read_journal
-from numgrad.tracking.mlflow_store import git_commit
+from numgrad.tracking.provenance import git_commit
 from numgrad.tracking.records import sampled_steps
 from numgrad.tracking.sink import PARENT_RUN_ENV, MlflowSink, NullSink, open_sink
 from tests.conftest import all_runs, artifact_paths, history, read_csv, settings

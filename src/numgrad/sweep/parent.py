@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from numgrad.sweep.summary import SUMMARY_FILE, SweepOutcome, description
-from numgrad.tracking.mlflow_store import MlflowStore, base_tags, orphaned
+from numgrad.tracking.mlflow_store import MlflowStore
+from numgrad.tracking.provenance import base_tags, orphaned
 from numgrad.tracking.recorder import Recorder, set_aside_previous
 from numgrad.tracking.records import describe_error, fit_tag
 from numgrad.tracking.sink import PARENT_JOURNAL_ENV, PARENT_RUN_ENV

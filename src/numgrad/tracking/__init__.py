@@ -3,6 +3,7 @@
 - :mod:`~numgrad.tracking.uri`: which store, checked before any run exists;
 - :mod:`~numgrad.tracking.records`: run names, params, sampled steps, MLflow's limits;
 - :mod:`~numgrad.tracking.journal`: the run journal on disk;
+- :mod:`~numgrad.tracking.provenance`: who ran a run; is its process still alive;
 - :mod:`~numgrad.tracking.mlflow_store`: the store, as one object;
 - :mod:`~numgrad.tracking.replay`: journal records into a store's run;
 - :mod:`~numgrad.tracking.recorder`: journal first, then the store, through outages;

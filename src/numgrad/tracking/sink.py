@@ -38,7 +38,7 @@ import numpy as np
 from numgrad import signals
 from numgrad.tracking.history import History
 from numgrad.tracking.journal import JournalError
-from numgrad.tracking.mlflow_store import base_tags
+from numgrad.tracking.provenance import base_tags
 from numgrad.tracking.recorder import Recorder, set_aside_previous
 from numgrad.tracking.records import (
     LONG_VALUE,

@@ -20,7 +20,8 @@ from typing import Any
 from numgrad import signals
 from numgrad.tracking import replay
 from numgrad.tracking.journal import JOURNAL_FILE, Journal, JournalError, JournalView, read_journal
-from numgrad.tracking.mlflow_store import MlflowStore, process_gone
+from numgrad.tracking.mlflow_store import MlflowStore
+from numgrad.tracking.provenance import process_gone
 from numgrad.tracking.records import describe_error
 from numgrad.tracking.uri import TrackingError, check_uri
 
