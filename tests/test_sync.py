@@ -70,7 +70,7 @@ def test_an_offline_run_touches_no_store_and_syncs_complete_once(workdir):
     journaled = journaled_metrics(run_dir / JOURNAL_FILE)
     assert sorted(journaled) == sorted([*STEP_METRICS, "grad_rel_error", "final_loss",
                                         "final_accuracy", "steps_taken"] + [
-        f"W_final.{i}.{j}" for i in range(2) for j in range(3)])  # fmt: skip
+        f"weights.W_final.{i}.{j}" for i in range(2) for j in range(3)])  # fmt: skip
     assert stored_metrics(client, run.info.run_id, journaled) == journaled
     assert read_csv(client, run.info.run_id)["step"].tolist() == list(range(31))
     again = sync(workdir.path, "--uri", target, str(run_dir))

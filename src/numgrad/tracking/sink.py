@@ -57,6 +57,7 @@ PARENT_RUN_ENV = "NUMGRAD_PARENT_RUN_ID"  # set by a sweep for its jobs
 PARENT_JOURNAL_ENV = "NUMGRAD_PARENT_JOURNAL"  # the sweep parent's journal (offline sweeps)
 ARTIFACTS_DIR = "artifacts"  # in the run dir: what the run uploads, kept locally too
 W_METRICS_MAX = 64  # one metric per element of the final W up to this many elements
+W_METRIC_PREFIX = "weights.W_final."  # + "i.j"
 
 
 def open_sink(
@@ -283,17 +284,24 @@ class MlflowSink:
             print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
 
     def _final_metrics(self) -> list[list[Any]]:
-        end = self._end
-        ms, step = int(time.time() * 1000), int(end["steps_taken"])
+        """The run's single values, all at step 0.
+
+        MLflow's UI draws a metric whose latest step is 0 as a bar (one labelled bar
+        per run, comparable across runs in the chart view); at step >= 1 it would be
+        a line chart holding one dot. ``weights.W_final.i.j`` sorts after the curves
+        (``weight_norm``) on the run's Model metrics tab; ``W_final.i.j`` would sort
+        first (capitals first) and ``weights/...`` would get a section drawn above them.
+        """
+        end, ms = self._end, int(time.time() * 1000)
         out = [
-            ["final_loss", end["final_loss"], ms, step],
-            ["final_accuracy", end["final_accuracy"], ms, step],
-            ["steps_taken", float(step), ms, step],
+            ["final_loss", end["final_loss"], ms, 0],
+            ["final_accuracy", end["final_accuracy"], ms, 0],
+            ["steps_taken", float(end["steps_taken"]), ms, 0],
         ]
         W = end["W_final"]
-        if W.size <= W_METRICS_MAX:  # sortable in the runs table
+        if W.size <= W_METRICS_MAX:  # sortable and filterable in the runs table
             for index, value in np.ndenumerate(W):
-                out.append(["W_final." + ".".join(map(str, index)), float(value), ms, step])
+                out.append([W_METRIC_PREFIX + ".".join(map(str, index)), float(value), ms, 0])
         return [m for m in out if math.isfinite(m[1])]
 
     def _write_outputs(self, end: dict[str, Any] | None) -> None:
