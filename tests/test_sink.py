@@ -20,8 +20,10 @@ import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from numgrad import signals
+from numgrad.config import DataConfig
 from numgrad.descent import Descent, Diverged
 from numgrad.gradient import vectorized_gradient
 from numgrad.tracking.journal import JOURNAL_FILE, read_journal
@@ -46,6 +48,9 @@ CONFIG = {
 }
 
 
+ARTICLE = OmegaConf.structured(DataConfig(x=[0.6, 0.9], t=[0, 0, 1]))  # the book's sample
+
+
 def article_descent(steps: int, *, lr: float = 0.5, tol: float = 0.0, check: bool = True,
                     W: np.ndarray | None = None) -> Descent:  # fmt: skip
     W = np.random.default_rng(0).normal(size=(2, 3)) if W is None else W
@@ -67,6 +72,7 @@ def run_tracked(uri: str, run_dir: Path, descent: Descent, **kwargs) -> MlflowSi
     sink = open_run(uri, run_dir, descent.steps, **kwargs)
     with sink:
         sink.log_start(descent.W.copy())
+        sink.log_data(descent.x, descent.labels, ARTICLE, seed=0)
         for record in descent:
             sink.log_step(record)
         sink.log_end(descent, W_final=descent.W)

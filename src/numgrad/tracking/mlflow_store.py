@@ -247,6 +247,16 @@ class MlflowStore:
         else:
             self.call(self.client.log_artifact, run_id, str(local), artifact_path)
 
+    def log_dataset(self, run_id: str, dataset: Mapping[str, str], context: str) -> None:
+        """A dataset input of the run (the runs table's Dataset column); logging it again
+        changes nothing (the store matches datasets by name and digest)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        fields = ("name", "digest", "source_type", "source", "schema", "profile")
+        entity = Dataset(**{k: dataset.get(k) for k in fields})
+        tags = [InputTag("mlflow.data.context", context)]
+        self.call(self.client.log_inputs, run_id, datasets=[DatasetInput(entity, tags=tags)])
+
     def terminate(self, run_id: str, status: str, end_time: int | None = None) -> None:
         self.call(self.client.set_terminated, run_id, status, end_time)
 

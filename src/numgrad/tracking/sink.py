@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from numgrad import signals
+from numgrad.tracking.dataset import CONTEXT, dataset_name, dataset_record, dataset_source
 from numgrad.tracking.history import History
 from numgrad.tracking.journal import JournalError
 from numgrad.tracking.provenance import base_tags
@@ -58,6 +59,7 @@ PARENT_JOURNAL_ENV = "NUMGRAD_PARENT_JOURNAL"  # the sweep parent's journal (off
 ARTIFACTS_DIR = "artifacts"  # in the run dir: what the run uploads, kept locally too
 W_METRICS_MAX = 64  # one metric per element of the final W up to this many elements
 W_METRIC_PREFIX = "weights.W_final."  # + "i.j"
+EXAMPLE_ROWS = 3  # rows of x kept as the logged model's input example
 
 
 def open_sink(
@@ -101,6 +103,9 @@ class NullSink:
     def log_start(self, W_init: np.ndarray | None) -> None:
         pass
 
+    def log_data(self, x: Any, t: Any, data_cfg: Any, seed: int) -> None:
+        pass
+
     def log_step(self, record: Any) -> None:
         pass
 
@@ -142,6 +147,8 @@ class MlflowSink:
         self._next_flush = math.inf
         self._W_init: np.ndarray | None = None
         self._end: dict[str, Any] | None = None
+        self._dataset: dict[str, str] | None = None
+        self._example: np.ndarray | None = None
 
     @property
     def run_id(self) -> str | None:
@@ -178,6 +185,14 @@ class MlflowSink:
         """Save the initial weights (``weights/W_init.npy``)."""
         self._W_init = np.array(W_init, copy=True)
         np.save(self.artifacts / "weights" / "W_init.npy", self._W_init)
+
+    def log_data(self, x: np.ndarray, t: np.ndarray, data_cfg: Any, seed: int) -> None:
+        """Record the data the run trains on (``x`` as used, integer labels ``t``) as its
+        dataset input, named after ``data_cfg`` (a :class:`numgrad.config.DataConfig`)."""
+        name, source = dataset_name(data_cfg, seed), dataset_source(data_cfg)
+        self._dataset = dataset_record(x, t, name=name, source=source)
+        self._example = np.array(x[:EXAMPLE_ROWS], copy=True)  # the logged model's example
+        self.recorder.record("input", dataset=self._dataset, context=CONTEXT)
 
     def log_step(self, record: Any) -> None:
         """Take one :class:`~numgrad.descent.StepRecord`; flush every ``flush_seconds``."""
