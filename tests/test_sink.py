@@ -354,8 +354,11 @@ def test_offline_run_writes_only_its_journal(tmp_path):
         " overrides=[], output_dir='run', planned_steps=3)\n"
         "d = Descent(np.zeros((2, 3)), np.array([[0.6, 0.9]]), np.array([2]),"
         " vectorized_gradient, h=1e-4, lr=0.5, steps=3)\n"
+        "from omegaconf import OmegaConf\n"
+        "from numgrad.config import DataConfig\n"
         "with s:\n"
         "    s.log_start(d.W.copy())\n"
+        "    s.log_data(d.x, d.labels, OmegaConf.structured(DataConfig(x=[.6, .9], t=[2])), 0)\n"
         "    for r in d: s.log_step(r)\n"
         "    s.log_end(d)\n"
         "print(s.synced, 'mlflow' in sys.modules)\n"
@@ -367,6 +370,8 @@ def test_offline_run_writes_only_its_journal(tmp_path):
     assert not (tmp_path / "never").exists()
     view = read_journal(tmp_path / "run" / JOURNAL_FILE)
     assert view.runs == {} and view.end["status"] == "FINISHED"
+    kinds = [e["kind"] for e in view.entries]
+    assert kinds.count("input") == 1 and kinds.count("model") == 1  # made without mlflow
     metrics = [m for e in view.entries if e["kind"] == "metrics" for m in e["metrics"]]
     assert sorted({m[3] for m in metrics if m[0] == "loss"}) == [0, 1, 2, 3]
 

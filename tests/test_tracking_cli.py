@@ -18,7 +18,11 @@ import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
+from numgrad.config import DataConfig, DataSource
+from numgrad.data import load_data
+from numgrad.tracking.dataset import digest
 from numgrad.tracking.records import flatten_params, sampled_steps
 from tests.conftest import (
     all_runs,
@@ -101,6 +105,22 @@ def test_cli_default_run_is_complete(workdir):
     assert artifact_paths(client, rid) == ARTIFACTS
     rows = store_rows(workdir.store, "SELECT DISTINCT typeof(step) FROM metrics")
     assert rows == [("integer",)]
+
+
+def test_cli_iris_run_logs_its_dataset_and_model(workdir):
+    workdir.run("data=iris", "optimizer.steps=10")
+    client, (run,) = all_runs(workdir.uri)
+    (given,) = run.inputs.dataset_inputs
+    x, t = load_data(OmegaConf.structured(DataConfig(name=DataSource.iris)), [4, 3],
+                     np.random.default_rng(0))  # fmt: skip
+    assert (given.dataset.name, given.dataset.digest) == ("iris", digest(x, t))
+    assert json.loads(given.dataset.source)["uri"].endswith("numgrad/datasets/iris.csv")
+    assert {t.key: t.value for t in given.tags} == {"mlflow.data.context": "training"}
+    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert [(m.name, m.source_run_id, m.status.name) for m in models] == [
+        ("simplenet", run.info.run_id, "READY")
+    ]
+    assert [o.step for o in run.outputs.model_outputs] == [10]
 
 
 def test_cli_run_against_a_tracking_server(workdir, mlflow_server):

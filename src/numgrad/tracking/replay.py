@@ -18,6 +18,7 @@ from typing import Any
 
 from numgrad.tracking.journal import JournalError
 from numgrad.tracking.mlflow_store import Metric, MlflowStore
+from numgrad.tracking.model import send_model
 
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -68,7 +69,8 @@ def send(
 
     Consecutive metrics, params and tags go in shared batches; ``artifact`` paths are
     relative to ``base_dir`` (the journal's folder); ``input`` is a dataset input
-    (:mod:`numgrad.tracking.dataset`); ``end`` sets the final status.
+    (:mod:`numgrad.tracking.dataset`), ``model`` the final SimpleNet as a logged model
+    (:mod:`numgrad.tracking.model`); ``end`` sets the final status.
     """
     sent = Sent()
     metrics: list[Metric] = []
@@ -102,6 +104,10 @@ def send(
             flush()
             store.log_dataset(run_id, entry["dataset"], entry["context"])
             sent.inputs += 1
+        elif kind == "model":
+            flush()
+            send_model(store, run_id, entry, base_dir)
+            sent.models += 1
         elif kind == "end":
             flush()
             store.terminate(run_id, entry["status"], entry.get("end_time"))

@@ -39,6 +39,7 @@ from numgrad import signals
 from numgrad.tracking.dataset import CONTEXT, dataset_name, dataset_record, dataset_source
 from numgrad.tracking.history import History
 from numgrad.tracking.journal import JournalError
+from numgrad.tracking.model import model_record
 from numgrad.tracking.provenance import base_tags
 from numgrad.tracking.recorder import Recorder, set_aside_previous
 from numgrad.tracking.records import (
@@ -280,14 +281,16 @@ class MlflowSink:
             self._history.close()
             if self._last is not None and self._last_queued != self._last.step:
                 self._queue(self._last)  # the last step of a run that stopped early or failed
-            if status == "FINISHED":
-                self._metrics.extend(self._final_metrics())
+            finals = self._final_metrics() if status == "FINISHED" else []
+            self._metrics.extend(finals)
             if self._metrics:
                 self.recorder.record("metrics", metrics=self._metrics)
                 self._metrics = []
             self._write_outputs(self._end if status == "FINISHED" else None)
             self.recorder.record("artifact", local=ARTIFACTS_DIR, path=None)
             self.recorder.record("tags", tags=tags)
+            if finals and self.settings.log_model:
+                self._record_model(finals)
             self.synced = self.recorder.finish(status)
         except (KeyboardInterrupt, signals.Terminated, TrackingError, JournalError) as err:
             # Interrupted while waiting for the store, or the store refused the run.
@@ -318,6 +321,16 @@ class MlflowSink:
             for index, value in np.ndenumerate(W):
                 out.append([W_METRIC_PREFIX + ".".join(map(str, index)), float(value), ms, 0])
         return [m for m in out if math.isfinite(m[1])]
+
+    def _record_model(self, finals: list[list[Any]]) -> None:
+        """The final SimpleNet, to be logged as a model (:mod:`numgrad.tracking.model`)."""
+        weights = Path(ARTIFACTS_DIR) / "weights" / "W_final.npy"
+        keep = [m for m in finals if not m[0].startswith(W_METRIC_PREFIX)]
+        source = {k: v for k, v in base_tags().items() if k.startswith("mlflow.")}
+        self.recorder.record("model", **model_record(
+            str(weights), step=self._end["steps_taken"], example=self._example, metrics=keep,
+            dataset=self._dataset, tags=source,
+        ))  # fmt: skip
 
     def _write_outputs(self, end: dict[str, Any] | None) -> None:
         """Final weights (when the run finished) and the figures, which never fail a run."""
