@@ -106,6 +106,13 @@ def test_run_holds_everything(tmp_path, store):
     assert tags["numgrad.output_dir"] == str(run_dir)
     assert tags["numgrad.stop_reason"] == "steps"
     assert tags["numgrad.host"] == socket.gethostname() and tags["numgrad.pid"] == str(os.getpid())
+    metrics = run.data.metrics
+    assert tags["mlflow.note.content"] == (  # the run's description on its page
+        "Gradient descent on article (1 sample) with a 2×3 SimpleNet (softmax(x·W), "
+        "cross-entropy): vectorized central differences, h=0.0001; lr=0.5, 30 of 30 steps, "
+        f"stopped: steps. Final loss {metrics['final_loss']:.6g}, accuracy "
+        f"{metrics['final_accuracy']:.4f}."
+    )
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
     assert tags.get("numgrad.git_commit") == head == tags.get("mlflow.source.git.commit")
@@ -255,6 +262,11 @@ def test_divergence_fails_with_metrics_so_far(tmp_path, store):
     assert tags["numgrad.diverged.step"] == str(info.value.step) == "7"
     assert tags["numgrad.diverged.quantity"] == info.value.quantity == "gradient"
     assert tags["numgrad.error"].startswith("Diverged: diverged at step 7")
+    loss_6 = history(client, run.info.run_id, "loss")[-1][1]
+    assert tags["mlflow.note.content"].endswith(
+        "lr=0.5, 6 of 30 steps, stopped: diverged at step 7 (gradient is inf). "  # CONFIG: 30
+        f"At step 6: loss {loss_6:.6g}, accuracy 1.0000."
+    )
     good = list(range(7))  # every step before the divergence
     assert [s for s, _ in history(client, run.info.run_id, "loss")] == good
     assert read_csv(client, run.info.run_id)["step"].tolist() == good

@@ -106,7 +106,12 @@ def test_grid_sweep_parent_children_and_summary(workdir):
         "sweep_summary.csv", "multirun.yaml",
         "figures/final_loss_vs_optimizer.lr.png", "figures/final_loss_vs_gradient.h.png",
     } <= artifacts(client, parent.info.run_id)  # fmt: skip
-    assert f"parent run {parent.info.run_id}" in proc.stdout
+    page = f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+    assert (
+        f"parent run {parent.info.run_id} (sweep lr=0.1,1.0 h=1e-2,1e-4) on {workdir.uri}; "
+        f"page: {page}?workflowType=machine_learning in numgrad-ui (http://127.0.0.1:5000); "
+        "summary "
+    ) in proc.stdout
     # The same summary sits in the sweep dir, for a sweep without a store at hand.
     assert read_summary(workdir.path / "multirun" / "sweep_summary.csv") == rows
 

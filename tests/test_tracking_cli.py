@@ -62,10 +62,15 @@ LONG_RUN = (f"optimizer.steps={LONG_STEPS}", "tracking.flush_seconds=0.2")
 
 
 def test_cli_default_run_is_complete(workdir):
-    workdir.run("optimizer.steps=20", "gradient.check=true")
+    proc = workdir.run("optimizer.steps=20", "gradient.check=true")
     assert workdir.store.is_file()
     client, (run,) = all_runs(workdir.uri)
     rid = run.info.run_id
+    page = f"#/experiments/{run.info.experiment_id}/runs/{rid}?workflowType=machine_learning"
+    assert proc.stdout.splitlines()[-1] == (
+        f"mlflow: run {rid} (steps=20,check=true) in experiment 'numgrad' on {workdir.uri}; "
+        f"page: {page} in numgrad-ui (http://127.0.0.1:5000)"
+    )
     assert run.info.status == "FINISHED" and run.info.run_name == "steps=20,check=true"
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -124,10 +129,14 @@ def test_cli_iris_run_logs_its_dataset_and_model(workdir):
 
 
 def test_cli_run_against_a_tracking_server(workdir, mlflow_server):
-    workdir.run(f"tracking.uri={mlflow_server.uri}", "optimizer.steps=5")
+    proc = workdir.run(f"tracking.uri={mlflow_server.uri}", "optimizer.steps=5")
     assert not (workdir.path / "outputs" / "mlflow.db").exists()
     client, (run,) = all_runs(mlflow_server.uri)
     rid = run.info.run_id
+    assert proc.stdout.splitlines()[-1].endswith(
+        f"; page: {mlflow_server.uri}/#/experiments/{run.info.experiment_id}/runs/{rid}"
+        "?workflowType=machine_learning"
+    )
     assert run.info.status == "FINISHED"
     assert [s for s, _ in history(client, rid, "loss")] == list(range(6))
     assert artifact_paths(client, rid) == ARTIFACTS  # served by the server

@@ -36,7 +36,9 @@ from typing import Any
 import numpy as np
 
 from numgrad import signals
+from numgrad.tracking import pages
 from numgrad.tracking.dataset import CONTEXT, dataset_name, dataset_record, dataset_source
+from numgrad.tracking.ending import NOTE_TAG, W_METRIC_PREFIX, final_metrics, note, outcome
 from numgrad.tracking.history import History
 from numgrad.tracking.journal import JournalError
 from numgrad.tracking.model import model_record
@@ -58,8 +60,6 @@ from numgrad.tracking.uri import TrackingError, check_uri, resolve_uri
 PARENT_RUN_ENV = "NUMGRAD_PARENT_RUN_ID"  # set by a sweep for its jobs
 PARENT_JOURNAL_ENV = "NUMGRAD_PARENT_JOURNAL"  # the sweep parent's journal (offline sweeps)
 ARTIFACTS_DIR = "artifacts"  # in the run dir: what the run uploads, kept locally too
-W_METRICS_MAX = 64  # one metric per element of the final W up to this many elements
-W_METRIC_PREFIX = "weights.W_final."  # + "i.j"
 EXAMPLE_ROWS = 3  # rows of x kept as the logged model's input example
 
 
@@ -230,7 +230,8 @@ class MlflowSink:
         if self.run_id is None:
             return None
         where = f"experiment '{self.settings.experiment}' on {self.uri}"
-        return f"mlflow: run {self.run_id} ({self.run_name}) in {where}"
+        page = pages.where(self.uri, pages.run_page(self.recorder.experiment_id, self.run_id))
+        return f"mlflow: run {self.run_id} ({self.run_name}) in {where}; page: {page}"
 
     def local_note(self) -> str:
         return self.recorder.local_note()
@@ -276,17 +277,22 @@ class MlflowSink:
 
     def _finish(self, exc: BaseException | None) -> None:
         """Last rows, final metrics, weights, figures, status; never hides ``exc``."""
-        status, tags = _outcome(exc, self._end)
+        status, tags = outcome(exc, self._end)
+        end = self._end if status == "FINISHED" else None
+        try:  # the description never fails a run
+            tags[NOTE_TAG] = fit_tag(note(self.config, self._dataset, tags, end, self._last))
+        except Exception as err:
+            print(f"numgrad: no run description: {describe_error(err)}", file=sys.stderr)
         try:
             self._history.close()
             if self._last is not None and self._last_queued != self._last.step:
                 self._queue(self._last)  # the last step of a run that stopped early or failed
-            finals = self._final_metrics() if status == "FINISHED" else []
+            finals = final_metrics(end) if end else []
             self._metrics.extend(finals)
             if self._metrics:
                 self.recorder.record("metrics", metrics=self._metrics)
                 self._metrics = []
-            self._write_outputs(self._end if status == "FINISHED" else None)
+            self._write_outputs(end)
             self.recorder.record("artifact", local=ARTIFACTS_DIR, path=None)
             self.recorder.record("tags", tags=tags)
             if finals and self.settings.log_model:
@@ -300,27 +306,6 @@ class MlflowSink:
             print(f"numgrad: {describe_error(err)}", file=sys.stderr)
         if exc is not None and not self.synced:
             print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
-
-    def _final_metrics(self) -> list[list[Any]]:
-        """The run's single values, all at step 0.
-
-        MLflow's UI draws a metric whose latest step is 0 as a bar (one labelled bar
-        per run, comparable across runs in the chart view); at step >= 1 it would be
-        a line chart holding one dot. ``weights.W_final.i.j`` sorts after the curves
-        (``weight_norm``) on the run's Model metrics tab; ``W_final.i.j`` would sort
-        first (capitals first) and ``weights/...`` would get a section drawn above them.
-        """
-        end, ms = self._end, int(time.time() * 1000)
-        out = [
-            ["final_loss", end["final_loss"], ms, 0],
-            ["final_accuracy", end["final_accuracy"], ms, 0],
-            ["steps_taken", float(end["steps_taken"]), ms, 0],
-        ]
-        W = end["W_final"]
-        if W.size <= W_METRICS_MAX:  # sortable and filterable in the runs table
-            for index, value in np.ndenumerate(W):
-                out.append([W_METRIC_PREFIX + ".".join(map(str, index)), float(value), ms, 0])
-        return [m for m in out if math.isfinite(m[1])]
 
     def _record_model(self, finals: list[list[Any]]) -> None:
         """The final SimpleNet, to be logged as a model (:mod:`numgrad.tracking.model`)."""
@@ -351,29 +336,3 @@ class MlflowSink:
             )  # fmt: skip
         except Exception as exc:
             print(f"numgrad: figures not drawn: {describe_error(exc)}", file=sys.stderr)
-
-
-def _outcome(exc: BaseException | None, end: dict[str, Any] | None) -> tuple[str, dict[str, str]]:
-    """Final status and tags for how the run ended."""
-    from numgrad.descent import Diverged
-
-    if exc is None:
-        return "FINISHED", {"numgrad.stop_reason": str((end or {}).get("stop_reason") or "steps")}
-    if isinstance(exc, KeyboardInterrupt):
-        return "KILLED", {"numgrad.stop_reason": "interrupted"}
-    if isinstance(exc, signals.Terminated):
-        return "KILLED", {"numgrad.stop_reason": "terminated"}
-    if isinstance(exc, Diverged):
-        return "FAILED", {
-            "numgrad.stop_reason": "diverged",
-            "numgrad.diverged.step": str(exc.step),
-            "numgrad.diverged.quantity": str(exc.quantity),
-            "numgrad.diverged.value": repr(exc.value),
-            "numgrad.error": fit_tag(describe_error(exc)),
-        }
-    if isinstance(exc, Exception):
-        return "FAILED", {
-            "numgrad.stop_reason": "error",
-            "numgrad.error": fit_tag(describe_error(exc)),
-        }
-    return "KILLED", {"numgrad.stop_reason": type(exc).__name__}
