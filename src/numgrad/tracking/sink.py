@@ -23,7 +23,6 @@ Examples
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -39,6 +38,7 @@ from numgrad import signals
 from numgrad.tracking import pages
 from numgrad.tracking.dataset import CONTEXT, dataset_name, dataset_record, dataset_source
 from numgrad.tracking.ending import NOTE_TAG, W_METRIC_PREFIX, final_metrics, note, outcome
+from numgrad.tracking.files import write_inputs, write_outputs
 from numgrad.tracking.history import History
 from numgrad.tracking.journal import JournalError
 from numgrad.tracking.model import model_record
@@ -161,7 +161,7 @@ class MlflowSink:
         set_aside_previous(self.output_dir, [ARTIFACTS_DIR])
         (self.artifacts / "weights").mkdir(parents=True, exist_ok=True)
         try:
-            self._write_inputs()
+            write_inputs(self.artifacts, plain(self.config), self.overrides)
             self._history = History(self.artifacts / "history.csv", self.settings.history_max_rows)
             params = flatten_params(self.config)
             long = sorted(k for k, v in params.items() if v == LONG_VALUE)
@@ -265,14 +265,6 @@ class MlflowSink:
         parent = os.environ.get(PARENT_JOURNAL_ENV)
         return {"parent_journal": os.path.relpath(parent, self.output_dir)} if parent else {}
 
-    def _write_inputs(self) -> None:
-        import yaml
-
-        with open(self.artifacts / "config.yaml", "w") as f:
-            yaml.safe_dump(plain(self.config), f, sort_keys=False)
-        with open(self.artifacts / "overrides.yaml", "w") as f:
-            yaml.safe_dump(list(self.overrides), f)
-
     # -------------------------------------------------------------------- finish
 
     def _finish(self, exc: BaseException | None) -> None:
@@ -292,7 +284,7 @@ class MlflowSink:
             if self._metrics:
                 self.recorder.record("metrics", metrics=self._metrics)
                 self._metrics = []
-            self._write_outputs(end)
+            write_outputs(self.artifacts, end, self._history, self._W_init)
             self.recorder.record("artifact", local=ARTIFACTS_DIR, path=None)
             self.recorder.record("tags", tags=tags)
             if finals and self.settings.log_model:
@@ -316,23 +308,3 @@ class MlflowSink:
             str(weights), step=self._end["steps_taken"], example=self._example, metrics=keep,
             dataset=self._dataset, tags=source,
         ))  # fmt: skip
-
-    def _write_outputs(self, end: dict[str, Any] | None) -> None:
-        """Final weights (when the run finished) and the figures, which never fail a run."""
-        W_final = gradient = None
-        if end is not None:
-            W_final, gradient = end["W_final"], end["gradient"]
-            np.save(self.artifacts / "weights" / "W_final.npy", W_final)
-            with open(self.artifacts / "weights" / "W_final.json", "w") as f:
-                json.dump({"shape": list(W_final.shape), "dtype": str(W_final.dtype),
-                           "values": W_final.tolist()}, f)  # fmt: skip
-        try:
-            from numgrad.plots.run import draw_run
-
-            history = self._history
-            draw_run(
-                self.artifacts / "figures", history.steps, history.loss, history.grad_norm,
-                {"W_init": self._W_init, "W_final": W_final, "gradient": gradient},
-            )  # fmt: skip
-        except Exception as exc:
-            print(f"numgrad: figures not drawn: {describe_error(exc)}", file=sys.stderr)
