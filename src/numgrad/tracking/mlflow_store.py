@@ -158,6 +158,11 @@ class MlflowStore:
             self.call(self.client.set_experiment_tag, exp.experiment_id, key, kind)
         return exp.experiment_id
 
+    def find_experiment(self, name: str) -> str | None:
+        """The id of the active experiment ``name``; None if there is none (nothing made)."""
+        exp = self.call(self.client.get_experiment_by_name, name)
+        return exp.experiment_id if exp is not None and exp.lifecycle_stage == "active" else None
+
     def reconcile_orphans(self, experiment_id: str) -> None:
         """Mark RUNNING runs of this host whose process is gone KILLED, one line each."""
         host = socket.gethostname()
