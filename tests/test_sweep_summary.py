@@ -129,8 +129,8 @@ def test_the_table_json_holds_the_csv_rows_with_ui_safe_columns(tmp_path):
     csv_rows = read_summary(write_summary(rows, tmp_path / "s.csv"))
     table = json.loads(write_table(rows, tmp_path / "s.json").read_text())
     # A "." in a column name would leave the column empty in the UI's table view.
-    assert table["columns"] == [name.replace(".", "/") for name in csv_rows[0]]
-    assert "optimizer/lr" in table["columns"]
+    assert sorted(table["columns"]) == sorted(name.replace(".", "/") for name in csv_rows[0])
+    assert table["columns"][:4] == ["job", "run_name", "optimizer/lr", "status"]
     by_name = [dict(zip(table["columns"], cells, strict=True)) for cells in table["data"]]
     assert [(r["final_loss"], r["status"], r["optimizer/lr"], r["error"]) for r in by_name] == [
         (0.25, "FINISHED", "0", ""), (None, "FAILED", "1", "Diverged: boom"),

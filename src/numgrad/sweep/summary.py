@@ -184,8 +184,10 @@ def write_summary(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     ...     print(write_summary(rows, Path(d) / "s.csv").read_text().splitlines()[1])
     ...     table = json.loads(write_table(rows, Path(d) / "s.json").read_text())
     0,optimizer.lr=0.1,FINISHED,0.25,1.0,3,,abc,lr=0.1,0.1,,/x/0
-    >>> table["columns"][9], table["data"][0][3:7]
-    ('optimizer/lr', [0.25, 1.0, 3, None])
+    >>> table["columns"][:5]
+    ['job', 'run_name', 'optimizer/lr', 'status', 'final_loss']
+    >>> table["data"][0][:8]
+    [0, 'lr=0.1', '0.1', 'FINISHED', 0.25, 1.0, 3, None]
     """
     header, body = _table(rows)
     tmp = path.with_name(path.name + ".tmp")
@@ -201,20 +203,27 @@ def write_table(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """``sweep_summary.json``: the summary as an MLflow table, which the UI's artifact view
     shows as a sortable table (with the parent's ``mlflow.loggedArtifacts`` tag).
 
-    The JSON of ``MlflowClient.log_table`` (columns and rows). Numbers stay numbers, a
+    The JSON of ``MlflowClient.log_table`` (columns and rows): the CSV's cells, the job,
+    its run name, the swept values and the outcome first. Numbers stay numbers, a
     non-finite one is null. A ``.`` in a column name leaves the column empty in the UI
     (MLflow 3.17 reads it as a nested path): ``optimizer.lr`` is written ``optimizer/lr``.
     """
     header, body = _table(rows)
+    # What a reviewer compares first: the job, its name, the swept values, the outcome.
+    first = ["job", "run_name", *header[len(FIELDS) : -2], "status", *NUMBERS]
+    order = [header.index(name) for name in first + [h for h in header if h not in first]]
     table = {
-        "columns": [name.replace(".", "/") for name in header],
-        "data": [[v if not isinstance(v, float) or math.isfinite(v) else None for v in cells]
-                 for cells in body],
-    }  # fmt: skip
+        "columns": [header[i].replace(".", "/") for i in order],
+        "data": [[_json_value(cells[i]) for i in order] for cells in body],
+    }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(table, allow_nan=False))
     tmp.replace(path)
     return path
+
+
+def _json_value(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
