@@ -286,24 +286,23 @@ class MlflowStore:
     def fail_model(self, model_id: str) -> None:
         self.call(self.client.finalize_logged_model, model_id, "FAILED")
 
-    def link_model(
+    def log_model_output(self, run_id: str, model_id: str, step: int) -> None:
+        """The model as an output of the run (the runs table's Models column)."""
+        from mlflow.entities import LoggedModelOutput
+
+        self.call(self.client.log_outputs, run_id, [LoggedModelOutput(model_id, step=step)])
+
+    def log_model_metrics(
         self,
         run_id: str,
         model_id: str,
-        *,
-        step: int,
-        metrics: Sequence[Metric] = (),
+        metrics: Sequence[Metric],
         dataset: Mapping[str, str] | None = None,
     ) -> None:
-        """The model as the run's output (its Models column; once) and ``metrics`` as the
-        model's, evaluated on ``dataset``: the run's own values, same timestamps, so the
-        run keeps one copy of each (the store ignores an exact duplicate)."""
-        from mlflow.entities import LoggedModelOutput
+        """``metrics`` as the model's, evaluated on ``dataset``: give the run's own values and
+        timestamps, so that the run keeps one copy (the store ignores an exact duplicate)."""
         from mlflow.entities import Metric as MlflowMetric
 
-        run = self.call(self.client.get_run, run_id)
-        if model_id not in {o.model_id for o in run.outputs.model_outputs}:
-            self.call(self.client.log_outputs, run_id, [LoggedModelOutput(model_id, step=step)])
         on = dict(dataset_name=dataset["name"], dataset_digest=dataset["digest"]) if dataset else {}
         batch = [MlflowMetric(k, v, ms, s, model_id=model_id, **on) for k, v, ms, s in metrics]
         if batch:

@@ -76,7 +76,8 @@ def send_model(store: Any, run_id: str, entry: Mapping[str, Any], base_dir: Path
     """Make (or complete) the logged model a ``model`` record describes; return its id."""
     key = f"{run_id}:{entry['seq']}"
     W = np.load(base_dir / entry["weights"])
-    experiment_id = store.get_run(run_id).info.experiment_id
+    run = store.get_run(run_id)
+    experiment_id = run.info.experiment_id
     model = store.find_logged_model(experiment_id, KEY_TAG, key)
     if model is None:
         n_inputs, n_classes = W.shape
@@ -95,9 +96,9 @@ def send_model(store: Any, run_id: str, entry: Mapping[str, Any], base_dir: Path
                 store.fail_model(model.model_id)
             raise
     metrics = [(k, float(v), int(ms), int(s)) for k, v, ms, s in entry["metrics"]]
-    store.link_model(
-        run_id, model.model_id, step=entry["step"], metrics=metrics, dataset=entry["dataset"]
-    )
+    if model.model_id not in {o.model_id for o in run.outputs.model_outputs}:
+        store.log_model_output(run_id, model.model_id, entry["step"])
+    store.log_model_metrics(run_id, model.model_id, metrics, entry["dataset"])
     return model.model_id
 
 
