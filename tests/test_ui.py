@@ -78,7 +78,8 @@ def test_the_printed_url_is_the_experiments_page_in_the_model_training_view(tmp_
 
 
 @pytest.mark.slow
-def test_ui_serves_the_default_store_on_loopback_only_and_opens_the_page(workdir):
+def test_ui_serves_the_default_store_on_loopback_only(workdir):
+    """numgrad-ui: 127.0.0.1 only; prints the page, opens it (--open) once the server answers."""
     workdir.run("optimizer.steps=2")
     _, (run,) = all_runs(workdir.uri)
     port = free_port()
