@@ -100,17 +100,18 @@ def table(samples: dict[str, list[float]], base: str, ratio_name: str, invert: b
         print(f"| {name} | {median:.1f} | {shown} | {ratio:.2f}x |")
 
 
-def overhead(repeats: int) -> None:
+def overhead(repeats: int, extra: tuple[str, ...] = ()) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         work = Path(tmp)
-        variants = {"tracking off": (*SHORT, "tracking.enabled=false"), "tracked": SHORT}
+        short = (*SHORT, *extra)
+        variants = {"tracking off": (*short, "tracking.enabled=false"), "tracked": short}
         sweep_seconds(work, variants["tracked"], 10)  # an existing store, warm caches
         samples: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(repeats):  # interleaved: drift hits both alike
             for name, args in variants.items():
                 samples[name].append(sweep_seconds(work, args, 10 if name == "tracked" else None))
     ratio = statistics.median(samples["tracked"]) / statistics.median(samples["tracking off"])
-    print(f"16 short jobs ({' '.join(SHORT)}), basic launcher, existing SQLite store; "
+    print(f"16 short jobs ({' '.join(short)}), basic launcher, existing SQLite store; "
           f"median of {repeats} (target: tracked at most {OVERHEAD_TARGET}x)\n")  # fmt: skip
     table(samples, "tracking off", "vs tracking off", invert=False)
     verdict = "met" if ratio <= OVERHEAD_TARGET else "NOT met"
@@ -136,10 +137,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="samples per variant (median)")
     parser.add_argument("--steps", type=int, default=450, help="descent steps per long job")
     parser.add_argument("--only", choices=("overhead", "launchers"))
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="an override for both overhead variants, e.g. tracking.log_model=false",
+    )  # fmt: skip
     args = parser.parse_args()
     print(machine() + "\n")
     if args.only in (None, "overhead"):
-        overhead(args.repeats)
+        overhead(args.repeats, tuple(args.set))
     if args.only in (None, "launchers"):
         launchers(args.repeats, args.steps)
 

@@ -54,6 +54,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="runs per variant (median)")
     parser.add_argument("--small", type=int, default=2000, help="steps of the short run")
     parser.add_argument("--large", type=int, default=20000, help="steps of the long run")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="an override for every numgrad variant, e.g. tracking.log_model=false",
+    )  # fmt: skip
     args = parser.parse_args()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -62,7 +66,7 @@ def main() -> None:
         work = Path(tmp)
 
         def run(*overrides: str) -> list[str]:
-            return [*numgrad, f"hydra.run.dir={work}/run", *overrides]
+            return [*numgrad, f"hydra.run.dir={work}/run", *args.set, *overrides]
 
         variants = {
             "floor": [sys.executable, "-c", "import mlflow"],
@@ -97,7 +101,7 @@ def main() -> None:
         f"existing SQLite store ({store_mb:.1f} MB after {runs} tracked runs), "
         f"{os.cpu_count()} CPUs"
     )
-    print(machine() + "\n")
+    print(machine() + (f"; overrides: {' '.join(args.set)}" if args.set else "") + "\n")
     print("| measure | tracking on | baseline | ratio | target | met |")
     print("|---|---:|---:|---:|---:|:---:|")
     print(

@@ -148,6 +148,28 @@ class MlflowServer:
         self.proc = None
 
 
+def stop_group(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM a server started with ``start_new_session=True`` and every process of its
+    group (uvicorn workers, job consumers); SIGKILL what is left after ``timeout``."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        proc.poll()  # reap the leader: a zombie would keep the group alive forever
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            return
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """Start a real tracking server on a free loopback port, stop it afterwards."""

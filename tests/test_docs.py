@@ -10,7 +10,14 @@ import pytest
 
 import numgrad
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(numgrad.__path__, "numgrad."))
+# Subpackages too (tracking, sweep, plots). Not the model-from-code file: MLflow runs it
+# when it loads a model, and it registers the model as it is imported.
+NOT_IMPORTED = {"numgrad.tracking.simplenet_pyfunc"}
+MODULES = sorted(
+    m.name
+    for m in pkgutil.walk_packages(numgrad.__path__, "numgrad.")
+    if m.name not in NOT_IMPORTED
+)
 
 
 @pytest.mark.parametrize("name", MODULES)

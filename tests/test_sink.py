@@ -20,12 +20,14 @@ import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from numgrad import signals
+from numgrad.config import DataConfig
 from numgrad.descent import Descent, Diverged
 from numgrad.gradient import vectorized_gradient
 from numgrad.tracking.journal import JOURNAL_FILE, read_journal
-from numgrad.tracking.mlflow_store import git_commit
+from numgrad.tracking.provenance import git_commit
 from numgrad.tracking.records import sampled_steps
 from numgrad.tracking.sink import PARENT_RUN_ENV, MlflowSink, NullSink, open_sink
 from tests.conftest import all_runs, artifact_paths, history, read_csv, settings
@@ -44,6 +46,9 @@ CONFIG = {
     "gradient": {"method": "vectorized", "h": 1e-4, "check": True},
     "optimizer": {"lr": 0.5, "steps": 30, "tol": 0.0},
 }
+
+
+ARTICLE = OmegaConf.structured(DataConfig(x=[0.6, 0.9], t=[0, 0, 1]))  # the book's sample
 
 
 def article_descent(steps: int, *, lr: float = 0.5, tol: float = 0.0, check: bool = True,
@@ -67,6 +72,7 @@ def run_tracked(uri: str, run_dir: Path, descent: Descent, **kwargs) -> MlflowSi
     sink = open_run(uri, run_dir, descent.steps, **kwargs)
     with sink:
         sink.log_start(descent.W.copy())
+        sink.log_data(descent.x, descent.labels, ARTICLE, seed=0)
         for record in descent:
             sink.log_step(record)
         sink.log_end(descent, W_final=descent.W)
@@ -100,6 +106,13 @@ def test_run_holds_everything(tmp_path, store):
     assert tags["numgrad.output_dir"] == str(run_dir)
     assert tags["numgrad.stop_reason"] == "steps"
     assert tags["numgrad.host"] == socket.gethostname() and tags["numgrad.pid"] == str(os.getpid())
+    metrics = run.data.metrics
+    assert tags["mlflow.note.content"] == (  # the run's description on its page
+        "Gradient descent on article (1 sample) with a 2×3 SimpleNet (softmax(x·W), "
+        "cross-entropy): vectorized central differences, h=0.0001; lr=0.5, 30 of 30 steps, "
+        f"stopped: steps. Final loss {metrics['final_loss']:.6g}, accuracy "
+        f"{metrics['final_accuracy']:.4f}."
+    )
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
     assert tags.get("numgrad.git_commit") == head == tags.get("mlflow.source.git.commit")
@@ -116,9 +129,12 @@ def test_run_holds_everything(tmp_path, store):
     metrics = run.data.metrics
     assert metrics["final_loss"] == descent.last_record.loss and metrics["steps_taken"] == 30
     assert metrics["final_accuracy"] == descent.last_record.accuracy
-    assert {k: v for k, v in metrics.items() if k.startswith("W_final.")} == {
-        f"W_final.{i}.{j}": W[i, j] for i in range(2) for j in range(3)
+    assert {k: v for k, v in metrics.items() if "W_final" in k} == {
+        f"weights.W_final.{i}.{j}": W[i, j] for i in range(2) for j in range(3)
     }
+    # Single values at step 0: MLflow's UI draws them as one bar per run.
+    for key in ("final_loss", "final_accuracy", "steps_taken", "weights.W_final.1.2"):
+        assert history(client, run.info.run_id, key) == [(0, metrics[key])], key
     with open(client.download_artifacts(run.info.run_id, "weights/W_final.json")) as f:
         assert np.array_equal(np.array(json.load(f)["values"]), W)
     assert artifact_paths(client, run.info.run_id) == ARTIFACTS
@@ -199,7 +215,7 @@ def test_large_W_round_trips_bit_identical(tmp_path, store):
     run = client.get_run(sink.run_id)
     W = np.load(client.download_artifacts(sink.run_id, "weights/W_final.npy"))
     assert W.dtype == np.float64 and W.tobytes() == descent.W.tobytes()
-    assert not any(k.startswith("W_final.") for k in run.data.metrics)  # 2,500 > 64 elements
+    assert not any("W_final" in k for k in run.data.metrics)  # 2,500 > 64 elements
     assert run.data.params["net.W"] == "<see config.yaml>"
     assert run.data.tags["numgrad.params_in_config_yaml"] == "net.W"
     assert all(len(v) <= 6000 and "..." not in v for v in run.data.params.values())
@@ -246,6 +262,11 @@ def test_divergence_fails_with_metrics_so_far(tmp_path, store):
     assert tags["numgrad.diverged.step"] == str(info.value.step) == "7"
     assert tags["numgrad.diverged.quantity"] == info.value.quantity == "gradient"
     assert tags["numgrad.error"].startswith("Diverged: diverged at step 7")
+    loss_6 = history(client, run.info.run_id, "loss")[-1][1]
+    assert tags["mlflow.note.content"].endswith(
+        "lr=0.5, 6 of 30 steps, stopped: diverged at step 7 (gradient is inf). "  # CONFIG: 30
+        f"At step 6: loss {loss_6:.6g}, accuracy 1.0000."
+    )
     good = list(range(7))  # every step before the divergence
     assert [s for s, _ in history(client, run.info.run_id, "loss")] == good
     assert read_csv(client, run.info.run_id)["step"].tolist() == good
@@ -345,8 +366,11 @@ def test_offline_run_writes_only_its_journal(tmp_path):
         " overrides=[], output_dir='run', planned_steps=3)\n"
         "d = Descent(np.zeros((2, 3)), np.array([[0.6, 0.9]]), np.array([2]),"
         " vectorized_gradient, h=1e-4, lr=0.5, steps=3)\n"
+        "from omegaconf import OmegaConf\n"
+        "from numgrad.config import DataConfig\n"
         "with s:\n"
         "    s.log_start(d.W.copy())\n"
+        "    s.log_data(d.x, d.labels, OmegaConf.structured(DataConfig(x=[.6, .9], t=[2])), 0)\n"
         "    for r in d: s.log_step(r)\n"
         "    s.log_end(d)\n"
         "print(s.synced, 'mlflow' in sys.modules)\n"
@@ -358,6 +382,8 @@ def test_offline_run_writes_only_its_journal(tmp_path):
     assert not (tmp_path / "never").exists()
     view = read_journal(tmp_path / "run" / JOURNAL_FILE)
     assert view.runs == {} and view.end["status"] == "FINISHED"
+    kinds = [e["kind"] for e in view.entries]
+    assert kinds.count("input") == 1 and kinds.count("model") == 1  # made without mlflow
     metrics = [m for e in view.entries if e["kind"] == "metrics" for m in e["metrics"]]
     assert sorted({m[3] for m in metrics if m[0] == "loss"}) == [0, 1, 2, 3]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ from numgrad.sweep.summary import (
     read_summary,
     report,
     write_summary,
+    write_table,
 )
 
 
@@ -119,3 +121,20 @@ def test_job_status_files_are_written_whole(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     assert read_job_status(tmp_path / "bad.json") is None
     assert read_job_status(tmp_path / "missing.json") is None
+
+
+def test_the_table_json_holds_the_csv_rows_with_ui_safe_columns(tmp_path):
+    rows = [row(0, "FINISHED", 0.25, "a"), row(1, "FAILED", float("inf"), "b")]
+    rows[1]["error"] = "Diverged: boom"
+    csv_rows = read_summary(write_summary(rows, tmp_path / "s.csv"))
+    table = json.loads(write_table(rows, tmp_path / "s.json").read_text())
+    # A "." in a column name would leave the column empty in the UI's table view.
+    assert sorted(table["columns"]) == sorted(name.replace(".", "/") for name in csv_rows[0])
+    assert table["columns"][:4] == ["job", "run_name", "optimizer/lr", "status"]
+    by_name = [dict(zip(table["columns"], cells, strict=True)) for cells in table["data"]]
+    assert [(r["final_loss"], r["status"], r["optimizer/lr"], r["error"]) for r in by_name] == [
+        (0.25, "FINISHED", "0", ""), (None, "FAILED", "1", "Diverged: boom"),
+    ]  # numbers stay numbers; inf, which JSON cannot hold, is null  # fmt: skip
+    as_text = {k: "" if v is None else repr(v) if isinstance(v, float) else str(v)
+               for k, v in by_name[0].items()}  # fmt: skip
+    assert as_text == {k.replace(".", "/"): v for k, v in csv_rows[0].items()}  # the CSV's cells

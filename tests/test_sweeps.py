@@ -104,10 +104,30 @@ def test_grid_sweep_parent_children_and_summary(workdir):
         c.data.metrics["final_loss"] for c in children
     )
     assert {
-        "sweep_summary.csv", "multirun.yaml",
+        "sweep_summary.csv", "sweep_summary.json", "multirun.yaml",
         "figures/final_loss_vs_optimizer.lr.png", "figures/final_loss_vs_gradient.h.png",
     } <= artifacts(client, parent.info.run_id)  # fmt: skip
-    assert f"parent run {parent.info.run_id}" in proc.stdout
+    # The JSON beside the CSV is an MLflow table: the artifact view shows it as one.
+    assert json.loads(tags["mlflow.loggedArtifacts"]) == [
+        {"path": "sweep_summary.json", "type": "table"}
+    ]
+    with open(client.download_artifacts(parent.info.run_id, "sweep_summary.json")) as f:
+        table = json.load(f)
+    assert sorted(dict(zip(table["columns"], r, strict=True))["run_id"] for r in table["data"]) == (
+        sorted(by_run)
+    )
+    assert "optimizer/lr" in table["columns"] and "gradient/h" in table["columns"]
+    # The description names the sweep, the counts and the best child.
+    best = min(children, key=lambda c: c.data.metrics["final_loss"])
+    note = tags["mlflow.note.content"]
+    assert "4 jobs, 4 finished, 0 did not finish" in note
+    assert f"Best: {best.info.run_name} (final loss {best.data.metrics['final_loss']:.6g})" in note
+    page = f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+    assert (
+        f"parent run {parent.info.run_id} (sweep lr=0.1,1.0 h=1e-2,1e-4) on {workdir.uri}; "
+        f"page: {page}?workflowType=machine_learning in numgrad-ui (http://127.0.0.1:5000); "
+        "summary "
+    ) in proc.stdout
     # The same summary sits in the sweep dir, for a sweep without a store at hand.
     assert read_summary(workdir.path / "multirun" / "sweep_summary.csv") == rows
 

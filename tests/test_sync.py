@@ -70,7 +70,7 @@ def test_an_offline_run_touches_no_store_and_syncs_complete_once(workdir):
     journaled = journaled_metrics(run_dir / JOURNAL_FILE)
     assert sorted(journaled) == sorted([*STEP_METRICS, "grad_rel_error", "final_loss",
                                         "final_accuracy", "steps_taken"] + [
-        f"W_final.{i}.{j}" for i in range(2) for j in range(3)])  # fmt: skip
+        f"weights.W_final.{i}.{j}" for i in range(2) for j in range(3)])  # fmt: skip
     assert stored_metrics(client, run.info.run_id, journaled) == journaled
     assert read_csv(client, run.info.run_id)["step"].tolist() == list(range(31))
     again = sync(workdir.path, "--uri", target, str(run_dir))
@@ -169,3 +169,31 @@ def test_an_offline_sweep_keeps_its_parent_and_children_after_sync(workdir):
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert sorted(c.data.params["optimizer.lr"] for c in children) == ["0.1", "1.0"]
     assert "sweep_summary.csv" in artifact_paths(client, parent.info.run_id)
+
+
+def test_an_offline_run_gets_its_dataset_and_model_at_sync_and_only_once(workdir):
+    workdir.run("tracking.offline=true", "data=iris", "optimizer.steps=10")
+    run_dir = workdir.path / "run"
+    target = f"sqlite:///{workdir.path / 'm.db'}"
+    assert sync(workdir.path, "--uri", target, str(run_dir)).returncode == 0
+    client, (run,) = all_runs(target)
+
+    def inputs_and_models():
+        stored = client.get_run(run.info.run_id)
+        models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+        return (
+            [(d.dataset.name, d.dataset.digest) for d in stored.inputs.dataset_inputs],
+            [(m.model_id, m.status.name, len(m.metrics)) for m in models],
+            [o.model_id for o in stored.outputs.model_outputs],
+        )
+
+    first = inputs_and_models()
+    (dataset,), (model,), outputs = first
+    assert dataset[0] == "iris" and model[1:] == ("READY", 3) and outputs == [model[0]]
+    # A crash between the upload and its acknowledgement: the next sync sends it all again.
+    journal = run_dir / JOURNAL_FILE
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(line for line in lines if '"kind":"ack"' not in line))
+    again = sync(workdir.path, "--uri", target, str(run_dir))
+    assert again.returncode == 0 and f"to run {run.info.run_id} (" in again.stdout
+    assert inputs_and_models() == first  # no second model, input or output

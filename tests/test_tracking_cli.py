@@ -19,7 +19,11 @@ import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
+from numgrad.config import DataConfig, DataSource
+from numgrad.data import load_data
+from numgrad.tracking.dataset import digest
 from numgrad.tracking.records import flatten_params, sampled_steps
 from tests.conftest import (
     all_runs,
@@ -59,10 +63,15 @@ LONG_RUN = (f"optimizer.steps={LONG_STEPS}", "tracking.flush_seconds=0.2")
 
 
 def test_cli_default_run_is_complete(workdir):
-    workdir.run("optimizer.steps=20", "gradient.check=true")
+    proc = workdir.run("optimizer.steps=20", "gradient.check=true")
     assert workdir.store.is_file()
     client, (run,) = all_runs(workdir.uri)
     rid = run.info.run_id
+    page = f"#/experiments/{run.info.experiment_id}/runs/{rid}?workflowType=machine_learning"
+    assert proc.stdout.splitlines()[-1] == (
+        f"mlflow: run {rid} (steps=20,check=true) in experiment 'numgrad' on {workdir.uri}; "
+        f"page: {page} in numgrad-ui (http://127.0.0.1:5000)"
+    )
     assert run.info.status == "FINISHED" and run.info.run_name == "steps=20,check=true"
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -94,8 +103,8 @@ def test_cli_default_run_is_complete(workdir):
     for key in [*STEP_METRICS, "grad_rel_error"]:
         assert history(client, rid, key) == list(zip(range(21), table[key].tolist(), strict=True))
     W = np.load(client.download_artifacts(rid, "weights/W_final.npy"))
-    assert {k: v for k, v in run.data.metrics.items() if k.startswith("W_final.")} == {
-        f"W_final.{i}.{j}": W[i, j] for i in range(2) for j in range(3)
+    assert {k: v for k, v in run.data.metrics.items() if "W_final" in k} == {
+        f"weights.W_final.{i}.{j}": W[i, j] for i in range(2) for j in range(3)
     }
     assert run.data.metrics["steps_taken"] == 20 and "final_accuracy" in run.data.metrics
     assert run.data.metrics["final_loss"] == table["loss"][-1]
@@ -104,16 +113,38 @@ def test_cli_default_run_is_complete(workdir):
     assert rows == [("integer",)]
 
 
+def test_cli_iris_run_logs_its_dataset_and_model(workdir):
+    workdir.run("data=iris", "optimizer.steps=10")
+    client, (run,) = all_runs(workdir.uri)
+    (given,) = run.inputs.dataset_inputs
+    x, t = load_data(OmegaConf.structured(DataConfig(name=DataSource.iris)), [4, 3],
+                     np.random.default_rng(0))  # fmt: skip
+    assert (given.dataset.name, given.dataset.digest) == ("iris", digest(x, t))
+    assert json.loads(given.dataset.source)["uri"].endswith("numgrad/datasets/iris.csv")
+    assert {t.key: t.value for t in given.tags} == {"mlflow.data.context": "training"}
+    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert [(m.name, m.source_run_id, m.status.name) for m in models] == [
+        ("simplenet", run.info.run_id, "READY")
+    ]
+    assert [o.step for o in run.outputs.model_outputs] == [10]
+
+
 def test_cli_run_against_a_tracking_server(workdir, mlflow_server):
-    workdir.run(f"tracking.uri={mlflow_server.uri}", "optimizer.steps=5")
+    proc = workdir.run(f"tracking.uri={mlflow_server.uri}", "optimizer.steps=5")
     assert not (workdir.path / "outputs" / "mlflow.db").exists()
     client, (run,) = all_runs(mlflow_server.uri)
     rid = run.info.run_id
+    assert proc.stdout.splitlines()[-1].endswith(
+        f"; page: {mlflow_server.uri}/#/experiments/{run.info.experiment_id}/runs/{rid}"
+        "?workflowType=machine_learning"
+    )
     assert run.info.status == "FINISHED"
     assert [s for s, _ in history(client, rid, "loss")] == list(range(6))
     assert artifact_paths(client, rid) == ARTIFACTS  # served by the server
     W = np.load(client.download_artifacts(rid, "weights/W_final.npy"))
-    assert all(run.data.metrics[f"W_final.{i}.{j}"] == W[i, j] for i in range(2) for j in range(3))
+    assert all(
+        run.data.metrics[f"weights.W_final.{i}.{j}"] == W[i, j] for i in range(2) for j in range(3)
+    )
     assert list((mlflow_server.root / "artifacts").rglob("W_final.npy"))  # stored server-side
     assert listening(mlflow_server.port) == {"0100007F"}  # the test server: 127.0.0.1 only
 
@@ -209,7 +240,7 @@ def test_cli_50x50_weights_round_trip_bit_identical(workdir):
     assert np.array(doc["values"]).tobytes() == W.tobytes()  # two encodings, same bits
     W0 = np.load(client.download_artifacts(run.info.run_id, "weights/W_init.npy"))
     assert W0.shape == (50, 50) and not np.array_equal(W0, W)
-    assert not any(k.startswith("W_final.") for k in run.data.metrics)
+    assert not any("W_final" in k for k in run.data.metrics)
     assert all("[[" not in v and len(v) <= 6000 for v in run.data.params.values())
 
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
+import sys
 import urllib.request
 
 import pytest
 import yaml
 
-from numgrad.ui import UsageError, ui_argv
+from numgrad.ui import UsageError, experiment_url, ui_argv
 from tests.conftest import all_runs, free_port, listening, numgrad_env, wait_for
 
 
@@ -45,6 +44,7 @@ def test_ui_command_line():
         "--dev",
     ]
     own = ui_argv(["--backend-store-uri=sqlite:///x.db", "--workers", "2"], environ={})
+    assert ui_argv(["--open", "--experiment", "other"], environ={}) == argv  # numgrad-ui's own
     assert own.count("--workers") == 1 and "sqlite:///outputs/mlflow.db" not in own
     for refused in (
         ["--host", "0.0.0.0"],
@@ -59,22 +59,56 @@ def test_ui_command_line():
         ui_argv([], environ={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})
 
 
+def test_the_printed_url_is_the_experiments_page_in_the_model_training_view(tmp_path, store):
+    from mlflow.tracking import MlflowClient
+
+    missing = f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"
+    assert experiment_url(missing, "numgrad", 5001) == (
+        "http://127.0.0.1:5001/#/experiments?workflowType=machine_learning"
+    )
+    assert not (tmp_path / "none").exists()  # looking did not create a store
+    assert experiment_url(store, "numgrad", 5001).endswith(
+        "/#/experiments?workflowType=machine_learning"
+    )
+    MlflowClient(store).create_experiment("other")
+    experiment = MlflowClient(store).create_experiment("numgrad")
+    assert experiment_url(store, "numgrad", 5001) == (
+        f"http://127.0.0.1:5001/#/experiments/{experiment}?workflowType=machine_learning"
+    )
+
+
 @pytest.mark.slow
 def test_ui_serves_the_default_store_on_loopback_only(workdir):
+    """numgrad-ui: 127.0.0.1 only; prints the page, opens it (--open) once the server answers."""
     workdir.run("optimizer.steps=2")
     _, (run,) = all_runs(workdir.uri)
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    # $BROWSER stands for the browser: it records the URL it is given, if the server answers.
+    opened = workdir.path / "opened.txt"
+    browser = workdir.path / "browser.py"
+    browser.write_text(
+        f"#!{sys.executable}\n"
+        "import sys, urllib.request\n"
+        f"urllib.request.urlopen({base + '/health'!r}, timeout=5)\n"
+        f"open({str(opened)!r}, 'a').write(sys.argv[1] + '\\n')\n"
+    )
+    browser.chmod(0o755)
     ui = subprocess.Popen(
-        [shutil.which("numgrad-ui") or "numgrad-ui", "--port", str(port)],
+        [shutil.which("numgrad-ui") or "numgrad-ui", "--port", str(port), "--open"],
         cwd=workdir.path,
-        env=numgrad_env(),
-        stdout=subprocess.DEVNULL,
+        env=numgrad_env(BROWSER=str(browser)),
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
         start_new_session=True,
     )
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _get(f"{base}/health"), timeout=90, every=0.3)
+        page = f"{base}/#/experiments/{run.info.experiment_id}?workflowType=machine_learning"
+        assert ui.stdout.readline() == (
+            f"numgrad-ui: experiment 'numgrad' in MLflow's model-training view: {page}\n"
+        )
+        assert wait_for(lambda: opened.is_file() and opened.read_text(), timeout=90) == page + "\n"
         assert listening(port) == {"0100007F"}  # 127.0.0.1, nothing on 0.0.0.0 or ::
         listed = json.loads(
             _get(f"{base}/ajax-api/2.0/mlflow/artifacts/list?run_id={run.info.run_id}")
@@ -82,10 +116,14 @@ def test_ui_serves_the_default_store_on_loopback_only(workdir):
         assert {f["path"] for f in listed["files"]} >= {"config.yaml", "history.csv", "weights"}
         config = _get(f"{base}/get-artifact?path=config.yaml&run_uuid={run.info.run_id}")
         assert yaml.safe_load(config)["optimizer"]["steps"] == 2
+        ui.send_signal(signal.SIGTERM)  # numgrad-ui stops the server's whole process group
+        assert ui.wait(timeout=30) == 143
+        assert wait_for(lambda: not listening(port), timeout=20)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(ui.pid, signal.SIGTERM)
+        if ui.poll() is None:  # numgrad-ui takes its server down with it
+            ui.send_signal(signal.SIGTERM)
         ui.wait(timeout=30)
+        ui.stdout.close()
 
 
 def _get(url: str) -> bytes | None:

@@ -106,6 +106,8 @@ class TrackingConfig:
     # At the end of a run, how long to wait for a store that went away before exiting 75.
     outage_grace_seconds: float = 30.0
     history_max_rows: int = 1_000_000
+    # Log the final SimpleNet as an MLflow model (pyfunc, servable) of the finished run.
+    log_model: bool = True
 
 
 @dataclass

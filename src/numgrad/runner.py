@@ -99,6 +99,7 @@ def execute(
     )
     with sink:
         sink.log_start(net.W.copy())
+        sink.log_data(x2d, labels, cfg.data, cfg.seed)
         _descend(descent, sink, show=progress)
         sink.log_end(descent, W_final=net.W)
     print_summary(descent, net, sink.describe())

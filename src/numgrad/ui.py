@@ -1,23 +1,33 @@
-"""``numgrad-ui``: the MLflow UI on the store ``numgrad`` writes to, bound to 127.0.0.1.
+"""``numgrad-ui``: the MLflow UI on numgrad's store, on 127.0.0.1, in the model-training view.
 
-Runs ``mlflow ui --backend-store-uri <uri> --host 127.0.0.1 --port 5000 --workers 1``,
-where ``<uri>`` is the store a plain ``numgrad`` run in this directory uses
-(``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///outputs/mlflow.db``). Other
-options go through to ``mlflow ui``; ``--host`` is refused: expose a store with
-``mlflow server`` deliberately, not by accident.
+Starts ``mlflow ui --backend-store-uri <uri> --host 127.0.0.1 --port 5000 --workers 1``
+as a child process in its own process group (the server's workers go with it), where
+``<uri>`` is the store a plain ``numgrad`` run in this directory uses
+(``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///outputs/mlflow.db``). Then it prints
+the URL of the experiment's runs in MLflow's model-training view (the UI's own default
+is its GenAI view, which shows no runs) and, with ``--open``, opens it in a browser
+(Python's ``webbrowser``: ``$BROWSER`` chooses) once the server answers. Ctrl-C or
+SIGTERM stop the server's whole group. Other options go through to ``mlflow ui``;
+``--host`` is refused: expose a store with ``mlflow server`` deliberately, not by accident.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 
-from numgrad.tracking.uri import is_http, resolve_uri, sqlite_path
+from numgrad import signals
+from numgrad.tracking.pages import DEFAULT_PORT, HOST, experiment_page, local_url
+from numgrad.tracking.uri import is_http, resolve_uri, server_alive, sqlite_path
 
-HOST = "127.0.0.1"
-DEFAULT_PORT = 5000
+EXPERIMENT = "numgrad"  # tracking.experiment's default
+START_TIMEOUT = 180.0  # seconds --open waits for the server to answer
 
 
 class UsageError(Exception):
@@ -30,11 +40,14 @@ def parser() -> argparse.ArgumentParser:
         add_help=False,  # -h is mlflow ui's --host, which numgrad-ui refuses
         description="Start the MLflow UI on http://127.0.0.1:PORT for the store numgrad "
         "writes to from this directory ($MLFLOW_TRACKING_URI if set, else "
-        "sqlite:///outputs/mlflow.db). Other options go to `mlflow ui`.",
+        "sqlite:///outputs/mlflow.db) and print the experiment's page in the model-training "
+        "view. Other options go to `mlflow ui`.",
     )
     p.add_argument("-p", "--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
     p.add_argument("--backend-store-uri", help="the store to show (default: numgrad's)")
     p.add_argument("-w", "--workers", type=int, default=1, help="default: %(default)s")
+    p.add_argument("--experiment", default=EXPERIMENT, help="whose page (default: %(default)s)")
+    p.add_argument("--open", action="store_true", help="open the page in a browser")
     p.add_argument("-h", "--host", help=argparse.SUPPRESS)  # refused, with the reason
     p.add_argument("--help", action="help", help="show this help and exit")
     return p
@@ -45,7 +58,7 @@ def ui_argv(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> lis
 
     Examples
     --------
-    >>> ui_argv(["--port", "5001"], environ={})[1:]  # doctest: +NORMALIZE_WHITESPACE
+    >>> ui_argv(["--port", "5001", "--open"], environ={})[1:]  # doctest: +NORMALIZE_WHITESPACE
     ['-m', 'mlflow', 'ui', '--backend-store-uri', 'sqlite:///outputs/mlflow.db',
      '--host', '127.0.0.1', '--port', '5001', '--workers', '1']
     """
@@ -73,24 +86,102 @@ def _server_opts(args: Sequence[str]) -> list[str]:
     return found
 
 
+def experiment_url(uri: str, experiment: str, port: int) -> str:
+    """The experiment's runs in the model-training view; the experiment list if unknown.
+
+    Examples
+    --------
+    >>> experiment_url("sqlite:////nonexistent/mlflow.db", "numgrad", 5001)
+    'http://127.0.0.1:5001/#/experiments?workflowType=machine_learning'
+    """
+    return local_url(experiment_page(find_experiment(uri, experiment)), port)
+
+
+def find_experiment(uri: str, name: str) -> str | None:
+    """The id of the active experiment ``name`` in the store, None if there is none (yet)."""
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        return None  # opening it would create it
+    try:
+        from numgrad.tracking.mlflow_store import MlflowStore
+
+        return MlflowStore(uri).open().find_experiment(name)
+    except Exception as exc:  # the server still serves what it can: say why, go on
+        print(f"numgrad-ui: cannot read experiment '{name}' from {uri}: {exc}", file=sys.stderr)
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: replace this process with ``mlflow ui``."""
+    """Console entry point: serve, print the page, open it if asked, stop on Ctrl-C."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         command = ui_argv(args)
     except UsageError as exc:
         parser().error(str(exc))  # prints usage and the reason, exit 2
-    db = sqlite_path(command[command.index("--backend-store-uri") + 1])
+    options, _ = parser().parse_known_args(args)
+    uri = command[command.index("--backend-store-uri") + 1]
+    db = sqlite_path(uri)
     if db is not None and not db.exists():
         print(f"numgrad-ui: no store at {db} yet: run numgrad from this directory first",
               file=sys.stderr)  # fmt: skip
-    port = command[command.index("--port") + 1]
     # MLflow's job runner (GenAI scorers, ~8 more processes) serves nothing numgrad logs.
-    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    print(f"numgrad-ui: MLflow UI on http://{HOST}:{port} (Ctrl-C stops it)", file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(command[0], command)
+    env = {**os.environ}
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    with signals.raising():
+        server = subprocess.Popen(command, env=env, start_new_session=True)
+        try:
+            status = _serve(server, uri, options)
+        except (KeyboardInterrupt, signals.Terminated) as exc:
+            stop(server)
+            status = 130 if isinstance(exc, KeyboardInterrupt) else 128 + exc.signum
+        except BaseException:
+            stop(server)
+            raise
+    sys.exit(status)
+
+
+def _serve(server: subprocess.Popen, uri: str, options: argparse.Namespace) -> int:
+    url = experiment_url(uri, options.experiment, options.port)
+    print(f"numgrad-ui: experiment '{options.experiment}' in MLflow's model-training view: {url}",
+          flush=True)  # fmt: skip
+    print(f"numgrad-ui: MLflow UI on {local_url('', options.port).rstrip('/')} (Ctrl-C stops it)",
+          file=sys.stderr, flush=True)  # fmt: skip
+    if options.open and _answers(server, local_url("", options.port)):
+        import webbrowser
+
+        if not webbrowser.open(url):
+            print(f"numgrad-ui: no browser to open; open {url}", file=sys.stderr)
+    status = server.wait()
+    return 128 - status if status < 0 else status
+
+
+def _answers(server: subprocess.Popen, base: str) -> bool:
+    """Wait until the server answers ``/health``; False if it exits first or never answers."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while server.poll() is None and time.monotonic() < deadline:
+        if server_alive(base, timeout=1.0):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def stop(server: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM the server's process group; SIGKILL what is left after ``timeout`` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while True:
+        server.poll()  # reap the leader: a zombie keeps the group "alive" forever
+        try:
+            os.killpg(server.pid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+            return
+        time.sleep(0.1)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,16 @@ from numgrad import signals
 from numgrad.jobs import JOB_STATUS_FILE, write_job_status
 from numgrad.sweep import workers
 from numgrad.sweep.parent import FIGURES_DIR, SweepParent
-from numgrad.sweep.summary import SUMMARY_FILE, SweepOutcome, collect_rows, report, write_summary
+from numgrad.sweep.summary import (
+    SUMMARY_FILE,
+    TABLE_FILE,
+    SweepOutcome,
+    collect_rows,
+    report,
+    write_summary,
+    write_table,
+)
+from numgrad.tracking import pages
 from numgrad.tracking.records import describe_error, fit_tag, run_name_from, swept_values
 from numgrad.tracking.uri import resolve_uri
 
@@ -225,11 +234,12 @@ class Sweep:
                 if not outcome.parent_synced:
                     outcome.notes.append(parent.recorder.local_note())
             self._restore()
-        has_run = parent is not None and parent.run_id is not None
-        report(
-            outcome,
-            f"parent run {parent.run_id} ({self.name}) on {parent.uri}; " if has_run else "",
-        )
+        where = ""
+        if parent is not None and parent.run_id is not None:
+            page = pages.run_page(parent.recorder.experiment_id, parent.run_id)
+            where = f"parent run {parent.run_id} ({self.name}) on {parent.uri}; "
+            where += f"page: {pages.where(parent.uri, page)}; "
+        report(outcome, where)
         return outcome
 
     def abort(self) -> None:
@@ -245,6 +255,7 @@ class Sweep:
     def _write_summary(self, outcome: SweepOutcome) -> Path:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         path = write_summary(outcome.rows, self.sweep_dir / SUMMARY_FILE)
+        write_table(outcome.rows, self.sweep_dir / TABLE_FILE)
         if outcome.rows:
             try:
                 from numgrad.plots.sweep import render_sweep

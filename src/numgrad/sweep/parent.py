@@ -8,14 +8,16 @@ its child (``mlflow.parentRunId``).
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from numgrad.sweep.summary import SUMMARY_FILE, SweepOutcome, description
-from numgrad.tracking.mlflow_store import MlflowStore, base_tags, orphaned
+from numgrad.sweep.summary import SUMMARY_FILE, TABLE_FILE, SweepOutcome, description
+from numgrad.tracking.mlflow_store import MlflowStore
+from numgrad.tracking.provenance import base_tags, orphaned
 from numgrad.tracking.recorder import Recorder, set_aside_previous
 from numgrad.tracking.records import describe_error, fit_tag
 from numgrad.tracking.sink import PARENT_JOURNAL_ENV, PARENT_RUN_ENV
@@ -131,6 +133,10 @@ class SweepParent:
             "numgrad.sweep.failed_count": str(len(failed)),
             "mlflow.note.content": fit_tag(description(outcome, self.sweep_dir)),
         }
+        if outcome.summary is not None and (self.sweep_dir / TABLE_FILE).is_file():
+            # What makes the artifact view open the JSON as a table (MlflowClient.log_table
+            # sets it too).
+            tags["mlflow.loggedArtifacts"] = json.dumps([{"path": TABLE_FILE, "type": "table"}])
         if failed:
             tags["numgrad.sweep.failed"] = fit_tag(
                 "; ".join(r["overrides"] or "(none)" for r in failed)
@@ -147,6 +153,8 @@ class SweepParent:
         recorder.record("metrics", metrics=metrics)
         if outcome.summary is not None:
             recorder.record("artifact", local=SUMMARY_FILE, path=None)
+        if outcome.summary is not None and (self.sweep_dir / TABLE_FILE).is_file():
+            recorder.record("artifact", local=TABLE_FILE, path=None)
         for extra in EXTRA_FILES:
             if (self.sweep_dir / extra).is_file():
                 recorder.record("artifact", local=extra, path=None)

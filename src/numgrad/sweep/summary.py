@@ -9,6 +9,7 @@ run, a job the sweep never started only its place in the sweeper's plan.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import shlex
@@ -22,6 +23,7 @@ from numgrad.jobs import FINISHED_NOT_SYNCED, JOB_STATUS_FILE, read_job_status
 from numgrad.tracking.records import swept_values
 
 SUMMARY_FILE = "sweep_summary.csv"
+TABLE_FILE = "sweep_summary.json"  # the same, as an MLflow table
 NOT_STARTED = "NOT_STARTED"
 FIELDS = (
     "job", "overrides", "status", "final_loss", "final_accuracy", "steps_taken",
@@ -182,20 +184,61 @@ def write_summary(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     ...          "output_dir": "/x/0", "params": {"optimizer.lr": "0.1"}}]
     >>> with tempfile.TemporaryDirectory() as d:
     ...     print(write_summary(rows, Path(d) / "s.csv").read_text().splitlines()[1])
+    ...     table = json.loads(write_table(rows, Path(d) / "s.json").read_text())
     0,optimizer.lr=0.1,FINISHED,0.25,1.0,3,,,abc,lr=0.1,0.1,,/x/0
+    >>> table["columns"][:5]
+    ['job', 'run_name', 'optimizer/lr', 'status', 'final_loss']
+    >>> table["data"][0][:8]
+    [0, 'lr=0.1', '0.1', 'FINISHED', 0.25, 1.0, 3, None]
     """
-    keys = sorted({k for row in rows for k in row["params"]})
+    header, body = _table(rows)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([*FIELDS, *keys, "error", "output_dir"])
-        for row in rows:
-            cells = [_cell(row.get(k)) for k in FIELDS]
-            cells += [row["params"].get(k, "") for k in keys]
-            cells += [row.get("error") or "", row.get("output_dir") or ""]
-            writer.writerow(cells)
+        writer.writerow(header)
+        writer.writerows([_cell(v) for v in cells] for cells in body)
     tmp.replace(path)
     return path
+
+
+def write_table(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """``sweep_summary.json``: the summary as an MLflow table, which the UI's artifact view
+    shows as a sortable table (with the parent's ``mlflow.loggedArtifacts`` tag).
+
+    The JSON of ``MlflowClient.log_table`` (columns and rows): the CSV's cells, the job,
+    its run name, the swept values and the outcome first. Numbers stay numbers, a
+    non-finite one is null. A ``.`` in a column name leaves the column empty in the UI
+    (MLflow 3.17 reads it as a nested path): ``optimizer.lr`` is written ``optimizer/lr``.
+    """
+    header, body = _table(rows)
+    # What a reviewer compares first: the job, its name, the swept values, the outcome.
+    first = ["job", "run_name", *header[len(FIELDS) : -2], "status", *NUMBERS]
+    order = [header.index(name) for name in first + [h for h in header if h not in first]]
+    table = {
+        "columns": [header[i].replace(".", "/") for i in order],
+        "data": [[_json_value(cells[i]) for i in order] for cells in body],
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(table, allow_nan=False))
+    tmp.replace(path)
+    return path
+
+
+def _json_value(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """The summary's columns and its rows' values, for the CSV and the JSON alike."""
+    keys = sorted({k for row in rows for k in row["params"]})
+    header = [*FIELDS, *keys, "error", "output_dir"]
+    body = [
+        [row.get(k) for k in FIELDS]
+        + [row["params"].get(k, "") for k in keys]
+        + [row.get("error") or "", row.get("output_dir") or ""]
+        for row in rows
+    ]
+    return header, body
 
 
 def read_summary(path: Path | str) -> list[dict[str, str]]:

@@ -3,14 +3,21 @@
 - :mod:`~numgrad.tracking.uri`: which store, checked before any run exists;
 - :mod:`~numgrad.tracking.records`: run names, params, sampled steps, MLflow's limits;
 - :mod:`~numgrad.tracking.journal`: the run journal on disk;
+- :mod:`~numgrad.tracking.provenance`: who ran a run; is its process still alive;
 - :mod:`~numgrad.tracking.mlflow_store`: the store, as one object;
 - :mod:`~numgrad.tracking.replay`: journal records into a store's run;
 - :mod:`~numgrad.tracking.recorder`: journal first, then the store, through outages;
 - :mod:`~numgrad.tracking.history`: ``history.csv``, bounded;
+- :mod:`~numgrad.tracking.files`: the other files a run keeps and uploads;
+- :mod:`~numgrad.tracking.dataset`: the training data as an MLflow dataset input;
+- :mod:`~numgrad.tracking.model`: the final SimpleNet as an MLflow logged model
+  (:mod:`~numgrad.tracking.simplenet_pyfunc` is the model's code);
+- :mod:`~numgrad.tracking.ending`: how a run ends: status, final metrics, description;
+- :mod:`~numgrad.tracking.pages`: a run's page in the MLflow UI;
 - :mod:`~numgrad.tracking.sink`: what the runner hands its records to;
 - :mod:`~numgrad.tracking.logged`: a logged run read back (a warm start's W0, a rerun's config);
 - :mod:`~numgrad.tracking.sync`: ``numgrad-sync``.
 
-Only ``mlflow_store`` (and what calls into it) imports mlflow, and only when a store
-is opened: ``tracking.enabled=false`` and ``tracking.offline=true`` never load it.
+Only ``mlflow_store`` and ``model`` import mlflow, and only when a store is opened or
+a model sent: ``tracking.enabled=false`` and ``tracking.offline=true`` never load it.
 """

@@ -15,12 +15,8 @@ open). Writes retry while SQLite says "database is locked".
 from __future__ import annotations
 
 import contextlib
-import functools
-import getpass
-import os
 import random
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -28,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from numgrad import signals
+from numgrad.tracking.provenance import orphaned
 from numgrad.tracking.records import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAMS_TAGS_PER_BATCH,
@@ -37,9 +34,6 @@ from numgrad.tracking.uri import TrackingError, sqlite_path
 
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 LOCK_TIMEOUT = 120.0
-#: Runs open in this process: the orphan check must not take a reused worker's own
-#: earlier-started run (same pid) for a dead one.
-ACTIVE_RUNS: set[str] = set()
 # MLflow error codes that a retry cannot mend (the request itself is wrong).
 _CLIENT_ERRORS = frozenset({
     "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
@@ -164,6 +158,11 @@ class MlflowStore:
             self.call(self.client.set_experiment_tag, exp.experiment_id, key, kind)
         return exp.experiment_id
 
+    def find_experiment(self, name: str) -> str | None:
+        """The id of the active experiment ``name``; None if there is none (nothing made)."""
+        exp = self.call(self.client.get_experiment_by_name, name)
+        return exp.experiment_id if exp is not None and exp.lifecycle_stage == "active" else None
+
     def reconcile_orphans(self, experiment_id: str) -> None:
         """Mark RUNNING runs of this host whose process is gone KILLED, one line each."""
         host = socket.gethostname()
@@ -253,6 +252,62 @@ class MlflowStore:
         else:
             self.call(self.client.log_artifact, run_id, str(local), artifact_path)
 
+    def log_dataset(self, run_id: str, dataset: Mapping[str, str], context: str) -> None:
+        """A dataset input of the run (the runs table's Dataset column); logging it again
+        changes nothing (the store matches datasets by name and digest)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        fields = ("name", "digest", "source_type", "source", "schema", "profile")
+        entity = Dataset(**{k: dataset.get(k) for k in fields})
+        tags = [InputTag("mlflow.data.context", context)]
+        self.call(self.client.log_inputs, run_id, datasets=[DatasetInput(entity, tags=tags)])
+
+    # -------------------------------------------------------------- logged models
+
+    def find_logged_model(self, experiment_id: str, tag: str, value: str) -> Any | None:
+        """The logged model of the experiment whose tag ``tag`` is ``value``, if any."""
+        found = self.call(
+            self.client.search_logged_models, experiment_ids=[experiment_id],
+            filter_string=f"tags.`{tag}` = '{value}'", max_results=1,
+        )  # fmt: skip
+        return found[0] if found else None
+
+    def create_logged_model(self, experiment_id: str, run_id: str, **fields: Any) -> Any:
+        """A new PENDING logged model made by the run (``name``, ``params``, ``tags``, ...)."""
+        return self.call(
+            self.client.create_logged_model, experiment_id, source_run_id=run_id, **fields
+        )
+
+    def upload_model(self, model_id: str, local_dir: Path, status: str = "READY") -> None:
+        """Upload a saved model's folder into the logged model, then set its status."""
+        self.call(self.client.log_model_artifacts, model_id, str(local_dir))
+        self.call(self.client.finalize_logged_model, model_id, status)
+
+    def fail_model(self, model_id: str) -> None:
+        self.call(self.client.finalize_logged_model, model_id, "FAILED")
+
+    def log_model_output(self, run_id: str, model_id: str, step: int) -> None:
+        """The model as an output of the run (the runs table's Models column)."""
+        from mlflow.entities import LoggedModelOutput
+
+        self.call(self.client.log_outputs, run_id, [LoggedModelOutput(model_id, step=step)])
+
+    def log_model_metrics(
+        self,
+        run_id: str,
+        model_id: str,
+        metrics: Sequence[Metric],
+        dataset: Mapping[str, str] | None = None,
+    ) -> None:
+        """``metrics`` as the model's, evaluated on ``dataset``: give the run's own values and
+        timestamps, so that the run keeps one copy (the store ignores an exact duplicate)."""
+        from mlflow.entities import Metric as MlflowMetric
+
+        on = dict(dataset_name=dataset["name"], dataset_digest=dataset["digest"]) if dataset else {}
+        batch = [MlflowMetric(k, v, ms, s, model_id=model_id, **on) for k, v, ms, s in metrics]
+        if batch:
+            self.call(self.client.log_batch, run_id, metrics=batch, synchronous=True)
+
     def terminate(self, run_id: str, status: str, end_time: int | None = None) -> None:
         self.call(self.client.set_terminated, run_id, status, end_time)
 
@@ -269,90 +324,3 @@ class MlflowStore:
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     return (items[i : i + size] for i in range(0, len(items), size))
-
-
-# ---------------------------------------------------------------- who ran it
-
-
-def base_tags() -> dict[str, str]:
-    """Tags every numgrad run carries: who, where, which process, which commit."""
-    tags = {
-        "mlflow.user": _user(),
-        "mlflow.source.name": "numgrad",
-        "mlflow.source.type": "LOCAL",
-        "numgrad.host": socket.gethostname(),
-        "numgrad.pid": str(os.getpid()),
-    }
-    commit = git_commit()
-    if commit:
-        tags["numgrad.git_commit"] = tags["mlflow.source.git.commit"] = commit
-    return tags
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-@functools.cache
-def git_commit() -> str | None:
-    """The commit of the git checkout numgrad runs from (``git rev-parse HEAD``).
-
-    None for an installed copy (under site-packages: the repository around a venv is
-    not the code that ran), without git, or outside a repository.
-    """
-    here = Path(__file__).resolve().parent
-    if any(part in ("site-packages", "dist-packages") for part in here.parts):
-        return None
-    try:
-        proc = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    commit = proc.stdout.strip()
-    return commit if proc.returncode == 0 and len(commit) in (40, 64) else None
-
-
-def orphaned(run: Any) -> bool:
-    """True when a RUNNING MLflow run's process on this host is gone (or its pid was reused)."""
-    tags = run.data.tags
-    return process_gone(tags, run.info.start_time, run.info.run_id)
-
-
-def process_gone(tags: Mapping[str, str], start_ms: int | None, run_id: str = "") -> bool:
-    """True when the process a run's ``numgrad.host``/``numgrad.pid`` tags name is gone.
-
-    Never true for another host's run: nothing here can see its processes. A pid that
-    now belongs to a process started after the run is a reused pid: gone too.
-    """
-    pid = tags.get("numgrad.pid", "")
-    if tags.get("numgrad.host") != socket.gethostname() or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return run_id not in ACTIVE_RUNS
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, another user's
-    started = _process_start(int(pid))
-    return started is not None and start_ms is not None and started > start_ms / 1000 + 2
-
-
-def _process_start(pid: int) -> float | None:
-    """Start time of a process (epoch seconds) from /proc; None where unavailable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])
-        boot = next(
-            float(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime")
-        )
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None

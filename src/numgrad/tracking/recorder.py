@@ -24,7 +24,8 @@ from typing import Any
 
 from numgrad.tracking import replay
 from numgrad.tracking.journal import FORMAT, JOURNAL_FILE, Journal, JournalError, read_journal
-from numgrad.tracking.mlflow_store import ACTIVE_RUNS, MlflowStore
+from numgrad.tracking.mlflow_store import MlflowStore
+from numgrad.tracking.provenance import ACTIVE_RUNS
 from numgrad.tracking.records import describe_error, short_message
 from numgrad.tracking.uri import TrackingError
 

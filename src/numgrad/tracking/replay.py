@@ -4,7 +4,9 @@ A live run sends each flush's new records through :func:`send`, and ``numgrad-sy
 sends what a store has not acknowledged through the same function. Sending twice is
 harmless: the SQL store ignores a metric value it already holds (same key, step,
 timestamp and value), params are rewritten with the same value, tags and artifacts
-are overwritten, and the end status is set again.
+are overwritten, a dataset input the run has is not added again, a logged model is
+found by its key before one is made (:mod:`numgrad.tracking.model`), and the end
+status is set again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from numgrad.tracking.journal import JournalError
 from numgrad.tracking.mlflow_store import Metric, MlflowStore
+from numgrad.tracking.model import send_model
 
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -28,6 +31,8 @@ class Sent:
     params: int = 0
     tags: int = 0
     artifacts: int = 0
+    inputs: int = 0
+    models: int = 0
     status: str | None = None
 
     def add(self, other: Sent) -> None:
@@ -35,6 +40,8 @@ class Sent:
         self.params += other.params
         self.tags += other.tags
         self.artifacts += other.artifacts
+        self.inputs += other.inputs
+        self.models += other.models
         self.status = other.status or self.status
 
 
@@ -66,7 +73,9 @@ def send(
     """Upload journal records, in order, to the run ``run_id``.
 
     Consecutive metrics, params and tags go in shared batches; ``artifact`` paths are
-    relative to ``base_dir`` (the journal's folder); ``end`` sets the final status.
+    relative to ``base_dir`` (the journal's folder); ``input`` is a dataset input
+    (:mod:`numgrad.tracking.dataset`), ``model`` the final SimpleNet as a logged model
+    (:mod:`numgrad.tracking.model`); ``end`` sets the final status.
     """
     sent = Sent()
     metrics: list[Metric] = []
@@ -96,6 +105,14 @@ def send(
                 raise JournalError(f"the artifact {local} recorded in the journal is missing")
             store.log_artifact(run_id, local, entry.get("path"))
             sent.artifacts += 1
+        elif kind == "input":
+            flush()
+            store.log_dataset(run_id, entry["dataset"], entry["context"])
+            sent.inputs += 1
+        elif kind == "model":
+            flush()
+            send_model(store, run_id, entry, base_dir)
+            sent.models += 1
         elif kind == "end":
             flush()
             store.terminate(run_id, entry["status"], entry.get("end_time"))

@@ -23,7 +23,6 @@ Examples
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -36,9 +35,14 @@ from typing import Any
 import numpy as np
 
 from numgrad import signals
+from numgrad.tracking import pages
+from numgrad.tracking.dataset import CONTEXT, dataset_name, dataset_record, dataset_source
+from numgrad.tracking.ending import NOTE_TAG, W_METRIC_PREFIX, final_metrics, note, outcome
+from numgrad.tracking.files import write_inputs, write_outputs
 from numgrad.tracking.history import History
 from numgrad.tracking.journal import JournalError
-from numgrad.tracking.mlflow_store import base_tags
+from numgrad.tracking.model import model_record
+from numgrad.tracking.provenance import base_tags
 from numgrad.tracking.recorder import Recorder, set_aside_previous
 from numgrad.tracking.records import (
     LONG_VALUE,
@@ -56,7 +60,7 @@ from numgrad.tracking.uri import TrackingError, check_uri, resolve_uri
 PARENT_RUN_ENV = "NUMGRAD_PARENT_RUN_ID"  # set by a sweep for its jobs
 PARENT_JOURNAL_ENV = "NUMGRAD_PARENT_JOURNAL"  # the sweep parent's journal (offline sweeps)
 ARTIFACTS_DIR = "artifacts"  # in the run dir: what the run uploads, kept locally too
-W_METRICS_MAX = 64  # one metric per element of the final W up to this many elements
+EXAMPLE_ROWS = 3  # rows of x kept as the logged model's input example
 
 
 def open_sink(
@@ -100,6 +104,9 @@ class NullSink:
     def log_start(self, W_init: np.ndarray | None) -> None:
         pass
 
+    def log_data(self, x: Any, t: Any, data_cfg: Any, seed: int) -> None:
+        pass
+
     def log_step(self, record: Any) -> None:
         pass
 
@@ -141,6 +148,8 @@ class MlflowSink:
         self._next_flush = math.inf
         self._W_init: np.ndarray | None = None
         self._end: dict[str, Any] | None = None
+        self._dataset: dict[str, str] | None = None
+        self._example: np.ndarray | None = None
 
     @property
     def run_id(self) -> str | None:
@@ -152,7 +161,7 @@ class MlflowSink:
         set_aside_previous(self.output_dir, [ARTIFACTS_DIR])
         (self.artifacts / "weights").mkdir(parents=True, exist_ok=True)
         try:
-            self._write_inputs()
+            write_inputs(self.artifacts, plain(self.config), self.overrides)
             self._history = History(self.artifacts / "history.csv", self.settings.history_max_rows)
             params = flatten_params(self.config)
             long = sorted(k for k, v in params.items() if v == LONG_VALUE)
@@ -177,6 +186,14 @@ class MlflowSink:
         """Save the initial weights (``weights/W_init.npy``)."""
         self._W_init = np.array(W_init, copy=True)
         np.save(self.artifacts / "weights" / "W_init.npy", self._W_init)
+
+    def log_data(self, x: np.ndarray, t: np.ndarray, data_cfg: Any, seed: int) -> None:
+        """Record the data the run trains on (``x`` as used, integer labels ``t``) as its
+        dataset input, named after ``data_cfg`` (a :class:`numgrad.config.DataConfig`)."""
+        name, source = dataset_name(data_cfg, seed), dataset_source(data_cfg)
+        self._dataset = dataset_record(x, t, name=name, source=source)
+        self._example = np.array(x[:EXAMPLE_ROWS], copy=True)  # the logged model's example
+        self.recorder.record("input", dataset=self._dataset, context=CONTEXT)
 
     def log_step(self, record: Any) -> None:
         """Take one :class:`~numgrad.descent.StepRecord`; flush every ``flush_seconds``."""
@@ -213,7 +230,8 @@ class MlflowSink:
         if self.run_id is None:
             return None
         where = f"experiment '{self.settings.experiment}' on {self.uri}"
-        return f"mlflow: run {self.run_id} ({self.run_name}) in {where}"
+        page = pages.where(self.uri, pages.run_page(self.recorder.experiment_id, self.run_id))
+        return f"mlflow: run {self.run_id} ({self.run_name}) in {where}; page: {page}"
 
     def local_note(self) -> str:
         return self.recorder.local_note()
@@ -252,31 +270,30 @@ class MlflowSink:
         parent = os.environ.get(PARENT_JOURNAL_ENV)
         return {"parent_journal": os.path.relpath(parent, self.output_dir)} if parent else {}
 
-    def _write_inputs(self) -> None:
-        import yaml
-
-        with open(self.artifacts / "config.yaml", "w") as f:
-            yaml.safe_dump(plain(self.config), f, sort_keys=False)
-        with open(self.artifacts / "overrides.yaml", "w") as f:
-            yaml.safe_dump(list(self.overrides), f)
-
     # -------------------------------------------------------------------- finish
 
     def _finish(self, exc: BaseException | None) -> None:
         """Last rows, final metrics, weights, figures, status; never hides ``exc``."""
-        status, tags = _outcome(exc, self._end)
+        status, tags = outcome(exc, self._end)
+        end = self._end if status == "FINISHED" else None
+        try:  # the description never fails a run
+            tags[NOTE_TAG] = fit_tag(note(self.config, self._dataset, tags, end, self._last))
+        except Exception as err:
+            print(f"numgrad: no run description: {describe_error(err)}", file=sys.stderr)
         try:
             self._history.close()
             if self._last is not None and self._last_queued != self._last.step:
                 self._queue(self._last)  # the last step of a run that stopped early or failed
-            if status == "FINISHED":
-                self._metrics.extend(self._final_metrics())
+            finals = final_metrics(end) if end else []
+            self._metrics.extend(finals)
             if self._metrics:
                 self.recorder.record("metrics", metrics=self._metrics)
                 self._metrics = []
-            self._write_outputs(self._end if status == "FINISHED" else None)
+            write_outputs(self.artifacts, end, self._history, self._W_init)
             self.recorder.record("artifact", local=ARTIFACTS_DIR, path=None)
             self.recorder.record("tags", tags=tags)
+            if finals and self.settings.log_model:
+                self._record_model(finals)
             self.synced = self.recorder.finish(status)
         except (KeyboardInterrupt, signals.Terminated, TrackingError, JournalError) as err:
             # Interrupted while waiting for the store, or the store refused the run.
@@ -287,67 +304,12 @@ class MlflowSink:
         if exc is not None and not self.synced:
             print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
 
-    def _final_metrics(self) -> list[list[Any]]:
-        end = self._end
-        ms, step = int(time.time() * 1000), int(end["steps_taken"])
-        out = [
-            ["final_loss", end["final_loss"], ms, step],
-            ["final_accuracy", end["final_accuracy"], ms, step],
-            ["steps_taken", float(step), ms, step],
-        ]
-        W = end["W_final"]
-        if W.size <= W_METRICS_MAX:  # sortable in the runs table
-            for index, value in np.ndenumerate(W):
-                out.append(["W_final." + ".".join(map(str, index)), float(value), ms, step])
-        return [m for m in out if math.isfinite(m[1])]
-
-    def _write_outputs(self, end: dict[str, Any] | None) -> None:
-        """Final weights (when the run finished) and the figures, which never fail a run."""
-        W_final = gradient = None
-        if end is not None:
-            W_final, gradient = end["W_final"], end["gradient"]
-            np.save(self.artifacts / "weights" / "W_final.npy", W_final)
-            with open(self.artifacts / "weights" / "W_final.json", "w") as f:
-                json.dump({"shape": list(W_final.shape), "dtype": str(W_final.dtype),
-                           "values": W_final.tolist()}, f)  # fmt: skip
-        try:
-            from numgrad.plots.run import draw_run
-
-            history = self._history
-            draw_run(
-                self.artifacts / "figures", history.steps, history.loss, history.grad_norm,
-                {"W_init": self._W_init, "W_final": W_final, "gradient": gradient},
-            )  # fmt: skip
-        except Exception as exc:
-            print(f"numgrad: figures not drawn: {describe_error(exc)}", file=sys.stderr)
-
-
-def _outcome(exc: BaseException | None, end: dict[str, Any] | None) -> tuple[str, dict[str, str]]:
-    """Final status and tags for how the run ended."""
-    from numgrad.descent import Diverged, StepTooSmall
-
-    if exc is None:
-        return "FINISHED", {"numgrad.stop_reason": str((end or {}).get("stop_reason") or "steps")}
-    if isinstance(exc, KeyboardInterrupt):
-        return "KILLED", {"numgrad.stop_reason": "interrupted"}
-    if isinstance(exc, signals.Terminated):
-        return "KILLED", {"numgrad.stop_reason": "terminated"}
-    if isinstance(exc, Diverged):
-        return "FAILED", {
-            "numgrad.stop_reason": "diverged",
-            "numgrad.diverged.step": str(exc.step),
-            "numgrad.diverged.quantity": str(exc.quantity),
-            "numgrad.diverged.value": repr(exc.value),
-            "numgrad.error": fit_tag(describe_error(exc)),
-        }
-    if isinstance(exc, StepTooSmall):
-        return "FAILED", {
-            "numgrad.stop_reason": "step_too_small",
-            "numgrad.error": fit_tag(describe_error(exc)),
-        }
-    if isinstance(exc, Exception):
-        return "FAILED", {
-            "numgrad.stop_reason": "error",
-            "numgrad.error": fit_tag(describe_error(exc)),
-        }
-    return "KILLED", {"numgrad.stop_reason": type(exc).__name__}
+    def _record_model(self, finals: list[list[Any]]) -> None:
+        """The final SimpleNet, to be logged as a model (:mod:`numgrad.tracking.model`)."""
+        weights = Path(ARTIFACTS_DIR) / "weights" / "W_final.npy"
+        keep = [m for m in finals if not m[0].startswith(W_METRIC_PREFIX)]
+        source = {k: v for k, v in base_tags().items() if k.startswith("mlflow.")}
+        self.recorder.record("model", **model_record(
+            str(weights), step=self._end["steps_taken"], example=self._example, metrics=keep,
+            dataset=self._dataset, tags=source,
+        ))  # fmt: skip

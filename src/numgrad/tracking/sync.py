@@ -20,7 +20,8 @@ from typing import Any
 from numgrad import signals
 from numgrad.tracking import replay
 from numgrad.tracking.journal import JOURNAL_FILE, Journal, JournalError, JournalView, read_journal
-from numgrad.tracking.mlflow_store import MlflowStore, process_gone
+from numgrad.tracking.mlflow_store import MlflowStore
+from numgrad.tracking.provenance import process_gone
 from numgrad.tracking.records import describe_error
 from numgrad.tracking.uri import TrackingError, check_uri
 
@@ -108,10 +109,12 @@ def _upload(path: Path, view: JournalView, uri: str, store: MlflowStore, where: 
     values = sent.metrics + sent.params + sent.tags
     status = sent.status or (view.end or {}).get("status", "?")
     note = f" (skipped {torn})" if torn else ""
+    extra = "".join(f", {n} {what}" for n, what in ((sent.inputs, "dataset input"),
+                                                    (sent.models, "model")) if n)  # fmt: skip
     return Result(
         path, "uploaded",
-        f"{where}: uploaded {values} values ({sent.metrics} metric values) and {sent.artifacts} "
-        f"artifacts to run {run_id} ({view.start['run_name']}); {status}{note}",
+        f"{where}: uploaded {values} values ({sent.metrics} metric values), {sent.artifacts} "
+        f"artifacts{extra} to run {run_id} ({view.start['run_name']}); {status}{note}",
     )  # fmt: skip
 
 

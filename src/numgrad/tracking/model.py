@@ -1,0 +1,154 @@
+"""The final SimpleNet as an MLflow 3 logged model: journaled by the run, made at send time.
+
+A finished run journals one ``model`` record (:func:`model_record`, no mlflow import):
+where its final weights are (``artifacts/weights/W_final.npy``, in the run's dtype),
+an input example, the final metrics and the dataset to link, the numpy it ran with.
+:func:`send_model`, called by :func:`numgrad.tracking.replay.send` (live at the end of
+the run, or later by ``numgrad-sync``), turns the record into the model: a pyfunc
+"model from code" (:mod:`numgrad.tracking.simplenet_pyfunc`, loadable with mlflow and
+numpy only) with ``W`` as its artifact, a tensor signature ``(-1, n_inputs) ->
+(-1, n_classes)`` in W's dtype, the input example, pinned requirements; the model is
+the run's output (the runs table's Models column) and holds the run's final metrics.
+
+Why at send time: saving a pyfunc model needs mlflow, which an offline run never
+imports; so one path serves a live run and ``numgrad-sync`` alike, from the same files.
+
+Sending twice makes one model: the model carries the tag ``numgrad.model_key`` =
+``<run id>:<record seq>``, looked up before a model is created; a model left PENDING
+or FAILED by an interrupted send is completed, a READY one only re-linked (the run's
+output is added once, the metrics are exact duplicates the store ignores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MODEL_NAME = "simplenet"
+KEY_TAG = "numgrad.model_key"
+CODE = Path(__file__).with_name("simplenet_pyfunc.py")
+
+
+def model_record(
+    weights: str,
+    *,
+    step: int,
+    example: np.ndarray | None,
+    metrics: Sequence[Sequence[Any]],
+    dataset: Mapping[str, str] | None,
+    tags: Mapping[str, str],
+) -> dict[str, Any]:
+    """The fields of a ``model`` journal record.
+
+    ``weights`` is the ``.npy`` file of the final W relative to the journal's folder;
+    ``step`` the steps taken (the model's step in the run); ``example`` a few rows of
+    x; ``metrics`` ``[key, value, timestamp_ms, step]`` rows, as the run logged them.
+
+    Examples
+    --------
+    >>> r = model_record("artifacts/weights/W_final.npy", step=3, example=np.ones((1, 2)),
+    ...                  metrics=[["final_loss", 0.5, 1700000000000, 0]], dataset=None, tags={})
+    >>> r["name"], r["example"], r["requirements"] == [f"numpy=={np.__version__}"]
+    ('simplenet', [[1.0, 1.0]], True)
+    """
+    return {
+        "name": MODEL_NAME,
+        "weights": weights,
+        "step": int(step),
+        "example": None if example is None else np.asarray(example).tolist(),
+        "example_dtype": None if example is None else str(np.asarray(example).dtype),
+        "metrics": [list(m) for m in metrics],
+        "dataset": None if dataset is None else {k: dataset[k] for k in ("name", "digest")},
+        # numpy as the run had it; the mlflow pin is added by whoever writes the model.
+        "requirements": [f"numpy=={np.__version__}"],
+        "tags": dict(tags),
+    }
+
+
+def send_model(store: Any, run_id: str, entry: Mapping[str, Any], base_dir: Path) -> str:
+    """Make (or complete) the logged model a ``model`` record describes; return its id."""
+    key = f"{run_id}:{entry['seq']}"
+    W = np.load(base_dir / entry["weights"])
+    run = store.get_run(run_id)
+    experiment_id = run.info.experiment_id
+    model = store.find_logged_model(experiment_id, KEY_TAG, key)
+    if model is None:
+        n_inputs, n_classes = W.shape
+        model = store.create_logged_model(
+            experiment_id, run_id, name=entry["name"], model_type="SimpleNet",
+            params={"n_inputs": str(n_inputs), "n_classes": str(n_classes), "dtype": W.dtype.name},
+            tags={**entry["tags"], KEY_TAG: key},
+        )  # fmt: skip
+    if str(model.status).rsplit(".", 1)[-1] != "READY":
+        try:
+            with tempfile.TemporaryDirectory(prefix="numgrad-model-") as tmp:
+                local = save_pyfunc(Path(tmp) / "model", W, entry, model, run_id)
+                store.upload_model(model.model_id, local)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the store may be the problem
+                store.fail_model(model.model_id)
+            raise
+    metrics = [(k, float(v), int(ms), int(s)) for k, v, ms, s in entry["metrics"]]
+    if model.model_id not in {o.model_id for o in run.outputs.model_outputs}:
+        store.log_model_output(run_id, model.model_id, entry["step"])
+    store.log_model_metrics(run_id, model.model_id, metrics, entry["dataset"])
+    return model.model_id
+
+
+def save_pyfunc(
+    path: Path, W: np.ndarray, entry: Mapping[str, Any], model: Any, run_id: str
+) -> Path:
+    """Write the pyfunc model of ``W`` into the folder ``path`` (which must not exist)."""
+    import mlflow
+    import mlflow.pyfunc
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    n_inputs, n_classes = W.shape
+    # Unnamed tensors: predict() takes and returns plain arrays (a named input would reach
+    # it as a dict); REST clients send {"inputs": [[...], ...]}.
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(W.dtype, (-1, n_inputs))]),
+        outputs=Schema([TensorSpec(W.dtype, (-1, n_classes))]),
+    )
+    example = None
+    if entry.get("example") is not None:
+        example = np.asarray(entry["example"], dtype=entry["example_dtype"]).astype(W.dtype)
+    weights = path.parent / "W.npy"
+    np.save(weights, W)
+    # What Model.log would pass: the model's id and run, so that MLmodel names them.
+    mlmodel = Model(
+        artifact_path=model.artifact_location, model_uuid=model.model_id, run_id=run_id,
+        model_id=model.model_id,
+    )  # fmt: skip
+    with _quiet_mlflow():
+        mlflow.pyfunc.save_model(
+            path, python_model=str(CODE), artifacts={"W": str(weights)}, signature=signature,
+            input_example=example, mlflow_model=mlmodel,
+            pip_requirements=[f"mlflow=={mlflow.__version__}", *entry["requirements"]],
+        )  # fmt: skip
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """No "Validating input example" line nor "Downloading artifacts" bar on the run's terminal."""
+    logger = logging.getLogger("mlflow")
+    level, bar = logger.level, os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    logger.setLevel(logging.WARNING)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar

@@ -1,0 +1,105 @@
+"""Who ran a run, and whether its process still lives: tags, git commit, orphan checks.
+
+Plain Python (no mlflow import): the tags go into a run's journal before any store
+is contacted, and the orphan checks read a run's ``numgrad.host``/``numgrad.pid``
+tags, whoever fetched them.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import socket
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: Runs open in this process: the orphan check must not take a reused worker's own
+#: earlier-started run (same pid) for a dead one.
+ACTIVE_RUNS: set[str] = set()
+
+
+def base_tags() -> dict[str, str]:
+    """Tags every numgrad run carries: who, where, which process, which commit."""
+    tags = {
+        "mlflow.user": _user(),
+        "mlflow.source.name": "numgrad",
+        "mlflow.source.type": "LOCAL",
+        "numgrad.host": socket.gethostname(),
+        "numgrad.pid": str(os.getpid()),
+    }
+    commit = git_commit()
+    if commit:
+        tags["numgrad.git_commit"] = tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the git checkout numgrad runs from (``git rev-parse HEAD``).
+
+    None for an installed copy (under site-packages: the repository around a venv is
+    not the code that ran), without git, or outside a repository.
+    """
+    here = Path(__file__).resolve().parent
+    if any(part in ("site-packages", "dist-packages") for part in here.parts):
+        return None
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    commit = proc.stdout.strip()
+    return commit if proc.returncode == 0 and len(commit) in (40, 64) else None
+
+
+def orphaned(run: Any) -> bool:
+    """True when a RUNNING MLflow run's process on this host is gone (or its pid was reused)."""
+    tags = run.data.tags
+    return process_gone(tags, run.info.start_time, run.info.run_id)
+
+
+def process_gone(tags: Mapping[str, str], start_ms: int | None, run_id: str = "") -> bool:
+    """True when the process a run's ``numgrad.host``/``numgrad.pid`` tags name is gone.
+
+    Never true for another host's run: nothing here can see its processes. A pid that
+    now belongs to a process started after the run is a reused pid: gone too.
+    """
+    pid = tags.get("numgrad.pid", "")
+    if tags.get("numgrad.host") != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return run_id not in ACTIVE_RUNS
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    started = _process_start(int(pid))
+    return started is not None and start_ms is not None and started > start_ms / 1000 + 2
+
+
+def _process_start(pid: int) -> float | None:
+    """Start time of a process (epoch seconds) from /proc; None where unavailable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
