@@ -27,9 +27,9 @@ from numgrad.config import DataConfig
 from numgrad.descent import Descent, Diverged
 from numgrad.gradient import vectorized_gradient
 from numgrad.tracking.journal import JOURNAL_FILE, read_journal
-from numgrad.tracking.provenance import git_commit
+from numgrad.tracking.provenance import PARENT_RUN_ENV, git_commit
 from numgrad.tracking.records import sampled_steps
-from numgrad.tracking.sink import PARENT_RUN_ENV, MlflowSink, NullSink, open_sink
+from numgrad.tracking.sink import MlflowSink, NullSink, open_sink
 from tests.conftest import all_runs, artifact_paths, history, read_csv, settings
 
 STEP_METRICS = ["loss", "grad_norm", "grad_max_abs", "weight_norm", "accuracy"]

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from numgrad.config import register_configs
 from numgrad.sweep import callback as callbacks
-from numgrad.tracking.sink import PARENT_RUN_ENV
+from numgrad.tracking.provenance import PARENT_RUN_ENV
 
 
 def compose(tmp_path: Path, *overrides: str):
@@ -66,27 +66,3 @@ def test_end_sweep_runs_once_and_ctrl_c_kills_the_parent(tmp_path, capsys):
     assert run.info.status == "KILLED" and run.info.end_time is not None
     assert run.info.run_name.startswith("sweep ") and "lr=0.2" in run.info.run_name
     assert "sweep KILLED" in capsys.readouterr().err
-
-
-def test_planned_jobs_follow_the_basic_sweepers_order():
-    jobs = callbacks.planned_jobs("basic", {}, ["optimizer.lr=0.1,1.0", "data=blobs", "seed=1,2"])
-    assert jobs == [
-        ["optimizer.lr=0.1", "data=blobs", "seed=1"], ["optimizer.lr=0.1", "data=blobs", "seed=2"],
-        ["optimizer.lr=1.0", "data=blobs", "seed=1"], ["optimizer.lr=1.0", "data=blobs", "seed=2"],
-    ]  # fmt: skip
-    assert callbacks.planned_jobs("optuna", {}, ["optimizer.lr=0.1,1.0"]) is None
-    assert callbacks.planned_jobs("basic", {}, ["optimizer.lr=interval(0,1)"]) is None
-
-
-def test_names_of_sweeps_and_launchers():
-    assert callbacks.sweep_name(["optimizer.lr=0.1,1.0", "gradient.h=1e-2,1e-4"], {}, None) == (
-        "sweep lr=0.1,1.0 h=1e-2,1e-4"
-    )
-    assert callbacks.sweep_name([], {"optimizer.lr": "tag(log, interval(1e-3, 10.0))"}, None) == (
-        "sweep lr=tag(log, interval(1e-3, 10.0))"
-    )
-    assert callbacks.sweep_name(["x=1,2"], {}, "mine") == "mine (sweep)"
-    assert (
-        callbacks.short_target("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
-        == "joblib"
-    )

@@ -17,10 +17,9 @@ from typing import Any
 
 from numgrad.sweep.summary import SUMMARY_FILE, TABLE_FILE, SweepOutcome, description
 from numgrad.tracking.mlflow_store import MlflowStore
-from numgrad.tracking.provenance import base_tags, orphaned
+from numgrad.tracking.provenance import PARENT_JOURNAL_ENV, PARENT_RUN_ENV, base_tags, orphaned
 from numgrad.tracking.recorder import Recorder, set_aside_previous
 from numgrad.tracking.records import describe_error, fit_tag
-from numgrad.tracking.sink import PARENT_JOURNAL_ENV, PARENT_RUN_ENV
 from numgrad.tracking.uri import check_uri, resolve_uri
 
 FIGURES_DIR = "sweep_figures"  # in the sweep dir; "figures/" in the parent run

@@ -262,52 +262,6 @@ class MlflowStore:
         tags = [InputTag("mlflow.data.context", context)]
         self.call(self.client.log_inputs, run_id, datasets=[DatasetInput(entity, tags=tags)])
 
-    # -------------------------------------------------------------- logged models
-
-    def find_logged_model(self, experiment_id: str, tag: str, value: str) -> Any | None:
-        """The logged model of the experiment whose tag ``tag`` is ``value``, if any."""
-        found = self.call(
-            self.client.search_logged_models, experiment_ids=[experiment_id],
-            filter_string=f"tags.`{tag}` = '{value}'", max_results=1,
-        )  # fmt: skip
-        return found[0] if found else None
-
-    def create_logged_model(self, experiment_id: str, run_id: str, **fields: Any) -> Any:
-        """A new PENDING logged model made by the run (``name``, ``params``, ``tags``, ...)."""
-        return self.call(
-            self.client.create_logged_model, experiment_id, source_run_id=run_id, **fields
-        )
-
-    def upload_model(self, model_id: str, local_dir: Path, status: str = "READY") -> None:
-        """Upload a saved model's folder into the logged model, then set its status."""
-        self.call(self.client.log_model_artifacts, model_id, str(local_dir))
-        self.call(self.client.finalize_logged_model, model_id, status)
-
-    def fail_model(self, model_id: str) -> None:
-        self.call(self.client.finalize_logged_model, model_id, "FAILED")
-
-    def log_model_output(self, run_id: str, model_id: str, step: int) -> None:
-        """The model as an output of the run (the runs table's Models column)."""
-        from mlflow.entities import LoggedModelOutput
-
-        self.call(self.client.log_outputs, run_id, [LoggedModelOutput(model_id, step=step)])
-
-    def log_model_metrics(
-        self,
-        run_id: str,
-        model_id: str,
-        metrics: Sequence[Metric],
-        dataset: Mapping[str, str] | None = None,
-    ) -> None:
-        """``metrics`` as the model's, evaluated on ``dataset``: give the run's own values and
-        timestamps, so that the run keeps one copy (the store ignores an exact duplicate)."""
-        from mlflow.entities import Metric as MlflowMetric
-
-        on = dict(dataset_name=dataset["name"], dataset_digest=dataset["digest"]) if dataset else {}
-        batch = [MlflowMetric(k, v, ms, s, model_id=model_id, **on) for k, v, ms, s in metrics]
-        if batch:
-            self.call(self.client.log_batch, run_id, metrics=batch, synchronous=True)
-
     def terminate(self, run_id: str, status: str, end_time: int | None = None) -> None:
         self.call(self.client.set_terminated, run_id, status, end_time)
 

@@ -78,28 +78,46 @@ def send_model(store: Any, run_id: str, entry: Mapping[str, Any], base_dir: Path
     W = np.load(base_dir / entry["weights"])
     run = store.get_run(run_id)
     experiment_id = run.info.experiment_id
-    model = store.find_logged_model(experiment_id, KEY_TAG, key)
+    client, call = store.client, store.call  # the store's client, with its retries
+    found = call(client.search_logged_models, experiment_ids=[experiment_id],
+                 filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1)  # fmt: skip
+    model = found[0] if found else None
     if model is None:
         n_inputs, n_classes = W.shape
-        model = store.create_logged_model(
-            experiment_id, run_id, name=entry["name"], model_type="SimpleNet",
+        model = call(
+            client.create_logged_model, experiment_id, source_run_id=run_id, name=entry["name"],
+            model_type="SimpleNet", tags={**entry["tags"], KEY_TAG: key},
             params={"n_inputs": str(n_inputs), "n_classes": str(n_classes), "dtype": W.dtype.name},
-            tags={**entry["tags"], KEY_TAG: key},
         )  # fmt: skip
-    if str(model.status).rsplit(".", 1)[-1] != "READY":
+    if str(model.status).rsplit(".", 1)[-1] != "READY":  # new, or left PENDING by a crash
         try:
             with tempfile.TemporaryDirectory(prefix="numgrad-model-") as tmp:
                 local = save_pyfunc(Path(tmp) / "model", W, entry, model, run_id)
-                store.upload_model(model.model_id, local)
+                call(client.log_model_artifacts, model.model_id, str(local))
+                call(client.finalize_logged_model, model.model_id, "READY")
         except BaseException:
             with contextlib.suppress(Exception):  # the store may be the problem
-                store.fail_model(model.model_id)
+                call(client.finalize_logged_model, model.model_id, "FAILED")
             raise
-    metrics = [(k, float(v), int(ms), int(s)) for k, v, ms, s in entry["metrics"]]
     if model.model_id not in {o.model_id for o in run.outputs.model_outputs}:
-        store.log_model_output(run_id, model.model_id, entry["step"])
-    store.log_model_metrics(run_id, model.model_id, metrics, entry["dataset"])
+        from mlflow.entities import LoggedModelOutput  # the runs table's Models column
+
+        call(client.log_outputs, run_id, [LoggedModelOutput(model.model_id, step=entry["step"])])
+    _log_model_metrics(store, run_id, model.model_id, entry)
     return model.model_id
+
+
+def _log_model_metrics(store: Any, run_id: str, model_id: str, entry: Mapping[str, Any]) -> None:
+    """The final metrics as the model's, on its dataset: with the run's own values and
+    timestamps, so that the run keeps one copy (the store ignores an exact duplicate)."""
+    from mlflow.entities import Metric
+
+    dataset = entry["dataset"]
+    on = dict(dataset_name=dataset["name"], dataset_digest=dataset["digest"]) if dataset else {}
+    batch = [Metric(k, float(v), int(ms), int(s), model_id=model_id, **on)
+             for k, v, ms, s in entry["metrics"]]  # fmt: skip
+    if batch:
+        store.call(store.client.log_batch, run_id, metrics=batch, synchronous=True)
 
 
 def save_pyfunc(

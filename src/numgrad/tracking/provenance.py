@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+PARENT_RUN_ENV = "NUMGRAD_PARENT_RUN_ID"  # set by a sweep for its jobs
+PARENT_JOURNAL_ENV = "NUMGRAD_PARENT_JOURNAL"  # the sweep parent's journal (offline sweeps)
+
 #: Runs open in this process: the orphan check must not take a reused worker's own
 #: earlier-started run (same pid) for a dead one.
 ACTIVE_RUNS: set[str] = set()
@@ -34,6 +37,31 @@ def base_tags() -> dict[str, str]:
     if commit:
         tags["numgrad.git_commit"] = tags["mlflow.source.git.commit"] = commit
     return tags
+
+
+def run_tags(config: Mapping[str, Any], overrides: list[str], output_dir: Path) -> dict[str, str]:
+    """Tags of one run: what it was asked, where it ran, its sweep, what it goes on from."""
+    from numgrad.tracking.records import fit_tag
+
+    tags = {
+        "numgrad.overrides": fit_tag(" ".join(overrides), "<see overrides.yaml>"),
+        "numgrad.output_dir": fit_tag(str(output_dir)),
+    }
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    net = config.get("net") or {}
+    if net.get("init") == "run" and net.get("from_run"):  # W0 is that run's W_final
+        tags["numgrad.warm_start_from"] = str(net["from_run"])
+    if config.get("rerun_of"):  # started by numgrad-rerun
+        tags["numgrad.rerun_of"] = str(config["rerun_of"])
+    return tags
+
+
+def parent_journal(output_dir: Path) -> dict[str, str]:
+    """The sweep parent's journal, relative to a job's dir (how numgrad-sync links them)."""
+    parent = os.environ.get(PARENT_JOURNAL_ENV)
+    return {"parent_journal": os.path.relpath(parent, output_dir)} if parent else {}
 
 
 def _user() -> str:

@@ -24,7 +24,6 @@ Examples
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import sys
 import time
@@ -42,7 +41,7 @@ from numgrad.tracking.files import write_inputs, write_outputs
 from numgrad.tracking.history import History
 from numgrad.tracking.journal import JournalError
 from numgrad.tracking.model import model_record
-from numgrad.tracking.provenance import base_tags
+from numgrad.tracking.provenance import base_tags, parent_journal, run_tags
 from numgrad.tracking.recorder import Recorder, set_aside_previous
 from numgrad.tracking.records import (
     LONG_VALUE,
@@ -57,8 +56,6 @@ from numgrad.tracking.records import (
 )
 from numgrad.tracking.uri import TrackingError, check_uri, resolve_uri
 
-PARENT_RUN_ENV = "NUMGRAD_PARENT_RUN_ID"  # set by a sweep for its jobs
-PARENT_JOURNAL_ENV = "NUMGRAD_PARENT_JOURNAL"  # the sweep parent's journal (offline sweeps)
 ARTIFACTS_DIR = "artifacts"  # in the run dir: what the run uploads, kept locally too
 EXAMPLE_ROWS = 3  # rows of x kept as the logged model's input example
 
@@ -165,12 +162,12 @@ class MlflowSink:
             self._history = History(self.artifacts / "history.csv", self.settings.history_max_rows)
             params = flatten_params(self.config)
             long = sorted(k for k, v in params.items() if v == LONG_VALUE)
-            tags = {**base_tags(), **self._run_tags()}
+            tags = {**base_tags(), **run_tags(self.config, self.overrides, self.output_dir)}
             if long:
                 tags["numgrad.params_in_config_yaml"] = ",".join(long)
             self.recorder.start(
                 tags=tags, params={k: v for k, v in params.items() if len(k) <= MAX_KEY},
-                **self._parent_journal(),
+                **parent_journal(self.output_dir),
             )  # fmt: skip
         except BaseException:
             shutil.rmtree(self.artifacts, ignore_errors=True)  # nothing ran: leave nothing
@@ -250,25 +247,6 @@ class MlflowSink:
         if r.grad_rel_error is not None and isfinite(r.grad_rel_error):
             add(["grad_rel_error", float(r.grad_rel_error), ms, step])
         self._last_queued = step
-
-    def _run_tags(self) -> dict[str, str]:
-        tags = {
-            "numgrad.overrides": fit_tag(" ".join(self.overrides), "<see overrides.yaml>"),
-            "numgrad.output_dir": fit_tag(str(self.output_dir)),
-        }
-        parent = os.environ.get(PARENT_RUN_ENV)
-        if parent:
-            tags["mlflow.parentRunId"] = parent
-        net = self.config.get("net") or {}
-        if net.get("init") == "run" and net.get("from_run"):  # W0 is that run's W_final
-            tags["numgrad.warm_start_from"] = str(net["from_run"])
-        if self.config.get("rerun_of"):  # started by numgrad-rerun
-            tags["numgrad.rerun_of"] = str(self.config["rerun_of"])
-        return tags
-
-    def _parent_journal(self) -> dict[str, str]:
-        parent = os.environ.get(PARENT_JOURNAL_ENV)
-        return {"parent_journal": os.path.relpath(parent, self.output_dir)} if parent else {}
 
     # -------------------------------------------------------------------- finish
 
