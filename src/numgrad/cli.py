@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from numgrad import signals
+from numgrad import signals, speed
 
 CONFIG_DIR = str(Path(__file__).parent / "conf")
 FAILED, USAGE, NOT_SYNCED, INTERRUPTED, TERMINATED = 1, 2, 75, 130, 143
@@ -60,7 +60,7 @@ def main() -> None:
     own_errors = "HYDRA_FULL_ERROR" not in os.environ
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     os.environ["NUMGRAD_PID"] = str(os.getpid())  # in the run dir's name (conf/config.yaml)
-    skip_exit_collections()
+    speed.skip_exit_collections()
     with signals.raising():
         try:
             status = _compose_and_run()
@@ -85,20 +85,6 @@ def _remove_hydras_run_dir() -> None:
     hc = hydra_config.get()
     if str(hc.mode) == "RunMode.RUN" and hc.runtime.output_dir:
         _remove_unused_output_dir(Path(hc.runtime.output_dir))
-
-
-def skip_exit_collections() -> None:
-    """At exit, move every object out of the garbage collector's reach (``gc.freeze``).
-
-    The one speed trick numgrad keeps: with mlflow and SQLAlchemy loaded, the full
-    collections Python runs while it tears a process down cost ~0.6-1.2 s, to free
-    memory the OS takes back anyway (``benchmarks/bench_tracking.py``: a tracked
-    ``optimizer.steps=0`` run). It runs at exit only: a long run collects as usual.
-    """
-    import atexit
-    import gc
-
-    atexit.register(gc.freeze)
 
 
 def _compose_and_run() -> int:

@@ -44,7 +44,7 @@ from numgrad.sweep.summary import (
     write_table,
 )
 from numgrad.tracking import pages
-from numgrad.tracking.records import describe_error, fit_tag, swept_values
+from numgrad.tracking.records import describe_error, fit_tag
 from numgrad.tracking.uri import resolve_uri
 
 REMOTE_LAUNCHERS = ("ray",)  # launchers whose jobs may run on other machines
@@ -142,10 +142,7 @@ class Sweep:
     def start(self, config: DictConfig) -> None:
         if self.settings.enabled:
             self.parent = SweepParent(self.settings, self.sweep_dir, self.name)
-            self.parent.children_elsewhere = "tracking.experiment" in {
-                *swept_values(self.overrides), *self.params,
-            }  # fmt: skip
-            self.parent.open(self._parent_tags())
+            self.parent.open(self._parent_tags(), remote_jobs=self.remote)
             self._export(config)
         self._warn_remote_store()
         if "joblib" in self.launcher:
@@ -171,9 +168,14 @@ class Sweep:
             )
         return tags
 
+    @property
+    def remote(self) -> bool:
+        """Whether jobs may run on other machines (the sender cannot follow them there)."""
+        return any(name in self.launcher for name in REMOTE_LAUNCHERS)
+
     def _export(self, config: DictConfig) -> None:
         """Hand the parent (and the store) to every job, wherever it runs."""
-        env = self.parent.job_env()
+        env = self.parent.job_env(remote=self.remote)
         for key, value in env.items():
             self._env_before[key] = os.environ.get(key)
             os.environ[key] = value
@@ -192,7 +194,7 @@ class Sweep:
                 init["runtime_env"] = runtime_env
 
     def _warn_remote_store(self) -> None:
-        if not self.settings.enabled or not any(n in self.launcher for n in REMOTE_LAUNCHERS):
+        if not self.settings.enabled or not self.remote:
             return
         uri = self.parent.uri if self.parent is not None else resolve_uri(self.settings.uri)
         if uri.lower().startswith(("sqlite:", "file:")) or "://" not in uri:
@@ -209,13 +211,14 @@ class Sweep:
         outcome = SweepOutcome(status="FAILED", rows=[], offline=bool(self.settings.offline))
         parent = self.parent if self.parent is not None and self.parent.recorder else None
         try:
-            children = []
-            if parent is not None and parent.run_id is not None:
-                try:
-                    children = parent.children(wait=interrupted)
-                    parent.close_lost_children(children, outcome.notes)
-                except Exception as err:  # the store is down: the job dirs still tell
-                    outcome.notes.append(f"children not read from the store: {describe_error(err)}")
+            children: list[dict[str, Any]] = []
+            if parent is not None:
+                if interrupted:  # pool workers end their runs (journals) on SIGTERM
+                    parent.wait_for_running(set(parent.running_by_pid()) - {os.getpid()})
+                state = parent.drain()
+                children = [*state.get("children", {}).values(), *state.get("remote", [])]
+                if state.get("error"):
+                    outcome.notes.append(f"the store refused a record: {state['error']}")
             # Stopped early, the sweeper never launched some jobs: the plan names them.
             planned = planned_jobs(self.sweeper, self.params, self.overrides) if exc else None
             outcome.rows = collect_rows(
@@ -231,14 +234,18 @@ class Sweep:
         finally:
             if parent is not None and parent.recorder.journal is not None:
                 outcome.parent_synced = parent.finish(outcome, exc)
-                if not outcome.parent_synced:
+                outcome.parent_run_id = parent.run_id
+                if not outcome.parent_synced and not outcome.offline:
                     outcome.notes.append(parent.recorder.local_note())
+            if parent is not None:
+                parent.stop_sender()
             self._restore()
         where = ""
         if parent is not None and parent.run_id is not None:
-            page = pages.run_page(parent.recorder.experiment_id, parent.run_id)
+            experiment = (parent.state.get("parent") or {}).get("experiment_id")
+            page = pages.run_page(experiment, parent.run_id) if experiment else None
             where = f"parent run {parent.run_id} ({self.name}) on {parent.uri}; "
-            where += f"page: {pages.where(parent.uri, page)}; "
+            where += f"page: {pages.where(parent.uri, page)}; " if page else ""
         report(outcome, where)
         return outcome
 
@@ -248,6 +255,8 @@ class Sweep:
         if recorder is not None and recorder.journal is not None:
             with contextlib.suppress(Exception):
                 recorder.finish("FAILED")
+        if self.parent is not None:
+            self.parent.stop_sender()
         self._restore()
         with contextlib.suppress(OSError):
             self.sweep_dir.rmdir()  # only if empty

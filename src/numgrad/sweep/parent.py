@@ -1,14 +1,19 @@
-"""The parent MLflow run of a sweep: made before the first job, ended with the summary.
+"""The parent MLflow run of a sweep, and the sender process that uploads the sweep.
 
-Its journal and its files live in the sweep dir; its id (and, for an offline sweep,
-its journal) reach every job through the environment, so that each job's run becomes
-its child (``mlflow.parentRunId``).
+The parent's journal lives in the sweep dir, like each job's in its own dir. A sweep
+with a store starts one sender (:mod:`numgrad.tracking.sender`) beside it: jobs only
+journal, the sender makes the parent run, every job's run as its child, and sends
+their records as they are written. Jobs that run elsewhere (Ray) cannot be followed:
+they get the parent's id and send their records themselves.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -16,15 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from numgrad.sweep.summary import SUMMARY_FILE, TABLE_FILE, SweepOutcome, description
-from numgrad.tracking.mlflow_store import MlflowStore
-from numgrad.tracking.provenance import PARENT_JOURNAL_ENV, PARENT_RUN_ENV, base_tags, orphaned
+from numgrad.tracking.journal import JOURNAL_FILE
+from numgrad.tracking.provenance import PARENT_JOURNAL_ENV, PARENT_RUN_ENV, SENDER_ENV, base_tags
 from numgrad.tracking.recorder import Recorder, set_aside_previous
 from numgrad.tracking.records import describe_error, fit_tag
-from numgrad.tracking.uri import check_uri, resolve_uri
+from numgrad.tracking.uri import TrackingError, check_uri, resolve_uri
 
 FIGURES_DIR = "sweep_figures"  # in the sweep dir; "figures/" in the parent run
 EXTRA_FILES = ("multirun.yaml", "optimization_results.yaml")  # written by Hydra's sweepers
-GRACE_SECONDS = 10.0  # after Ctrl-C, how long live children get to end their runs
+GRACE_SECONDS = 10.0  # after Ctrl-C, how long live jobs get to end their runs
+START_SECONDS = 120.0  # how long a sweep with remote jobs waits for its parent run
 
 
 class SweepParent:
@@ -33,92 +39,108 @@ class SweepParent:
     def __init__(self, settings: Any, sweep_dir: Path, name: str) -> None:
         self.settings, self.sweep_dir, self.name = settings, sweep_dir, name
         self.recorder: Recorder | None = None
-        self.children_elsewhere = False  # jobs choose their own experiment
-
-    @property
-    def run_id(self) -> str | None:
-        return None if self.recorder is None else self.recorder.run_id
+        self.sender: subprocess.Popen[str] | None = None
+        self.run_id: str | None = None
+        self.state: dict[str, Any] = {}  # the sender's last word
 
     @property
     def uri(self) -> str | None:
         return None if self.recorder is None else self.recorder.uri
 
-    def open(self, tags: Mapping[str, str]) -> None:
-        """Check the store, create (and migrate) it if new, and start the parent run."""
+    def open(self, tags: Mapping[str, str], *, remote_jobs: bool) -> None:
+        """Check the store, journal the parent's start, start the sender.
+
+        With ``remote_jobs``, wait for the parent run to exist (its id goes to the jobs).
+        """
         settings = self.settings
         uri = check_uri(resolve_uri(settings.uri), probe=not settings.offline)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         set_aside_previous(self.sweep_dir)
         self.recorder = Recorder(
             self.sweep_dir, uri=uri, experiment=settings.experiment, run_name=self.name,
-            offline=settings.offline, grace=settings.outage_grace_seconds,
+            offline=settings.offline, handed_over=not settings.offline,
         )  # fmt: skip
         self.recorder.start(kind="sweep", tags={**base_tags(), **tags})
+        if settings.offline:
+            return
+        self.sender = subprocess.Popen(
+            [sys.executable, "-m", "numgrad.tracking.sender", str(self.sweep_dir), uri,
+             "--grace", str(settings.outage_grace_seconds), "--parent-pid", str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            start_new_session=True,  # a Ctrl-C is the sweep's to handle, not the sender's
+        )  # fmt: skip
+        if remote_jobs:
+            said = self._hear("parent", START_SECONDS)
+            if said.get("event") != "parent":
+                why = said.get("error") or "no answer from its sender"
+                raise TrackingError(f"cannot create the sweep's parent run on {uri}: {why}")
+            self.run_id = said["run_id"]
 
-    def job_env(self) -> dict[str, str]:
+    def job_env(self, *, remote: bool) -> dict[str, str]:
         """What a job needs to know to become a child of this run."""
         env = {PARENT_JOURNAL_ENV: str(self.recorder.journal_path)}
+        if self.sender is not None and not remote:
+            env[SENDER_ENV] = self.recorder.uri  # jobs here only journal; the sender sends
+        if remote:
+            env[SENDER_ENV] = ""  # jobs elsewhere send their own records
         if self.run_id is not None:
             env[PARENT_RUN_ENV] = self.run_id
         return env
 
     # ---------------------------------------------------------------- children
 
-    def children(self, *, wait: bool) -> list[Any]:
-        """The parent's child runs; after Ctrl-C, give live ones time to end first."""
-        store = self._store()
-        if store is None:
-            return []
-        deadline = time.monotonic() + (GRACE_SECONDS if wait else 0.0)
-        while True:
-            runs = self._search_children(store)
-            live = [r for r in runs if r.info.status == "RUNNING" and not orphaned(r)]
-            if not live or time.monotonic() >= deadline:
-                return runs
-            time.sleep(0.5)
-
     def running_by_pid(self) -> dict[int, str]:
-        """``{pid: run_id}`` of this sweep's RUNNING children (empty without a store)."""
-        store = self._store()
-        try:
-            runs = self._search_children(store) if store is not None else []
-        except Exception:  # stopping workers must not depend on the store
+        """``{pid: journal}`` of this sweep's jobs still in a run (journals without an end)."""
+        found = {}
+        for path in self.sweep_dir.glob(f"*/{JOURNAL_FILE}"):
+            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+                lines = path.read_text().splitlines()
+                start = json.loads(lines[0])
+                if not any('"kind":"end"' in line for line in lines[-3:]):
+                    found[int(start["tags"]["numgrad.pid"])] = str(path)
+        return found
+
+    def wait_for_running(self, pids: set[int]) -> None:
+        """After Ctrl-C, give jobs of other processes time to end their runs."""
+        deadline = time.monotonic() + GRACE_SECONDS
+        while time.monotonic() < deadline and set(self.running_by_pid()) & pids:
+            time.sleep(0.25)
+
+    def drain(self) -> dict[str, Any]:
+        """Ask the sender to send every job's journal; its state of the sweep (or {})."""
+        return self._ask("drain")
+
+    def _ask(self, command: str) -> dict[str, Any]:
+        if self.sender is None:
             return {}
-        return {
-            int(r.data.tags["numgrad.pid"]): r.info.run_id
-            for r in runs
-            if r.info.status == "RUNNING" and r.data.tags.get("numgrad.pid", "").isdigit()
-        }
+        with contextlib.suppress(OSError):
+            self.sender.stdin.write(command + "\n")
+            self.sender.stdin.flush()
+        said = self._hear("state", self.settings.outage_grace_seconds + 120)
+        if said.get("event") == "state":
+            self.state = said
+            self.run_id = said["parent"]["run_id"] or self.run_id
+        return self.state
 
-    def close_lost_children(self, children: list[Any], notes: list[str]) -> None:
-        """No child stays RUNNING once its process is gone (a killed worker, Ctrl-C)."""
-        store = self._store()
-        for run in children:
-            if run.info.status != "RUNNING":
-                continue
-            if not orphaned(run):
-                notes.append(
-                    f"run {run.info.run_id} ({run.info.run_name}) is still RUNNING on "
-                    f"{run.data.tags.get('numgrad.host', '?')}"
-                )
-                continue
+    def _hear(self, event: str, timeout: float) -> dict[str, Any]:
+        """The sender's next line of kind ``event`` (or an error), within ``timeout``."""
+        import select
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.sender.poll() is None:
+            if select.select([self.sender.stdout], [], [], 0.25)[0]:
+                said = json.loads(self.sender.stdout.readline() or "{}")
+                if said.get("event") in (event, "error"):
+                    return said
+        return {}
+
+    def stop_sender(self) -> None:
+        if self.sender is not None and self.sender.poll() is None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.sender.pid, signal.SIGKILL)
+        if self.sender is not None:
             with contextlib.suppress(Exception):
-                store.log(run.info.run_id, tags={"numgrad.stop_reason": "orphaned"})
-                store.terminate(run.info.run_id, "KILLED")
-                run.info._status = "KILLED"  # our copy, for the summary: no second query
-
-    def _store(self) -> MlflowStore | None:
-        """The store, unless there is none (offline) or it is known to be down."""
-        if self.recorder is None or self.recorder.store_down:
-            return None
-        return self.recorder.store
-
-    def _search_children(self, store: MlflowStore) -> list[Any]:
-        experiments = [self.recorder.experiment_id]
-        if self.children_elsewhere:
-            found = store.call(store.client.search_experiments, max_results=1000)
-            experiments = [e.experiment_id for e in found] or experiments
-        return store.search_runs(experiments, f"tags.mlflow.parentRunId = '{self.run_id}'")
+                self.sender.communicate(timeout=10)
 
     # --------------------------------------------------------------------- end
 
@@ -161,8 +183,13 @@ class SweepParent:
         if figures.is_dir() and any(figures.iterdir()):
             recorder.record("artifact", local=FIGURES_DIR, path="figures")
         try:
-            return recorder.finish(outcome.status)
+            recorder.finish(outcome.status)
         except Exception as err:
             print(f"numgrad: could not end the sweep's parent run {self.run_id} on "
                   f"{self.uri}: {describe_error(err)}", file=sys.stderr)  # fmt: skip
             return False
+        if self.sender is None:
+            return not self.settings.offline and recorder.synced
+        state = self._ask("finish")
+        self.stop_sender()
+        return bool(state) and state["parent"]["synced"]

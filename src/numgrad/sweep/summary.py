@@ -42,6 +42,7 @@ class SweepOutcome:
     summary: Path | None = None
     notes: list[str] = field(default_factory=list)
     parent_synced: bool = True
+    parent_run_id: str | None = None
     offline: bool = False  # tracking.offline=true: records only local, by choice
 
     @property
@@ -69,7 +70,7 @@ class SweepOutcome:
 def collect_rows(
     sweep_dir: Path,
     started: float,
-    children: Sequence[Any],
+    children: Sequence[Mapping[str, Any]],
     *,
     interrupted: bool,
     planned: Sequence[Sequence[str]] | None = None,
@@ -117,22 +118,24 @@ def _merge_status(row: dict[str, Any], record: Mapping[str, Any]) -> None:
         row["job"] = int(record["job"])
 
 
-def _merge_run(rows: dict[str, dict[str, Any]], run: Any) -> None:
-    tags, metrics = run.data.tags, run.data.metrics
-    where = tags.get("numgrad.output_dir")
-    row = rows.setdefault(_key(Path(where)) if where else run.info.run_id, _empty_row(None))
-    row["run_id"] = run.info.run_id
-    row["run_name"] = row["run_name"] or run.info.run_name
+def _merge_run(rows: dict[str, dict[str, Any]], run: Mapping[str, Any]) -> None:
+    """A job's run as the sweep's sender found it (a journal it sent, or a remote run)."""
+    where = run.get("output_dir")
+    row = rows.setdefault(_key(Path(where)) if where else run["run_id"], _empty_row(None))
+    row["run_id"] = run.get("run_id") or row["run_id"]
+    row["run_name"] = row["run_name"] or run.get("run_name") or ""
     if not row["overrides_list"]:
-        row["overrides_list"] = tags.get("numgrad.overrides", "").split()
+        row["overrides_list"] = (run.get("overrides") or "").split()
     if row["status"] is None:  # the job's own record wins; else the run's status
-        row["status"] = run.info.status
+        row["status"] = run.get("status")
+    if row["status"] == "FINISHED" and not run.get("synced", True):
+        row["status"] = FINISHED_NOT_SYNCED  # in its journal, not (yet) in the store
     if not row["error"]:
-        row["error"] = tags.get("numgrad.error", "")
-    row["dtype"] = row["dtype"] or run.data.params.get("gradient.dtype", "")
-    for key in NUMBERS:
-        if key in metrics and row[key] is None:
-            row[key] = float(metrics[key])
+        row["error"] = run.get("error") or ""
+    for key, value in (run.get("metrics") or {}).items():
+        if key in NUMBERS and row[key] is None:
+            row[key] = float(value)
+    row["dtype"] = row["dtype"] or (run.get("params") or {}).get("gradient.dtype", "")
     if row["output_dir"] is None and where:
         row["output_dir"] = where
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from numgrad import signals
+from numgrad import signals, speed
 from numgrad.tracking.provenance import orphaned
 from numgrad.tracking.records import (
     MAX_METRICS_PER_BATCH,
@@ -69,6 +69,7 @@ class MlflowStore:
                 import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
             with self.lock(), signals.held():
                 self.client = MlflowClient(tracking_uri=self.uri)
+            speed.freeze_loaded()
         except TrackingError:
             raise
         except Exception as exc:

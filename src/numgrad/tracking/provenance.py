@@ -18,6 +18,7 @@ from typing import Any
 
 PARENT_RUN_ENV = "NUMGRAD_PARENT_RUN_ID"  # set by a sweep for its jobs
 PARENT_JOURNAL_ENV = "NUMGRAD_PARENT_JOURNAL"  # the sweep parent's journal (offline sweeps)
+SENDER_ENV = "NUMGRAD_SWEEP_SENDER"  # a local sweep's store: its sender sends the jobs' journals
 
 #: Runs open in this process: the orphan check must not take a reused worker's own
 #: earlier-started run (same pid) for a dead one.

@@ -10,7 +10,9 @@ run and never loses a record:
 - at the end the recorder waits at most ``grace`` seconds for a store that is down;
   if it does not come back, the run is recorded locally only (:attr:`synced` is False)
   and ``numgrad-sync`` uploads it later;
-- ``offline`` never contacts a store (mlflow is not even imported).
+- ``offline`` never contacts a store (mlflow is not even imported);
+- ``handed_over``: neither does it, but the journal is the sweep's sender's to send
+  (:mod:`numgrad.tracking.sender`): for the run, that is as good as sent.
 """
 
 from __future__ import annotations
@@ -56,10 +58,12 @@ class Recorder:
         experiment: str,
         run_name: str,
         offline: bool = False,
+        handed_over: bool = False,
         grace: float = 30.0,
     ) -> None:
         self.directory, self.uri, self.experiment = directory, uri, experiment
         self.run_name, self.offline, self.grace = run_name, offline, grace
+        self.handed_over = handed_over
         self.journal: Journal | None = None
         self.store: MlflowStore | None = None
         self.run_id: str | None = None
@@ -102,7 +106,7 @@ class Recorder:
         if params:
             self.record("params", params=dict(params))
         self.journal.sync()
-        if self.offline:
+        if self.offline or self.handed_over:
             return
         try:
             store = MlflowStore(self.uri).open()
@@ -172,7 +176,8 @@ class Recorder:
         try:
             self.journal.sync()
             if self.store is None:
-                return False
+                self.synced = self.handed_over
+                return self.synced
             deadline = time.monotonic() + self.grace
             self._backoff = self._max_backoff = FINAL_RETRY  # the store may be back any moment
             self._retry_at = min(self._retry_at, time.monotonic() + FINAL_RETRY)

@@ -24,6 +24,7 @@ Examples
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import sys
 import time
@@ -41,7 +42,7 @@ from numgrad.tracking.files import write_inputs, write_outputs
 from numgrad.tracking.history import History
 from numgrad.tracking.journal import JournalError
 from numgrad.tracking.model import model_record
-from numgrad.tracking.provenance import base_tags, parent_journal, run_tags
+from numgrad.tracking.provenance import SENDER_ENV, base_tags, parent_journal, run_tags
 from numgrad.tracking.recorder import Recorder, set_aside_previous
 from numgrad.tracking.records import (
     LONG_VALUE,
@@ -76,7 +77,11 @@ def open_sink(
     """
     if not settings.enabled:
         return NullSink()
-    uri = check_uri(resolve_uri(settings.uri), probe=not settings.offline)
+    sweep_sender = os.environ.get(SENDER_ENV) if not settings.offline else None
+    if sweep_sender:  # a local sweep's job: its sender, which checked the store, sends it
+        uri = sweep_sender
+    else:
+        uri = check_uri(resolve_uri(settings.uri), probe=not settings.offline)
     if output_dir is None:
         raise TrackingError("a tracked run needs an output dir for its journal")
     return MlflowSink(
@@ -135,6 +140,7 @@ class MlflowSink:
         self.recorder = Recorder(
             self.output_dir, uri=uri, experiment=settings.experiment, run_name=run_name,
             offline=settings.offline, grace=settings.outage_grace_seconds,
+            handed_over=bool(os.environ.get(SENDER_ENV)) and not settings.offline,
         )  # fmt: skip
         self.synced = False
         self._history: History | None = None
@@ -224,6 +230,9 @@ class MlflowSink:
 
     def describe(self) -> str | None:
         """One line for the run summary: where to find the run."""
+        if self.recorder.handed_over:
+            journal = self.recorder.journal_path
+            return f"mlflow: journaled in {journal}; the sweep's sender sends it to {self.uri}"
         if self.run_id is None:
             return None
         where = f"experiment '{self.settings.experiment}' on {self.uri}"
