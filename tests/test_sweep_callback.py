@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from numgrad.config import register_configs
 from numgrad.sweep import callback as callbacks
-from numgrad.tracking.provenance import PARENT_RUN_ENV
+from numgrad.tracking.provenance import PARENT_RUN_ENV, SENDER_ENV
 
 
 def compose(tmp_path: Path, *overrides: str):
@@ -56,9 +56,13 @@ def test_end_sweep_runs_once_and_ctrl_c_kills_the_parent(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = compose(tmp_path, f"tracking.uri={uri}", "optimizer.lr=0.2")
     callbacks.SweepCallback().on_multirun_start(cfg)
-    parent_id = os.environ[PARENT_RUN_ENV]
+    # Jobs here only journal: the sweep's sender sends them, and makes the parent run
+    # (at once for a new store, made before any job runs).
+    assert os.environ[SENDER_ENV] == uri
     outcome = callbacks.end_sweep(KeyboardInterrupt())
     assert outcome.status == "KILLED"
+    parent_id = outcome.parent_run_id
+    assert SENDER_ENV not in os.environ
     assert callbacks.end_sweep(ValueError("later")) is outcome  # idempotent
     callbacks.SweepCallback().on_multirun_end(cfg)
     client = MlflowClient(uri)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from types import SimpleNamespace
 
 from numgrad.jobs import FINISHED_NOT_SYNCED, write_job_status
 from numgrad.sweep.summary import (
@@ -34,20 +33,17 @@ def test_rows_cover_jobs_without_runs_and_runs_without_dirs(tmp_path):
     (sweep_dir / "2" / ".hydra").mkdir(parents=True)  # started, never reported
     (sweep_dir / "2" / ".hydra" / "overrides.yaml").write_text("- optimizer.lr=3\n")
 
-    def run(run_id, status, output_dir, metrics, overrides=""):
-        tags = {"numgrad.output_dir": str(output_dir), "numgrad.overrides": overrides}
-        return SimpleNamespace(info=SimpleNamespace(run_id=run_id, status=status, run_name=run_id),
-                               data=SimpleNamespace(tags=tags, metrics=metrics, params={}))  # fmt: skip
+    def run(run_id, status, output_dir, metrics, overrides="", synced=True):
+        # As the sweep's sender reports a job's run: a journal it sent, or a remote run.
+        return {"run_id": run_id, "run_name": run_id, "status": status,
+                "output_dir": str(output_dir), "overrides": overrides, "metrics": metrics,
+                "synced": synced}  # fmt: skip
 
     children = [
-        run(
-            "a",
-            "FINISHED",
-            sweep_dir / "0",
-            {"final_loss": 0.5, "steps_taken": 3.0, "final_accuracy": 1.0},
-        ),
+        run("a", "FINISHED", sweep_dir / "0",
+            {"final_loss": 0.5, "steps_taken": 3.0, "final_accuracy": 1.0}),
         run("r", "FINISHED", "/elsewhere/7", {"final_loss": 0.25}, "optimizer.lr=8"),  # remote job
-    ]
+    ]  # fmt: skip
     rows = collect_rows(sweep_dir, time.time() - 5, children, interrupted=False)
     assert [(r["job"], r["status"], r["run_id"]) for r in rows] == [
         (0, "FINISHED", "a"), (1, "FAILED", ""), (2, "FAILED", ""), (7, "FINISHED", "r"),
@@ -56,6 +52,10 @@ def test_rows_cover_jobs_without_runs_and_runs_without_dirs(tmp_path):
     assert rows[3]["params"] == {"optimizer.lr": "8"}
     # Files from an earlier sweep in the same dir are not this sweep's jobs.
     assert collect_rows(sweep_dir, time.time() + 60, [], interrupted=True) == []
+    # A job whose records its sweep could not send: finished, not synced.
+    unsent = [run("a", "FINISHED", sweep_dir / "0", {}, synced=False)]
+    rows = collect_rows(sweep_dir, time.time() - 5, unsent, interrupted=False)
+    assert rows[0]["status"] == FINISHED_NOT_SYNCED and rows[0]["run_id"] == "a"
 
 
 def row(job, status, loss=None, name=""):

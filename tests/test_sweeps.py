@@ -262,10 +262,14 @@ def test_ctrl_c_on_a_joblib_sweep_kills_parent_and_children(workdir):
     assert parent.info.status == "KILLED" and parent.info.end_time is not None
     assert {c.info.status for c in children} == {"KILLED"}
     planned = sorted(sampled_steps(1_000_000, 1000))  # steps sent to the store
-    for child in children:
+    ran = [c for c in children if steps_of(client, c)]
+    assert len(ran) >= 2  # the two that were running (a queued job may start and die at once)
+    for child in ran:
         steps = steps_of(client, child)  # the history so far, none missing, plus the last step
         assert len(steps) >= 2 and steps[:-1] == planned[: len(steps) - 1]
         assert child.data.tags["numgrad.stop_reason"] == "terminated"  # closed by its worker
+    for child in children:  # one that started as the pool was torn down may have been SIGKILLed
+        assert child.data.tags["numgrad.stop_reason"] in ("terminated", "killed")
     rows = summary(client, parent)
     assert len(rows) == 3  # every planned job, also the one the sweep never started
     assert {r["status"] for r in rows if r["run_id"]} == {"KILLED"}

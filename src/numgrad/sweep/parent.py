@@ -25,12 +25,33 @@ from numgrad.tracking.journal import JOURNAL_FILE
 from numgrad.tracking.provenance import PARENT_JOURNAL_ENV, PARENT_RUN_ENV, SENDER_ENV, base_tags
 from numgrad.tracking.recorder import Recorder, set_aside_previous
 from numgrad.tracking.records import describe_error, fit_tag
-from numgrad.tracking.uri import TrackingError, check_uri, resolve_uri
+from numgrad.tracking.uri import TrackingError, check_uri, resolve_uri, sqlite_path
 
 FIGURES_DIR = "sweep_figures"  # in the sweep dir; "figures/" in the parent run
 EXTRA_FILES = ("multirun.yaml", "optimization_results.yaml")  # written by Hydra's sweepers
 GRACE_SECONDS = 10.0  # after Ctrl-C, how long live jobs get to end their runs
 START_SECONDS = 120.0  # how long a sweep with remote jobs waits for its parent run
+
+
+def _new_sqlite_store(uri: str) -> bool:
+    """True for a SQLite store whose tables do not exist yet (read-only: nothing made)."""
+    import sqlite3
+
+    db = sqlite_path(uri)
+    if db is None:
+        return False
+    if not db.is_file() or db.stat().st_size == 0:
+        return True
+    try:
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            return not con.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'"
+            ).fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return True
 
 
 class SweepParent:
@@ -50,7 +71,9 @@ class SweepParent:
     def open(self, tags: Mapping[str, str], *, remote_jobs: bool) -> None:
         """Check the store, journal the parent's start, start the sender.
 
-        With ``remote_jobs``, wait for the parent run to exist (its id goes to the jobs).
+        With ``remote_jobs``, wait for the parent run to exist (its id goes to the jobs);
+        also for a new SQLite store, so that it is made once, before any job runs, and
+        nobody who opens it meanwhile finds it half made.
         """
         settings = self.settings
         uri = check_uri(resolve_uri(settings.uri), probe=not settings.offline)
@@ -69,7 +92,7 @@ class SweepParent:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             start_new_session=True,  # a Ctrl-C is the sweep's to handle, not the sender's
         )  # fmt: skip
-        if remote_jobs:
+        if remote_jobs or _new_sqlite_store(uri):
             said = self._hear("parent", START_SECONDS)
             if said.get("event") != "parent":
                 why = said.get("error") or "no answer from its sender"
@@ -129,7 +152,12 @@ class SweepParent:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.sender.poll() is None:
             if select.select([self.sender.stdout], [], [], 0.25)[0]:
-                said = json.loads(self.sender.stdout.readline() or "{}")
+                line = self.sender.stdout.readline()
+                try:
+                    said = json.loads(line or "{}")
+                except ValueError:
+                    print(line, end="", file=sys.stderr)  # not the protocol's: pass it on
+                    continue
                 if said.get("event") in (event, "error"):
                     return said
         return {}

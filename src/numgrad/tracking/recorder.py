@@ -101,7 +101,7 @@ class Recorder:
         self.record(
             "start", format=FORMAT, type=kind, uri=self.uri, experiment=self.experiment,
             run_name=self.run_name, start_time=int(time.time() * 1000), tags=dict(tags),
-            **identity,
+            **identity, **({"handed_over": True} if self.handed_over else {}),
         )  # fmt: skip
         if params:
             self.record("params", params=dict(params))

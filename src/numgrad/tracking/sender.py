@@ -50,6 +50,7 @@ class Followed:
     experiment_id: str | None = None
     acked: int = 0
     closed: bool = False  # run and ack written into the journal: nothing left to do
+    foreign: bool = False  # not handed over: its own process sends it
 
     @property
     def start(self) -> dict[str, Any] | None:
@@ -65,9 +66,12 @@ class Followed:
             f.seek(self.offset)
             data = f.read()
         whole = data[: data.rfind(b"\n") + 1]
-        self.offset += len(whole)
-        for line in whole.splitlines():
-            entry = json.loads(line) if line.strip() else None
+        for line in whole.splitlines(keepends=True):
+            try:
+                entry = json.loads(line) if line.strip() else None
+            except ValueError:
+                return  # not written whole yet: read it again next time
+            self.offset += len(line)
             if entry and entry.get("kind") in DATA_KINDS:
                 self.entries.append(entry)
 
@@ -120,6 +124,9 @@ class Sender:
             return
         f.read_new()
         if f.start is None:
+            return
+        if not f.start.get("handed_over"):  # its own process sends it (a job on Ray)
+            f.closed = f.foreign = True
             return
         if f.run_id is None:
             f.experiment_id = self.store.experiment_id(f.start["experiment"])
@@ -175,7 +182,9 @@ class Sender:
         return {
             "event": "state", "uri": self.uri, "error": self.error,
             "parent": self.parent.state(self.uri), "remote": remote,
-            "children": {str(p): f.state(self.uri) for p, f in self.children.items()},
+            "children": {
+                str(p): f.state(self.uri) for p, f in self.children.items() if not f.foreign
+            },
         }  # fmt: skip
 
 
@@ -246,9 +255,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_protocol = sys.stdout  # main() keeps the real stdout for the protocol alone
+
+
 def _say(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+    _protocol.write(json.dumps(message) + "\n")
+    _protocol.flush()
 
 
 def main() -> None:
@@ -258,6 +270,11 @@ def main() -> None:
     p.add_argument("--grace", type=float, default=30.0)
     p.add_argument("--parent-pid", type=int, default=os.getppid())
     args = p.parse_args()
+    # The protocol gets stdout to itself; whatever a library prints goes to stderr.
+    global _protocol
+    _protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     sys.exit(serve(args.sweep_dir, args.uri, args.grace, args.parent_pid))
 
 
