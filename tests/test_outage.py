@@ -137,7 +137,7 @@ def test_offline_run_syncs_into_a_server(workdir, mlflow_server):
     assert list((Path(mlflow_server.root) / "artifacts").rglob("W_final.npy"))  # server-side
 
 
-def test_a_sweep_whose_server_goes_away_counts_the_job_finished_not_synced(workdir, mlflow_server):
+def test_a_sweep_whose_server_goes_away_counts_its_jobs_finished_not_synced(workdir, mlflow_server):
     from numgrad.sweep.summary import read_summary
 
     args = (f"tracking.uri={mlflow_server.uri}", "optimizer.steps=20000,10",
@@ -148,18 +148,20 @@ def test_a_sweep_whose_server_goes_away_counts_the_job_finished_not_synced(workd
                              for r in all_runs(mlflow_server.uri)[1]))  # fmt: skip
         mlflow_server.stop(signal.SIGKILL)
         _, err = proc.communicate(timeout=180)
-    assert proc.returncode == 1, err  # the second job could not start
+    # Jobs journal and go on; the sweep's sender could not send the rest: exit 75.
+    assert proc.returncode == 75, err
     rows = {r["job"]: r for r in read_summary(workdir.path / "multirun" / "sweep_summary.csv")}
-    assert rows["0"]["status"] == "FINISHED_NOT_SYNCED" and rows["0"]["final_loss"]
-    assert rows["1"]["status"] == "FAILED" and "not reachable" in rows["1"]["error"]
-    assert "numgrad-sync" in err  # where the sweep's records are, and how to upload them
+    assert [rows[j]["status"] for j in ("0", "1")] == ["FINISHED_NOT_SYNCED"] * 2
+    assert all(rows[j]["final_loss"] for j in ("0", "1"))
+    assert f"upload it with: numgrad-sync {workdir.path / 'multirun'}" in err
+    assert "refused" not in err  # an outage, not a refusal
 
     mlflow_server.start()
     out = sync(workdir.path, str(workdir.path / "multirun"))
     assert out.returncode == 0, out.stderr
     _, runs = all_runs(mlflow_server.uri)
     (parent,) = [r for r in runs if r.data.tags.get("numgrad.kind") == "sweep"]
-    (child,) = [r for r in runs if r is not parent]
-    assert parent.info.status == "FAILED" and child.info.status == "FINISHED"
-    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-    assert [s for s, _ in history(client, child.info.run_id, "loss")][-1] == 20000
+    children = [r for r in runs if r is not parent]
+    assert parent.info.status == "FINISHED" and {c.info.status for c in children} == {"FINISHED"}
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert sorted(history(client, c.info.run_id, "loss")[-1][0] for c in children) == [10, 20000]

@@ -87,6 +87,18 @@ class Journal:
             self._file.write(line)
         return entry
 
+    def end_killed(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """End the journal of a process that died without a status: KILLED, at its last record.
+
+        ``entries`` are the journal's records so far, its start first.
+        """
+        stamps = [m[2] for e in entries if e["kind"] == "metrics" for m in e["metrics"]]
+        last = max(stamps, default=entries[0]["start_time"])
+        return [
+            self.append("tags", tags={"numgrad.stop_reason": "killed"}),
+            self.append("end", status="KILLED", end_time=last),
+        ]
+
     def sync(self) -> None:
         """Flush to the disk itself (fsync): what was appended survives a power cut."""
         with signals.held():

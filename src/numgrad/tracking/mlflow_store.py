@@ -15,6 +15,7 @@ open). Writes retry while SQLite says "database is locked".
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import sys
@@ -30,7 +31,7 @@ from numgrad.tracking.records import (
     MAX_PARAMS_TAGS_PER_BATCH,
     short_message,
 )
-from numgrad.tracking.uri import TrackingError, sqlite_path
+from numgrad.tracking.uri import HTTP_ENV, TrackingError, is_http, sqlite_path
 
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 LOCK_TIMEOUT = 120.0
@@ -61,6 +62,9 @@ class MlflowStore:
         """Import mlflow and connect; a new SQLite store's tables are made here, once."""
         if self.client is not None:
             return self
+        if is_http(self.uri):  # bounded retries: numgrad retries on its own terms
+            for key, value in HTTP_ENV.items():
+                os.environ.setdefault(key, value)
         try:
             from mlflow.tracking import MlflowClient
 

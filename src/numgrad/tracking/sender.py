@@ -1,10 +1,8 @@
 """A sweep's sender: one process that uploads a sweep's journals while its jobs write them.
 
-The jobs of a sweep on this machine only journal (mlflow is not imported for them);
-this process, started by the sweep, reads each journal as it grows and sends it to
-the store through :func:`numgrad.tracking.replay.send`, the path every record takes.
-It runs on the other core: the jobs never wait for MLflow, and mlflow's import and
-the store's opening cost the sweep no time (``benchmarks/bench_sweep.py``).
+A local sweep's jobs only journal (they never import mlflow); this process reads each
+journal as it grows and sends it with :func:`numgrad.tracking.replay.send`, the path
+every record takes. On the other core, MLflow costs the jobs nothing (bench_sweep.py).
 
 It talks to the sweep over its stdin and stdout, one JSON object a line:
 
@@ -141,25 +139,36 @@ class Sender:
             replay.send(self.store, f.run_id, pending, f.path.parent)
             f.acked = pending[-1]["seq"]
         if f.end is not None:  # its writer is done: the journal records where it went
-            journal, _ = Journal.reopen(f.path)
-            journal.append("run", uri=self.uri, run_id=f.run_id)
-            journal.append("ack", uri=self.uri, seq_acked=f.acked)
-            journal.close()
-            f.closed = True
+            self.record_where_it_went(f)
 
-    def end_the_dead(self) -> None:
-        """Journals whose process died without an end (SIGKILL): they end KILLED."""
+    def record_where_it_went(self, f: Followed) -> None:
+        """Write the run id and the store's ack into an ended journal (its writer is done),
+        also after an outage: ``numgrad-sync`` then goes on in that run, not a second one."""
+        journal, _ = Journal.reopen(f.path)
+        journal.append("run", uri=self.uri, run_id=f.run_id)
+        journal.append("ack", uri=self.uri, seq_acked=f.acked)
+        journal.close()
+        f.closed = True
+
+    def give_up(self) -> None:
+        """The sweep is over: every ended journal the store holds part of says so."""
+        for f in [*self.children.values(), self.parent]:
+            if not f.closed and f.run_id is not None and f.end is not None:
+                self.record_where_it_went(f)
+
+    def end_the_dead(self, *, sweep_gone: bool = False) -> None:
+        """Journals whose process died without an end (SIGKILL) end KILLED; with
+        ``sweep_gone`` the sweep's own journal too."""
         for path in sorted(self.sweep_dir.glob(f"*/{JOURNAL_FILE}")):
             f = self.children.setdefault(path, Followed(path))
             f.read_new()
             tags = (f.start or {}).get("tags") or {}
             if f.start and f.end is None and process_gone(tags, f.start["start_time"]):
-                journal, _ = Journal.reopen(path)
-                stamps = [m[2] for e in f.entries if e["kind"] == "metrics" for m in e["metrics"]]
-                last = max(stamps, default=f.start["start_time"])
-                journal.append("tags", tags={"numgrad.stop_reason": "killed"})
-                journal.append("end", status="KILLED", end_time=last)
-                journal.close()
+                _end_killed(f)
+        if sweep_gone and self.parent.path.exists():
+            self.parent.read_new()
+            if self.parent.start and self.parent.end is None:
+                _end_killed(self.parent)
 
     def remote_children(self) -> list[dict[str, Any]]:
         """The parent's children that no journal here holds: jobs that ran elsewhere."""
@@ -177,8 +186,9 @@ class Sender:
         if self.error is None:
             try:
                 remote = self.remote_children()
-            except Exception as exc:
-                self.error = describe_error(exc)
+            except Exception as exc:  # a store that does not answer: no runs found elsewhere
+                if not MlflowStore.is_outage(exc):
+                    self.error = describe_error(exc)
         return {
             "event": "state", "uri": self.uri, "error": self.error,
             "parent": self.parent.state(self.uri), "remote": remote,
@@ -186,6 +196,13 @@ class Sender:
                 str(p): f.state(self.uri) for p, f in self.children.items() if not f.foreign
             },
         }  # fmt: skip
+
+
+def _end_killed(f: Followed) -> None:
+    journal, _ = Journal.reopen(f.path)
+    journal.end_killed(f.entries)
+    journal.close()
+    f.read_new()  # the end is now part of what is sent
 
 
 def _run_row(run: Any) -> dict[str, Any]:
@@ -217,11 +234,12 @@ def serve(sweep_dir: Path, uri: str, grace: float, parent_pid: int) -> int:
                 _say({"event": "parent", "run_id": sender.parent.run_id})
         gone = not _alive(parent_pid)
         if command == "drain" or (ready and not command) or gone:
-            sender.end_the_dead()
+            sender.end_the_dead(sweep_gone=gone)
             _until_sent(sender, grace, parent=False)
             _say(sender.state())
         if command == "finish" or (ready and not command) or gone:
             _until_sent(sender, grace, parent=True)
+            sender.give_up()
             _say(sender.state())
             return 0
 
@@ -251,7 +269,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        pass
+        pass  # alive, another user's
     return True
 
 

@@ -94,13 +94,7 @@ def _upload(path: Path, view: JournalView, uri: str, store: MlflowStore, where: 
             journal.append("run", uri=uri, run_id=run_id)
             entries = view.entries
         if view.end is None:  # its process died without a status: it was killed
-            last_ms = max((m[2] for e in entries if e["kind"] == "metrics" for m in e["metrics"]),
-                          default=view.start["start_time"])  # fmt: skip
-            entries = [
-                *entries,
-                journal.append("tags", tags={"numgrad.stop_reason": "killed"}),
-                journal.append("end", status="KILLED", end_time=last_ms),
-            ]
+            entries = [*entries, *journal.end_killed(view.entries)]
         sent = replay.send(store, run_id, entries, path.parent)
         with signals.held():
             journal.append("ack", uri=uri, seq_acked=max(e["seq"] for e in entries))
