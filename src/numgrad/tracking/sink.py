@@ -1,14 +1,13 @@
 """What the runner hands a run's records to: :func:`open_sink` returns the sink.
 
-``tracking.enabled=false`` gives a :class:`NullSink` (mlflow is never imported);
-otherwise an :class:`MlflowSink`, one MLflow run. ``with sink:`` creates the run (or,
-with ``tracking.offline=true``, only its journal); :meth:`MlflowSink.log_step` takes
-each step's record; leaving the block writes the final weights, figures and status:
-FINISHED, FAILED (any exception, divergence included) or KILLED (Ctrl-C, SIGTERM).
+``tracking.enabled=false`` gives a :class:`NullSink` (mlflow never imported); else an
+:class:`MlflowSink`, one MLflow run: ``with sink:`` creates it (offline: only its
+journal), :meth:`MlflowSink.log_step` takes each step; leaving the block writes the
+final weights, figures and status: FINISHED, FAILED (any exception) or KILLED (signals).
 
 Per step the sink only appends to lists. Every ``flush_seconds`` the new rows go to
-``history.csv`` (every step, thinned beyond ``history_max_rows``), the metrics of at
-most ``max_points`` evenly spaced steps to the journal and then to the store.
+``history.csv`` (thinned beyond ``history_max_rows``), the metrics of at most
+``max_points`` evenly spaced steps to the journal and then to the store.
 
 Examples
 --------
@@ -78,10 +77,8 @@ def open_sink(
     if not settings.enabled:
         return NullSink()
     sweep_sender = os.environ.get(SENDER_ENV) if not settings.offline else None
-    if sweep_sender:  # a local sweep's job: its sender, which checked the store, sends it
-        uri = sweep_sender
-    else:
-        uri = check_uri(resolve_uri(settings.uri), probe=not settings.offline)
+    # A local sweep's job: its sender, which checked the store, sends it.
+    uri = sweep_sender or check_uri(resolve_uri(settings.uri), probe=not settings.offline)
     if output_dir is None:
         raise TrackingError("a tracked run needs an output dir for its journal")
     return MlflowSink(
