@@ -192,6 +192,25 @@ def test_an_h_below_the_resolution_of_w_is_refused(workdir):
     assert err.endswith(f"use h >= {half_spacing:.3g}")
 
 
+def test_a_step_w_outgrows_mid_descent_fails_the_run_not_converges(workdir):
+    # W[0] just below 2^20, where h = 1e-10 still resolves it; the first update (the
+    # true class's column grows by about lr * 0.6 * 2/3 = 2) carries it past 2^20,
+    # where the loop's W + h == W: every difference quotient would be an exact 0.
+    W = "[[1048575.4,1048575.45,1048575.5],[0,0,0]]"
+    proc = workdir.run("net.init=given", f"net.W={W}", "gradient.method=loop",
+                       "gradient.h=1e-10", "optimizer.lr=5", "optimizer.steps=8",
+                       "optimizer.tol=1e-6", check=False)  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "numgrad: error: at step 1 gradient.h=1e-10 no longer resolves W "
+        "(max|W| = 1e+06): use h >= 1.2e-10"
+    )
+    client, run = only_run(workdir)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["numgrad.stop_reason"] == "step_too_small"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0]
+
+
 def test_float32_runs_the_whole_descent_and_keeps_its_dtype(workdir):
     workdir.run("gradient.dtype=float32", "gradient.check=true", "optimizer.steps=5")
     client, run = only_run(workdir)

@@ -187,6 +187,28 @@ def test_early_stop_logs_its_last_step(tmp_path, store):
     assert client.get_run(sink.run_id).data.tags["numgrad.stop_reason"] == "converged"
 
 
+def test_a_non_finite_value_stays_out_of_the_metrics_and_in_history_csv(tmp_path, store):
+    # MLflow would store inf as 1.8e308 and nan as 0, values a reviewer would believe.
+    # The descent raises Diverged before such a step; the sink keeps its promise anyway.
+    from dataclasses import replace
+
+    descent = article_descent(2)
+    sink = open_run(store, tmp_path / "run", 2)
+    with sink:
+        sink.log_start(descent.W.copy())
+        for record in descent:
+            if record.step == 1:
+                record = replace(record, grad_max_abs=float("inf"), grad_rel_error=float("nan"))
+            sink.log_step(record)
+        sink.log_end(descent, W_final=descent.W)
+    client = MlflowClient(store)
+    assert [s for s, _ in history(client, sink.run_id, "grad_max_abs")] == [0, 2]
+    assert [s for s, _ in history(client, sink.run_id, "grad_rel_error")] == [0, 2]
+    assert [s for s, _ in history(client, sink.run_id, "loss")] == [0, 1, 2]
+    rows = read_csv(client, sink.run_id)
+    assert np.isinf(rows["grad_max_abs"][1]) and np.isnan(rows["grad_rel_error"][1])
+
+
 def test_metrics_reach_the_store_while_running(tmp_path, store):
     sink = open_run(store, tmp_path / "run", 10, flush_seconds=1e-9)
     descent = article_descent(10)

@@ -15,6 +15,7 @@ open). Writes retry while SQLite says "database is locked".
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import socket
@@ -71,6 +72,8 @@ class MlflowStore:
             if self.db is not None:
                 # Imported outside the lock: only the database work is serialised.
                 import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+                # A new store's "Creating initial MLflow database tables..." is not news.
+                logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
             with self.lock(), signals.held():
                 self.client = MlflowClient(tracking_uri=self.uri)
             speed.freeze_loaded()
