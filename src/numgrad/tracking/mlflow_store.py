@@ -72,6 +72,7 @@ class MlflowStore:
             if self.db is not None:
                 # Imported outside the lock: only the database work is serialised.
                 import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
                 # A new store's "Creating initial MLflow database tables..." is not news.
                 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
             with self.lock(), signals.held():
