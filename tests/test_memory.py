@@ -240,11 +240,10 @@ def test_every_default_sized_run_fits(method):
 
 
 # ---------------------------------------------------------------------------------------
-# The runner calls check_memory: the tests below named test_runner_refuses_* pass
-# once the runner calls check_memory(cfg) right after validate(cfg), and
-# check_memory(cfg, data=(x, t)) right after load_data. Until then they fail: the child
-# hits its address-space cap with a MemoryError traceback (the cap keeps it from
-# growing until the OOM killer, as it did without one).
+# The runner calls check_memory(cfg) right after validate(cfg), and
+# check_memory(cfg, data=(x, t)) right after load_data. Without those calls the
+# test_runner_refuses_* tests fail: the child hits its address-space cap with a
+# MemoryError traceback (the cap keeps it from growing until the OOM killer).
 
 CAP = 3 * 2**30  # far above a small run's needs (it runs in 1.5 GB), far below these
 
