@@ -218,6 +218,21 @@ def all_runs(uri: str, experiment: str = "numgrad"):
     return client, ([] if exp is None else client.search_runs([exp.experiment_id]))
 
 
+def experiment_for(client, uri: str, name: str = "numgrad") -> str:
+    """The id of experiment ``name``, made if missing, with its artifacts beside the store.
+
+    MLflow's own default for a SQLite store is ``./mlruns`` in the current directory,
+    which in a test is the repository itself.
+    """
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None  # a server decides where its artifacts go
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
 def artifact_paths(client, run_id: str, path: str | None = None) -> set[str]:
     out = set()
     for info in client.list_artifacts(run_id, path):

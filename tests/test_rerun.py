@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from numgrad import rerun
 from numgrad.tracking.records import plain
-from tests.conftest import NUMGRAD, all_runs, numgrad_env
+from tests.conftest import NUMGRAD, all_runs, experiment_for, numgrad_env
 from tests.test_logged_config import compose_cfg
 
 UNKNOWN = "0123456789abcdef0123456789abcdef"
@@ -50,8 +50,7 @@ CASES = {
 def upload(uri: str, tmp: Path, files: dict[str, object], status: str = "FINISHED") -> str:
     """A run holding ``files`` (path -> YAML data, ndarray or raw bytes); its id."""
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("numgrad")
-    exp_id = exp.experiment_id if exp else client.create_experiment("numgrad")
+    exp_id = experiment_for(client, uri)
     run_id = client.create_run(exp_id, run_name="logged").info.run_id
     for path, content in files.items():
         local = tmp / "upload" / path

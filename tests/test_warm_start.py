@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from numgrad.cli import CONFIG_DIR
 from numgrad.config import ConfigError, register_configs, validate
 from numgrad.runner import execute
-from tests.conftest import all_runs, free_port, history
+from tests.conftest import all_runs, experiment_for, free_port, history
 
 UNKNOWN = "0123456789abcdef0123456789abcdef"
 
@@ -31,8 +31,7 @@ def compose_cfg(*overrides: str):
 def logged(uri: str, W: np.ndarray | None, status: str = "FINISHED") -> str:
     """A run as numgrad leaves it (weights/W_final.npy unless it ended early); its id."""
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("numgrad")
-    exp_id = exp.experiment_id if exp else client.create_experiment("numgrad")
+    exp_id = experiment_for(client, uri)
     run_id = client.create_run(exp_id, run_name="logged").info.run_id
     if W is not None:
         path = Path(uri.removeprefix("sqlite:///")).parent / "W_final.npy"

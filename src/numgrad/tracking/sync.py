@@ -103,13 +103,18 @@ def _upload(path: Path, view: JournalView, uri: str, store: MlflowStore, where: 
     values = sent.metrics + sent.params + sent.tags
     status = sent.status or (view.end or {}).get("status", "?")
     note = f" (skipped {torn})" if torn else ""
-    extra = "".join(f", {n} {what}" for n, what in ((sent.inputs, "dataset input"),
-                                                    (sent.models, "model")) if n)  # fmt: skip
+    extra = "".join(f", {_count(n, what)}" for n, what in ((sent.inputs, "dataset input"),
+                                                          (sent.models, "model")) if n)  # fmt: skip
     return Result(
         path, "uploaded",
-        f"{where}: uploaded {values} values ({sent.metrics} metric values), {sent.artifacts} "
-        f"artifacts{extra} to run {run_id} ({view.start['run_name']}); {status}{note}",
+        f"{where}: uploaded {values} values ({sent.metrics} metric values), "
+        f"{_count(sent.artifacts, 'artifact')}{extra} to run {run_id} "
+        f"({view.start['run_name']}); {status}{note}",
     )  # fmt: skip
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _start(view: JournalView, uri: str) -> dict[str, Any]:
