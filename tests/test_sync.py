@@ -58,6 +58,9 @@ def test_an_offline_run_touches_no_store_and_syncs_complete_once(workdir):
     target = f"sqlite:///{workdir.path / 'other' / 'mlflow.db'}"
     first = sync(workdir.path, "--uri", target, str(run_dir))
     assert first.returncode == 0, first.stderr
+    line, summary = first.stdout.splitlines()
+    assert "metric values), 1 artifact, 1 dataset input, 1 model to run " in line
+    assert summary == "numgrad-sync: 1 journal: 1 uploaded, 0 already complete, 0 skipped"
     client, (run,) = all_runs(target)
     assert run.info.status == "FINISHED" and run.info.run_name == "steps=30,check=true"
     view = read_journal(run_dir / JOURNAL_FILE)

@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             stream = sys.stderr if result.state == "skipped" else sys.stdout
             print(f"numgrad-sync: {result.line}", file=stream)
     counts = {s: sum(r.state == s for r in results) for s in ("uploaded", "complete", "skipped")}
-    print(f"numgrad-sync: {len(results)} journals: {counts['uploaded']} uploaded, "
+    print(f"numgrad-sync: {_count(len(results), 'journal')}: {counts['uploaded']} uploaded, "
           f"{counts['complete']} already complete, {counts['skipped']} skipped")  # fmt: skip
     sys.exit(1 if counts["skipped"] else 0)
 
