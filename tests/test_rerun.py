@@ -97,6 +97,15 @@ def test_rerun_of_a_malformed_id_is_refused(tmp_path, monkeypatch, capsys, store
     assert message == "invalid run_id='latest': not an MLflow run id (32 hex digits)"
 
 
+def test_a_missing_run_id_is_the_only_thing_usage_names(capsys):
+    with pytest.raises(SystemExit) as info:
+        rerun.main([])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "numgrad-rerun: error: the following arguments are required: RUN_ID"
+    )  # the overrides are optional
+
+
 def test_rerun_of_an_unknown_id_is_refused(tmp_path, monkeypatch, capsys, store):
     assert refused(tmp_path, monkeypatch, capsys, store, UNKNOWN) == f"no run {UNKNOWN} in {store}"
 

@@ -102,6 +102,18 @@ def test_with_no_path_it_syncs_everything_under_outputs_not_yet_complete(workdir
     ]
 
 
+def test_a_path_with_no_journal_is_an_error_not_nothing_to_sync(workdir):
+    (workdir.path / "empty").mkdir()
+    for path, why in [("nope", "no such file or directory"),
+                      ("empty", "no run journal (tracking_journal.jsonl) at or under it")]:  # fmt: skip
+        out = sync(workdir.path, path)
+        assert out.returncode == 2 and out.stdout == ""
+        assert out.stderr == f"numgrad-sync: error: {path}: {why}\n"
+    out = sync(workdir.path)  # no path: nothing under ./outputs is nothing to do
+    assert out.returncode == 0
+    assert out.stdout == "numgrad-sync: 0 journals: 0 uploaded, 0 already complete, 0 skipped\n"
+
+
 def test_a_torn_last_line_is_skipped_and_said(workdir):
     workdir.run(*OFFLINE)
     journal = workdir.path / "run" / JOURNAL_FILE

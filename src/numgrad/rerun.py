@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("run_id", metavar="RUN_ID", help="the MLflow run id (32 hex digits)")
     parser.add_argument(
-        "overrides", nargs="*", metavar="OVERRIDES",
+        # default=[]: argparse would otherwise call an empty '*' list missing.
+        "overrides", nargs="*", metavar="OVERRIDES", default=[],
         help="numgrad overrides applied on top of the logged config (key=value ...)",
     )  # fmt: skip
     parser.add_argument(

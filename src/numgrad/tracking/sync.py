@@ -164,6 +164,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     p.add_argument("--uri", help="upload into this store instead of the one each journal names")
     args = p.parse_args(argv)
+    for path in args.paths:  # a typo is not "nothing to sync"
+        why = "no such file or directory" if not path.exists() else None
+        if why is None and not find_journals([path]):
+            why = f"no run journal ({JOURNAL_FILE}) at or under it"
+        if why is not None:
+            print(f"numgrad-sync: error: {path}: {why}", file=sys.stderr)
+            sys.exit(2)
     with signals.raising():
         try:
             results = sync(args.paths or [DEFAULT_ROOT], args.uri)
