@@ -132,3 +132,21 @@ def _get(url: str) -> bytes | None:
             return r.read()
     except OSError:
         return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("port", ["busy", "70000"])
+def test_a_port_it_cannot_serve_on_is_one_line_and_no_server(workdir, port):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        number = str(taken.getsockname()[1]) if port == "busy" else port
+        proc = subprocess.run([shutil.which("numgrad-ui"), "--port", number], cwd=workdir.path,
+                              env=numgrad_env(), capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"numgrad-ui: error: cannot serve on 127.0.0.1:{number}: ")
+    assert ("address already in use" in line) if port == "busy" else ("not a TCP port" in line)
+    assert not (workdir.path / "outputs").exists()  # no server started: no store made

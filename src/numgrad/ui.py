@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -119,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except UsageError as exc:
         parser().error(str(exc))  # prints usage and the reason, exit 2
     options, _ = parser().parse_known_args(args)
+    busy = port_in_use(options.port)
+    if busy:  # mlflow ui would log the bind error among its start-up lines and exit 0
+        print(f"numgrad-ui: error: cannot serve on {HOST}:{options.port}: {busy}", file=sys.stderr)
+        sys.exit(2)
     uri = command[command.index("--backend-store-uri") + 1]
     db = sqlite_path(uri)
     if db is not None and not db.exists():
@@ -138,6 +143,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             stop(server)
             raise
     sys.exit(status)
+
+
+def port_in_use(port: int) -> str | None:
+    """Why ``port`` on 127.0.0.1 cannot be served, or None when it can (bound as uvicorn does)."""
+    if not 0 < port < 65536:
+        return "not a TCP port (1-65535)"
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError as exc:
+            return f"{exc.strerror.lower()} (another numgrad-ui or mlflow ui?); choose --port"
+    return None
 
 
 def _serve(server: subprocess.Popen, uri: str, options: argparse.Namespace) -> int:
