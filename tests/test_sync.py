@@ -170,7 +170,10 @@ def test_a_live_run_is_never_synced(workdir):
 def test_an_offline_sweep_keeps_its_parent_and_children_after_sync(workdir):
     proc = workdir.run("tracking.offline=true", "optimizer.lr=0.1,1.0", "optimizer.steps=5",
                        multirun=True)  # fmt: skip
-    assert "recorded locally" in proc.stderr + proc.stdout
+    assert proc.returncode == 0  # offline by choice
+    sweep_line = proc.stdout.splitlines()[-1]
+    assert sweep_line.startswith("numgrad: sweep of 2 jobs FINISHED; recorded locally; ")
+    assert f"upload it with: numgrad-sync {workdir.path / 'multirun'}; summary " in sweep_line
     target = f"sqlite:///{workdir.path / 'm.db'}"
     out = sync(workdir.path, "--uri", target, str(workdir.path / "multirun"))
     assert out.returncode == 0, out.stderr

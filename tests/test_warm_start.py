@@ -93,6 +93,15 @@ def test_warm_start_from_a_run_without_w_final_is_refused(tmp_path, store, statu
     assert run_ids(store) == {run_id}
 
 
+def test_warm_start_from_a_sweeps_parent_says_to_use_a_child(tmp_path, store):
+    run_id = logged(store, None)
+    MlflowClient(store).set_tag(run_id, "numgrad.kind", "sweep")  # as a sweep's parent is
+    assert refusal(tmp_path, store, run_id) == (
+        f"invalid net.from_run='{run_id}': run {run_id} has no weights/W_final.npy: "
+        "it is a sweep's parent run; use one of its children"
+    )
+
+
 def test_warm_start_with_another_shape_is_refused(tmp_path, store):
     run_id = logged(store, np.ones((4, 3)))
     message = refusal(tmp_path, store, run_id)

@@ -246,6 +246,8 @@ class Sweep:
             page = pages.run_page(experiment, parent.run_id) if experiment else None
             where = f"parent run {parent.run_id} ({self.name}) on {parent.uri}; "
             where += f"page: {pages.where(parent.uri, page)}; " if page else ""
+        elif parent is not None and outcome.offline:
+            where = f"recorded locally; upload it with: numgrad-sync {self.sweep_dir}; "
         report(outcome, where)
         return outcome
 

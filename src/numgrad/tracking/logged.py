@@ -87,6 +87,8 @@ class LoggedRun:
         return W
 
     def _why_missing(self, path: str) -> str:
+        if self.run.data.tags.get("numgrad.kind") == "sweep":
+            return ": it is a sweep's parent run; use one of its children"
         if path != W_FINAL:
             return " (not a numgrad run, or its files were deleted)"
         if self.status in ("FAILED", "KILLED"):
