@@ -13,10 +13,10 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from numgrad.tracking.journal import JOURNAL_FILE, Journal, read_journal
+from numgrad.tracking.journal import JOURNAL_FILE, Followed, Journal, read_journal
 from numgrad.tracking.provenance import base_tags
 from numgrad.tracking.recorder import Recorder
-from numgrad.tracking.sender import Followed, Sender
+from numgrad.tracking.sender import Sender
 from tests.conftest import all_runs, dead_pid, history
 
 

@@ -21,7 +21,9 @@ from mlflow.tracking import MlflowClient
 
 from numgrad.plots import sweep as sweep_plots
 from numgrad.sweep.summary import read_summary
+from numgrad.tracking.journal import JOURNAL_FILE, read_journal
 from numgrad.tracking.records import sampled_steps
+from tests.conftest import running, wait_for
 
 JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
 
@@ -458,6 +460,49 @@ def test_two_sweeps_and_a_run_started_together_on_a_new_store(tmp_path, attempt)
 
 
 @pytest.mark.slow
+def test_a_sweep_killed_outright_leaves_no_run_running(workdir):
+    # SIGKILL: no handler runs in the sweep. Its sender, a process of its own, sees its
+    # stdin end, ends the sweep's journal and that of the job that ran in its process
+    # KILLED, sends what was journaled, and exits.
+    proc = workdir.popen("optimizer.lr=0.1,0.2,0.3", "optimizer.steps=10000000",
+                         "tracking.flush_seconds=0.2", multirun=True)  # fmt: skip
+    with running(proc):
+        client = MlflowClient(workdir.uri)
+        wait_for(lambda: workdir.store.is_file() and any(
+            len(client.get_metric_history(r.info.run_id, "loss")) >= 3
+            for r in client.search_runs(["1"])))  # fmt: skip
+        proc.kill()
+        proc.communicate(timeout=60)
+
+    def ended():
+        runs = client.search_runs(["1"])
+        return len(runs) == 2 and all(r.info.status != "RUNNING" for r in runs)
+
+    wait_for(ended, timeout=60)
+    client, parent, (child,) = sweep_runs(workdir.uri)
+    assert parent.info.status == child.info.status == "KILLED"
+    assert parent.data.tags["numgrad.stop_reason"] == child.data.tags["numgrad.stop_reason"]
+    assert child.data.tags["numgrad.stop_reason"] == "killed"
+    journaled = read_journal(workdir.path / "multirun" / "0" / JOURNAL_FILE)
+    steps = [m[3] for e in journaled.entries if e["kind"] == "metrics" for m in e["metrics"]
+             if m[0] == "loss"]  # fmt: skip
+    stored = client.get_metric_history(child.info.run_id, "loss")
+    assert sorted(m.step for m in stored) == steps  # all it journaled, once
+    senders = [
+        c
+        for c in Path("/proc").glob("[0-9]*/cmdline")
+        if b"numgrad.tracking.sender" in _read(c) and str(workdir.path).encode() in _read(c)
+    ]
+    assert not senders  # it exited
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process ended while we looked
+        return b""
+
+
 def test_sigterm_during_a_basic_sweep_counts_the_jobs_never_started(workdir):
     proc = workdir.popen("optimizer.lr=0.1,0.2,0.3,0.4", "optimizer.steps=10000000",
                          "tracking.flush_seconds=0.2", multirun=True)  # fmt: skip

@@ -14,6 +14,7 @@ The run's process writes it and flushes it to disk (``fsync``) at every metric f
 so a SIGKILL or a power cut loses at most the last interval; ``numgrad-sync`` reads it
 and uploads what no store has acknowledged. A torn last line (a write cut short) is
 skipped and reported; any other unreadable line makes the whole journal unreadable.
+A sweep's sender reads its jobs' journals while they grow (:class:`Followed`).
 
 Examples
 --------
@@ -179,3 +180,49 @@ def read_journal(path: Path) -> JournalView:
     if view.start.get("format", FORMAT) > FORMAT:
         raise JournalError(f"{path} was written by a newer numgrad (format {view.start['format']})")
     return view
+
+
+@dataclass
+class Followed:
+    """One journal, read as it grows, and how much of it the store holds."""
+
+    path: Path
+    offset: int = 0
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    run_id: str | None = None
+    experiment_id: str | None = None
+    acked: int = 0
+    closed: bool = False  # run and ack written into the journal: nothing left to do
+    foreign: bool = False  # not handed over: its own process sends it
+
+    @property
+    def start(self) -> dict[str, Any] | None:
+        return self.entries[0] if self.entries else None
+
+    @property
+    def end(self) -> dict[str, Any] | None:
+        return next((e for e in reversed(self.entries) if e["kind"] == "end"), None)
+
+    def read_new(self) -> None:
+        """Read the complete lines written since the last read (a partial one waits)."""
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        whole = data[: data.rfind(b"\n") + 1]
+        for line in whole.splitlines(keepends=True):
+            try:
+                entry = json.loads(line) if line.strip() else None
+            except ValueError:
+                return  # not written whole yet: read it again next time
+            self.offset += len(line)
+            if entry and entry.get("kind") in DATA_KINDS:
+                self.entries.append(entry)
+
+    def state(self, uri: str) -> dict[str, Any]:
+        end = self.end
+        return {
+            "run_id": self.run_id, "run_name": (self.start or {}).get("run_name"),
+            "experiment_id": self.experiment_id,
+            "status": end["status"] if end else None, "output_dir": str(self.path.parent),
+            "synced": bool(end) and self.acked >= self.entries[-1]["seq"],
+        }  # fmt: skip

@@ -18,69 +18,23 @@ It talks to the sweep over its stdin and stdout, one JSON object a line:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import select
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from numgrad.tracking import replay
-from numgrad.tracking.journal import DATA_KINDS, JOURNAL_FILE, Journal
+from numgrad.tracking.journal import JOURNAL_FILE, Followed, Journal
 from numgrad.tracking.mlflow_store import MlflowStore
 from numgrad.tracking.provenance import ACTIVE_RUNS, process_gone
 from numgrad.tracking.records import describe_error
 
 POLL_SECONDS = 0.5  # how often journals are read: the UI's live curves lag this much
 BACKOFF_MAX = 30.0
-
-
-@dataclass
-class Followed:
-    """One journal, read as it grows, and how much of it the store holds."""
-
-    path: Path
-    offset: int = 0
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    run_id: str | None = None
-    experiment_id: str | None = None
-    acked: int = 0
-    closed: bool = False  # run and ack written into the journal: nothing left to do
-    foreign: bool = False  # not handed over: its own process sends it
-
-    @property
-    def start(self) -> dict[str, Any] | None:
-        return self.entries[0] if self.entries else None
-
-    @property
-    def end(self) -> dict[str, Any] | None:
-        return next((e for e in reversed(self.entries) if e["kind"] == "end"), None)
-
-    def read_new(self) -> None:
-        """Read the complete lines written since the last read (a partial one waits)."""
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read()
-        whole = data[: data.rfind(b"\n") + 1]
-        for line in whole.splitlines(keepends=True):
-            try:
-                entry = json.loads(line) if line.strip() else None
-            except ValueError:
-                return  # not written whole yet: read it again next time
-            self.offset += len(line)
-            if entry and entry.get("kind") in DATA_KINDS:
-                self.entries.append(entry)
-
-    def state(self, uri: str) -> dict[str, Any]:
-        end = self.end
-        return {
-            "run_id": self.run_id, "run_name": (self.start or {}).get("run_name"),
-            "experiment_id": self.experiment_id,
-            "status": end["status"] if end else None, "output_dir": str(self.path.parent),
-            "synced": bool(end) and self.acked >= self.entries[-1]["seq"],
-        }  # fmt: skip
 
 
 class Sender:
@@ -158,17 +112,26 @@ class Sender:
 
     def end_the_dead(self, *, sweep_gone: bool = False) -> None:
         """Journals whose process died without an end (SIGKILL) end KILLED; with
-        ``sweep_gone`` the sweep's own journal too."""
+        ``sweep_gone``, the sweep's own and those of jobs that ran in its process."""
+        if self.parent.path.exists():
+            self.parent.read_new()
+        parent_tags = (self.parent.start or {}).get("tags") or {}
+        sweep_pid = parent_tags.get("numgrad.pid") if sweep_gone else None
         for path in sorted(self.sweep_dir.glob(f"*/{JOURNAL_FILE}")):
             f = self.children.setdefault(path, Followed(path))
             f.read_new()
             tags = (f.start or {}).get("tags") or {}
-            if f.start and f.end is None and process_gone(tags, f.start["start_time"]):
+            if (
+                f.start
+                and f.end is None
+                and (
+                    process_gone(tags, f.start["start_time"])
+                    or tags.get("numgrad.pid") == sweep_pid
+                )
+            ):
                 _end_killed(f)
-        if sweep_gone and self.parent.path.exists():
-            self.parent.read_new()
-            if self.parent.start and self.parent.end is None:
-                _end_killed(self.parent)
+        if sweep_gone and self.parent.start and self.parent.end is None:
+            _end_killed(self.parent)
 
     def remote_children(self) -> list[dict[str, Any]]:
         """The parent's children that no journal here holds: jobs that ran elsewhere."""
@@ -232,12 +195,13 @@ def serve(sweep_dir: Path, uri: str, grace: float, parent_pid: int) -> int:
                 _say({"event": "error", "error": sender.error})
             else:
                 _say({"event": "parent", "run_id": sender.parent.run_id})
-        gone = not _alive(parent_pid)
-        if command == "drain" or (ready and not command) or gone:
+        # stdin at its end: the sweep died (it says "finish" otherwise); a zombie is gone too.
+        gone = (ready and not command) or not _alive(parent_pid)
+        if command == "drain" or gone:
             sender.end_the_dead(sweep_gone=gone)
             _until_sent(sender, grace, parent=False)
             _say(sender.state())
-        if command == "finish" or (ready and not command) or gone:
+        if command == "finish" or gone:
             _until_sent(sender, grace, parent=True)
             sender.give_up()
             _say(sender.state())
@@ -264,21 +228,28 @@ def _all_sent(sender: Sender, parent: bool) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Is ``pid`` running? A zombie (killed, not yet reaped) is not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
         return False
-    except PermissionError:
-        pass  # alive, another user's
-    return True
+    except (OSError, IndexError):  # no /proc here: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # alive, another user's
+        return True
 
 
 _protocol = sys.stdout  # main() keeps the real stdout for the protocol alone
 
 
 def _say(message: dict[str, Any]) -> None:
-    _protocol.write(json.dumps(message) + "\n")
-    _protocol.flush()
+    with contextlib.suppress(OSError):  # a sweep killed outright no longer listens
+        _protocol.write(json.dumps(message) + "\n")
+        _protocol.flush()
 
 
 def main() -> None:
