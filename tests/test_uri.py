@@ -82,3 +82,35 @@ def test_an_empty_file_and_a_real_store_are_accepted(tmp_path, empty_store):
     (tmp_path / "empty.db").touch()
     assert check_uri(f"sqlite:///{tmp_path / 'empty.db'}")
     assert check_uri(f"sqlite:///{empty_store}")
+
+
+def test_a_store_being_made_is_checked_once_its_tables_are_whole(tmp_path, empty_store):
+    # Another numgrad process holds the store's lock while MLflow makes its tables: a
+    # look in the middle would see "experiments" alone and call it a foreign database.
+    import shutil
+    import threading
+
+    from numgrad.tracking.uri import store_lock
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    outcome: list[object] = []
+    with store_lock(db):
+        with sqlite3.connect(db) as con:
+            con.execute("CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY)")
+        con.close()
+        looking = threading.Thread(target=lambda: outcome.append(_check(uri)))
+        looking.start()
+        looking.join(timeout=1.0)
+        assert looking.is_alive() and not outcome  # it waits for the maker
+        shutil.copyfile(empty_store, db)  # the maker is done: every table is there
+    looking.join(timeout=30)
+    assert outcome == [None]
+
+
+def _check(uri: str) -> str | None:
+    try:
+        check_uri(uri, probe=True)
+    except TrackingError as exc:
+        return str(exc)
+    return None

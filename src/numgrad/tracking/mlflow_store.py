@@ -32,10 +32,9 @@ from numgrad.tracking.records import (
     MAX_PARAMS_TAGS_PER_BATCH,
     short_message,
 )
-from numgrad.tracking.uri import HTTP_ENV, TrackingError, is_http, sqlite_path
+from numgrad.tracking.uri import HTTP_ENV, TrackingError, is_http, sqlite_path, store_lock
 
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-LOCK_TIMEOUT = 120.0
 # MLflow error codes that a retry cannot mend (the request itself is wrong).
 _CLIENT_ERRORS = frozenset({
     "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
@@ -92,15 +91,8 @@ class MlflowStore:
         if self.db is None:
             yield
             return
-        from filelock import FileLock, Timeout
-
-        try:
-            with FileLock(f"{self.db}.lock", timeout=LOCK_TIMEOUT):
-                yield
-        except Timeout:
-            raise TrackingError(
-                f"timed out after {LOCK_TIMEOUT:.0f} s waiting for {self.db}.lock"
-            ) from None
+        with store_lock(self.db):
+            yield
 
     def reachable(self) -> bool:
         """Does the store answer at all? (A server's ``/health``; a SQLite file's directory.)"""

@@ -6,6 +6,7 @@ four of an mlflow import, and ``tracking.enabled=false`` never loads it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import tempfile
@@ -13,7 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
@@ -34,6 +35,7 @@ PROBE_ATTEMPTS, PROBE_TIMEOUT = 3, 3.0  # worst case ~10 s, well within 15 s
 DB_SCHEMES = ("postgresql", "mysql", "mssql")  # handed to MLflow as they are
 SUPPORTED = ("sqlite", "http", "https", "file", *DB_SCHEMES, "databricks")  # "": a path
 OFFLINE_HINT = "tracking.offline=true records the run locally for numgrad-sync"
+LOCK_TIMEOUT = 120.0  # seconds to wait for another process making or writing the store
 
 
 class TrackingError(Exception):
@@ -128,9 +130,25 @@ def _check_sqlite(uri: str, probe: bool) -> str:
         if path.exists() and (path.is_dir() or not os.access(path, os.R_OK | os.W_OK)):
             raise TrackingError(f"cannot write the MLflow store {path} (tracking.uri={uri})")
         if path.is_file() and path.stat().st_size > 0:
-            _check_is_mlflow_store(path, uri)
+            if Path(f"{path}.lock").exists():  # numgrad's store, maybe being made right now:
+                with store_lock(path):  # look once its tables are whole
+                    _check_is_mlflow_store(path, uri)
+            else:  # never a lock file beside another application's database
+                _check_is_mlflow_store(path, uri)
     query = uri.split("?", 1)[1] if "?" in uri else ""
     return "sqlite:///" + urllib.parse.quote(str(path)) + (f"?{query}" if query else "")
+
+
+@contextlib.contextmanager
+def store_lock(db: Path) -> Iterator[None]:
+    """The exclusive lock on ``<db>.lock`` under which a SQLite store is made and written."""
+    from filelock import FileLock, Timeout
+
+    try:
+        with FileLock(f"{db}.lock", timeout=LOCK_TIMEOUT):
+            yield
+    except Timeout:
+        raise TrackingError(f"timed out after {LOCK_TIMEOUT:.0f} s waiting for {db}.lock") from None
 
 
 def _check_is_mlflow_store(path: Path, uri: str) -> None:
