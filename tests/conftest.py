@@ -148,28 +148,6 @@ class MlflowServer:
         self.proc = None
 
 
-def stop_group(proc: subprocess.Popen, timeout: float = 15) -> None:
-    """SIGTERM a server started with ``start_new_session=True`` and every process of its
-    group (uvicorn workers, job consumers); SIGKILL what is left after ``timeout``."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while True:
-        proc.poll()  # reap the leader: a zombie would keep the group alive forever
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-            return
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """Start a real tracking server on a free loopback port, stop it afterwards."""
@@ -249,6 +227,15 @@ def read_csv(client, run_id: str) -> np.ndarray:
     """The run's ``history.csv`` artifact as a structured array."""
     path = client.download_artifacts(run_id, "history.csv")
     return np.atleast_1d(np.genfromtxt(path, delimiter=",", names=True))
+
+
+def answers(url: str) -> bool:
+    """Does ``url`` answer 200 right now (a server's ``/health`` or ``/ping``)?"""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 def wait_for(probe, timeout: float = 60.0, every: float = 0.1):

@@ -27,7 +27,8 @@ from numgrad.tracking import replay
 from numgrad.tracking.journal import JOURNAL_FILE, read_journal
 from numgrad.tracking.mlflow_store import MlflowStore
 from numgrad.tracking.model import KEY_TAG, model_record, save_pyfunc
-from tests.conftest import free_port, numgrad_env, stop_group, wait_for
+from numgrad.ui import stop
+from tests.conftest import answers, free_port, numgrad_env, wait_for
 from tests.test_sink import article_descent, open_run, run_tracked
 
 
@@ -187,7 +188,7 @@ def test_mlflow_models_serve_answers_with_the_nets_probabilities(tmp_path, store
                                 start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _answers(f"{base}/ping") or proc.poll() is not None, timeout=120)
+        wait_for(lambda: answers(f"{base}/ping") or proc.poll() is not None, timeout=120)
         assert proc.poll() is None, (tmp_path / "serve.log").read_text()
         request = urllib.request.Request(
             f"{base}/invocations", data=json.dumps({"inputs": descent.x.tolist()}).encode(),
@@ -196,13 +197,5 @@ def test_mlflow_models_serve_answers_with_the_nets_probabilities(tmp_path, store
         with urllib.request.urlopen(request, timeout=30) as answer:
             predictions = np.asarray(json.loads(answer.read())["predictions"])
     finally:
-        stop_group(proc)
+        stop(proc)
     np.testing.assert_allclose(predictions, probabilities(W, descent.x), rtol=0, atol=1e-12)
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import Workdir, free_port, numgrad_env, wait_for
+from tests.conftest import Workdir, answers, free_port, numgrad_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +92,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     try:
         url = ui.stdout.readline().rsplit(": ", 1)[-1].strip()
         base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(f"{base}/health") or ui.poll() is not None, timeout=120)
+        wait_for(lambda: answers(f"{base}/health") or ui.poll() is not None, timeout=120)
         assert ui.poll() is None, "numgrad-ui exited"
         yield Store(url, base, experiment, single, parent, children)
     finally:
@@ -274,11 +273,3 @@ def test_the_experiments_models_tab_lists_every_model(served, page):
     links = page.get_by_role("link", name="simplenet")
     expect(links).to_have_count(1 + len(served.children))
     shot(page, "8_experiment_models")
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
