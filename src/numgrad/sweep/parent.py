@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -25,7 +26,13 @@ from numgrad.tracking.journal import JOURNAL_FILE
 from numgrad.tracking.provenance import PARENT_JOURNAL_ENV, PARENT_RUN_ENV, SENDER_ENV, base_tags
 from numgrad.tracking.recorder import Recorder, set_aside_previous
 from numgrad.tracking.records import describe_error, fit_tag
-from numgrad.tracking.uri import TrackingError, check_uri, resolve_uri, sqlite_path
+from numgrad.tracking.uri import (
+    TrackingError,
+    check_uri,
+    resolve_uri,
+    sqlite_path,
+    sqlite_tables,
+)
 
 FIGURES_DIR = "sweep_figures"  # in the sweep dir; "figures/" in the parent run
 EXTRA_FILES = ("multirun.yaml", "optimization_results.yaml")  # written by Hydra's sweepers
@@ -35,21 +42,13 @@ START_SECONDS = 120.0  # how long a sweep with remote jobs waits for its parent 
 
 def _new_sqlite_store(uri: str) -> bool:
     """True for a SQLite store whose tables do not exist yet (read-only: nothing made)."""
-    import sqlite3
-
     db = sqlite_path(uri)
     if db is None:
         return False
     if not db.is_file() or db.stat().st_size == 0:
         return True
     try:
-        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
-        try:
-            return not con.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'"
-            ).fetchall()
-        finally:
-            con.close()
+        return "alembic_version" not in sqlite_tables(db)
     except sqlite3.Error:
         return True
 

@@ -84,7 +84,7 @@ def open_sink(
     return MlflowSink(
         settings, uri=uri, run_name=settings.run_name or run_name_from(overrides),
         config=config, overrides=list(overrides), output_dir=Path(output_dir),
-        planned_steps=int(planned_steps),
+        planned_steps=int(planned_steps), handed_over=bool(sweep_sender),
     )  # fmt: skip
 
 
@@ -129,6 +129,7 @@ class MlflowSink:
         overrides: list[str],
         output_dir: Path,
         planned_steps: int,
+        handed_over: bool = False,  # a local sweep's job: its journal is the sender's
     ) -> None:
         self.settings, self.uri, self.run_name = settings, uri, run_name
         self.config, self.overrides, self.output_dir = config, overrides, output_dir.absolute()
@@ -137,7 +138,7 @@ class MlflowSink:
         self.recorder = Recorder(
             self.output_dir, uri=uri, experiment=settings.experiment, run_name=run_name,
             offline=settings.offline, grace=settings.outage_grace_seconds,
-            handed_over=bool(os.environ.get(SENDER_ENV)) and not settings.offline,
+            handed_over=handed_over,
         )  # fmt: skip
         self.synced = False
         self._history: History | None = None

@@ -151,17 +151,22 @@ def store_lock(db: Path) -> Iterator[None]:
         raise TrackingError(f"timed out after {LOCK_TIMEOUT:.0f} s waiting for {db}.lock") from None
 
 
+def sqlite_tables(path: Path) -> set[str]:
+    """The names in a SQLite file's schema, read without writing a byte (``mode=ro``)."""
+    con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        return {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
+    finally:
+        con.close()
+
+
 def _check_is_mlflow_store(path: Path, uri: str) -> None:
     """Refuse a database that is not an MLflow store: MLflow would add its ~70 tables to it.
 
     Opened read-only, so the file stays byte for byte as it was.
     """
     try:
-        con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)
-        try:
-            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
-        finally:
-            con.close()
+        tables = sqlite_tables(path)
     except sqlite3.DatabaseError as exc:
         raise TrackingError(
             f"{path} is not an MLflow store ({exc}): choose another tracking.uri"
