@@ -260,8 +260,17 @@ class MlflowStore:
 
         fields = ("name", "digest", "source_type", "source", "schema", "profile")
         entity = Dataset(**{k: dataset.get(k) for k in fields})
-        tags = [InputTag("mlflow.data.context", context)]
-        self.call(self.client.log_inputs, run_id, datasets=[DatasetInput(entity, tags=tags)])
+        inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
+        # MLflow looks the dataset up, then inserts it: two runs logging the same data at
+        # once (a sweep's sender and a run) race on that insert. The file lock serialises
+        # SQLite writers; the loser behind a SQLite-backed server is retried once.
+        with self.lock():
+            try:
+                self.call(self.client.log_inputs, run_id, datasets=inputs)
+            except Exception as exc:
+                if "UNIQUE constraint failed: datasets" not in str(exc):
+                    raise
+                self.call(self.client.log_inputs, run_id, datasets=inputs)
 
     def terminate(self, run_id: str, status: str, end_time: int | None = None) -> None:
         self.call(self.client.set_terminated, run_id, status, end_time)
