@@ -145,7 +145,7 @@ def changing(extras: Sequence[str]) -> list[str]:
     >>> changing(["hydra.run.dir=/tmp/x", "optimizer.lr=0.5", "tracking.run_name=b"])
     ['optimizer.lr=0.5']
     """
-    from numgrad.tracking.records import is_under, parse_override
+    from numgrad.overrides import is_under, parse_override
 
     return [
         o for o in extras if not is_under(parse_override(o)[0], ["hydra", "tracking", "progress"])

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from numgrad.tracking.records import run_name_from, swept_values
+from numgrad.overrides import swept_values
+from numgrad.tracking.records import run_name_from
 
 
 def planned_jobs(

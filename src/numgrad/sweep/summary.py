@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from numgrad.jobs import FINISHED_NOT_SYNCED, JOB_STATUS_FILE, read_job_status
-from numgrad.tracking.records import swept_values
+from numgrad.overrides import swept_values
 
 SUMMARY_FILE = "sweep_summary.csv"
 TABLE_FILE = "sweep_summary.json"  # the same, as an MLflow table
