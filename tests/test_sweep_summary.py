@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from numgrad.jobs import FINISHED_NOT_SYNCED, write_job_status
+from numgrad.sweep.jobs import FINISHED_NOT_SYNCED, write_job_status
 from numgrad.sweep.summary import (
     SweepOutcome,
     collect_rows,
@@ -111,7 +111,7 @@ def test_the_parent_description_names_the_best_child(tmp_path):
 
 
 def test_job_status_files_are_written_whole(tmp_path):
-    from numgrad.jobs import JOB_STATUS_FILE, read_job_status
+    from numgrad.sweep.jobs import JOB_STATUS_FILE, read_job_status
 
     write_job_status(tmp_path, ["a=1"], "FINISHED", final_loss=0.5)
     assert read_job_status(tmp_path / JOB_STATUS_FILE) == {

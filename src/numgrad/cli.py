@@ -110,8 +110,8 @@ def job(cfg: Any) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from numgrad.jobs import FINISHED_NOT_SYNCED, write_job_status
     from numgrad.runner import execute
+    from numgrad.sweep.jobs import FINISHED_NOT_SYNCED, write_job_status
     from numgrad.tracking.recorder import NotSynced
 
     hc = HydraConfig.get()

@@ -30,8 +30,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from numgrad import signals
-from numgrad.jobs import JOB_STATUS_FILE, write_job_status
 from numgrad.sweep import workers
+from numgrad.sweep.jobs import JOB_STATUS_FILE, write_job_status
 from numgrad.sweep.parent import FIGURES_DIR, SweepParent
 from numgrad.sweep.plan import planned_jobs, short_target, sweep_name
 from numgrad.sweep.summary import (

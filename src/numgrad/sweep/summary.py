@@ -1,9 +1,9 @@
 """A sweep's summary: one row per job, ``sweep_summary.csv``, and what the user is told.
 
 A row comes from the job's folder (its ``.hydra/overrides.yaml`` and the status file
-it left, :mod:`numgrad.jobs`) and from its MLflow run, where there is one: a job that
-failed before its run existed has only its folder, a job on another machine only its
-run, a job the sweep never started only its place in the sweeper's plan.
+it left, :mod:`numgrad.sweep.jobs`) and from its MLflow run, where there is one: a job
+that failed before its run existed has only its folder, a job on another machine only
+its run, a job the sweep never started only its place in the sweeper's plan.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from numgrad.jobs import FINISHED_NOT_SYNCED, JOB_STATUS_FILE, read_job_status
 from numgrad.overrides import swept_values
+from numgrad.sweep.jobs import FINISHED_NOT_SYNCED, JOB_STATUS_FILE, read_job_status
 
 SUMMARY_FILE = "sweep_summary.csv"
 TABLE_FILE = "sweep_summary.json"  # the same, as an MLflow table
