@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from numgrad import signals
 from numgrad.sweep import workers
-from numgrad.sweep.jobs import JOB_STATUS_FILE, write_job_status
+from numgrad.sweep.jobs import JOB_STATUS_FILE, job_error, write_job_status
 from numgrad.sweep.parent import FIGURES_DIR, SweepParent
 from numgrad.sweep.plan import planned_jobs, short_target, sweep_name
 from numgrad.sweep.summary import (
@@ -98,9 +98,7 @@ class SweepCallback(Callback):
         output_dir = Path(str(config.hydra.runtime.output_dir))
         if job_return.status != JobStatus.FAILED or (output_dir / JOB_STATUS_FILE).exists():
             return
-        # The public return_value property re-raises the job's exception and writes a
-        # line to stderr; here we only want to record it.
-        exc = job_return._return_value
+        exc = job_error(job_return)
         with contextlib.suppress(OSError):
             write_job_status(
                 output_dir, list(job_return.overrides or []), "FAILED",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,19 +13,39 @@ from numgrad.tracking.records import run_name_from
 def planned_jobs(
     sweeper: str, params: Mapping[str, str], overrides: Sequence[str]
 ) -> list[list[str]] | None:
-    """Every job's overrides, in Hydra's order, for the basic sweeper; None for others."""
+    """Every job's overrides, in Hydra's order, for the basic sweeper; None for others.
+
+    The basic sweeper's own split is private to Hydra (``BasicSweeper.split_arguments``);
+    this is the same product from Hydra's public override parser: one list of values per
+    key, in the order the keys first appear (a later override of a key replaces the
+    earlier one's values), the last key varying fastest.
+    ``test_sweep_plan.py::test_planned_jobs_match_the_basic_sweepers_own_split`` holds
+    the two together.
+
+    Examples
+    --------
+    >>> planned_jobs("basic", {"seed": "1,2"}, ["optimizer.lr=0.1"])
+    [['seed=1', 'optimizer.lr=0.1'], ['seed=2', 'optimizer.lr=0.1']]
+    """
     if sweeper != "basic":
         return None
-    try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        parsed = OverridesParser.create().parse_overrides(
+    values: dict[str, list[str]] = {}
+    try:
+        for override in OverridesParser.create().parse_overrides(
             [*(f"{k}={v}" for k, v in params.items()), *overrides]
-        )
-        return BasicSweeper.split_arguments(parsed, None)[0]
-    except Exception:  # a sweep the basic sweeper will refuse itself, with its own message
-        return None
+        ):
+            key = override.get_key_element()
+            if not override.is_sweep_override():
+                values[key] = [f"{key}={override.get_value_element_as_str()}"]
+            elif override.is_discrete_sweep():
+                values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            else:
+                return None  # interval(): the basic sweeper refuses it with its own message
+    except Exception:  # a sweep the basic sweeper will refuse itself (or glob, which needs
+        return None  # Hydra's config loader to list the options it matches)
+    return [list(job) for job in itertools.product(*values.values())]
 
 
 def short_target(target: Any) -> str:
