@@ -295,7 +295,8 @@ def test_cli_rerun_is_bit_identical_on_sqlite(originals):
         last,
     ), last
     code, stdout, stderr = results["gone"]
-    assert (code, stderr) == (2, "numgrad: error: invalid data.path='gone.csv': no such file\n")
+    refusal = "numgrad-rerun: error: invalid data.path='gone.csv': no such file\n"
+    assert (code, stderr) == (2, refusal)
     assert not (path / "rerun-gone").exists()
     assert len(all_runs(uri)[1]) == len(ids) + len(jobs)  # originals, gone, 5 reruns
 

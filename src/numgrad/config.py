@@ -16,6 +16,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from numgrad.command import USAGE
+
 
 class DataSource(Enum):
     article = "article"
@@ -131,6 +133,8 @@ def register_configs() -> None:
 
 class ConfigError(ValueError):
     """A config value that composes but makes no sense; the message names the field."""
+
+    exit_status = USAGE
 
     def __init__(self, field: str, value: Any, reason: str) -> None:
         self.field, self.value, self.reason = field, value, reason

@@ -1,4 +1,4 @@
-"""``run(cfg)``: one experiment, from a composed config to its final loss.
+"""``execute(cfg)``: one experiment, from a composed config to its outcome.
 
 validate → memory check → data → initial weights → SimpleNet → descent → sink. The config is
 a DictConfig composed by Hydra (or the dataclass schema itself); the CLI adds the
@@ -22,7 +22,6 @@ from numgrad.gradient import ENGINES
 from numgrad.memory import check_memory
 from numgrad.net import InputError, SimpleNet
 from numgrad.precision import smallest_resolving_h
-from numgrad.tracking.recorder import NotSynced
 from numgrad.tracking.sink import open_sink
 from numgrad.tracking.uri import TrackingError, resolve_uri
 
@@ -43,19 +42,6 @@ class RunOutcome:
     synced: bool
     offline: bool = False  # tracking.offline=true: not synced, by choice
     local_note: str = ""
-
-
-def run(cfg: Any, **kwargs: Any) -> float:
-    """Run one experiment and return its final loss (what Hydra's sweepers minimise).
-
-    Takes the arguments of :func:`execute`. Raises
-    :class:`~numgrad.tracking.recorder.NotSynced` when the run finished but the
-    tracking store was unreachable at its end (its records are in its journal).
-    """
-    outcome = execute(cfg, **kwargs)
-    if not outcome.synced and not outcome.offline:
-        raise NotSynced(outcome.local_note, kwargs.get("output_dir"), outcome.final_loss)
-    return outcome.final_loss
 
 
 def execute(

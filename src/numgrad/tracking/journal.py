@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from numgrad import signals
+from numgrad.command import FAILED
 
 JOURNAL_FILE = "tracking_journal.jsonl"
 FORMAT = 1
@@ -47,6 +48,8 @@ BOOKKEEPING_KINDS = frozenset({"run", "ack"})
 
 class JournalError(Exception):
     """A journal that cannot be read (or written); the message names the file."""
+
+    exit_status = FAILED
 
 
 class Journal:

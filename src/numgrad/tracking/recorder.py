@@ -36,14 +36,6 @@ FINAL_RETRY = 1.0  # during the end-of-run grace period: retry every second
 AT_END = "at the end of the run"
 
 
-class NotSynced(Exception):
-    """The run finished, but its records are only in its journal: exit status 75."""
-
-    def __init__(self, message: str, journal: Path, loss: float) -> None:
-        self.journal, self.loss = journal, loss
-        super().__init__(message)
-
-
 class Recorder:
     """Journal and store of one run; :meth:`start`, then records, then :meth:`finish`.
 

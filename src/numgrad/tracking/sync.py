@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from numgrad import signals
+from numgrad import command, signals
 from numgrad.tracking import replay
 from numgrad.tracking.journal import JOURNAL_FILE, Journal, JournalError, JournalView, read_journal
 from numgrad.tracking.mlflow_store import MlflowStore
@@ -153,7 +153,11 @@ def _short(path: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point."""
+    """Console entry point; exit 0 when every journal is in its store, 1 when one was skipped."""
+    command.run_command("numgrad-sync", lambda: _command(argv))
+
+
+def _command(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(prog="numgrad-sync", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "paths",
@@ -169,14 +173,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if why is None and not find_journals([path]):
             why = f"no run journal ({JOURNAL_FILE}) at or under it"
         if why is not None:
-            print(f"numgrad-sync: error: {path}: {why}", file=sys.stderr)
-            sys.exit(2)
-    with signals.raising():
-        try:
-            results = sync(args.paths or [DEFAULT_ROOT], args.uri)
-        except KeyboardInterrupt:
-            print("numgrad-sync: interrupted", file=sys.stderr)
-            sys.exit(130)
+            raise command.UsageError(f"{path}: {why}")
+    results = sync(args.paths or [DEFAULT_ROOT], args.uri)
     for result in results:
         if args.paths or result.state != "complete":
             stream = sys.stderr if result.state == "skipped" else sys.stdout
@@ -184,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     counts = {s: sum(r.state == s for r in results) for s in ("uploaded", "complete", "skipped")}
     print(f"numgrad-sync: {_count(len(results), 'journal')}: {counts['uploaded']} uploaded, "
           f"{counts['complete']} already complete, {counts['skipped']} skipped")  # fmt: skip
-    sys.exit(1 if counts["skipped"] else 0)
+    return command.FAILED if counts["skipped"] else 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from numgrad.command import USAGE
+
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
 
 # Bounded HTTP behaviour (set only where the user has not set them): MLflow's default
@@ -40,6 +42,8 @@ LOCK_TIMEOUT = 120.0  # seconds to wait for another process making or writing th
 
 class TrackingError(Exception):
     """A tracking setting or the tracking store failed; the message is one line."""
+
+    exit_status = USAGE  # found before any run exists: nothing ran
 
 
 def resolve_uri(configured: str | None, environ: Mapping[str, str] = os.environ) -> str:
