@@ -1,10 +1,9 @@
-"""A logged run read back from its store: its final weights, its config, the run repeating it.
+"""A logged run read back from its store: its final weights, its config.
 
 A warm start (``net.init=run``) reads the run's ``weights/W_final.npy``;
-``numgrad-rerun`` reads its ``config.yaml`` and ``overrides.yaml`` too, and then finds
-the run it started. Reading never creates anything: a SQLite store that does not
-exist is "no such run", not a new empty store, and the files go to a temporary folder
-removed afterwards.
+``numgrad-rerun`` reads its ``config.yaml`` and ``overrides.yaml`` too. Reading never
+creates anything: a SQLite store that does not exist is "no such run", not a new empty
+store, and the files go to a temporary folder removed afterwards.
 
 Every failure is a :class:`LoggedRunError` with a one-line message; the caller names
 the setting it came from (``net.from_run``, numgrad-rerun's run id).
@@ -14,9 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,21 +128,3 @@ def read_weights(uri: str, run_id: str) -> np.ndarray:
     """
     with logged_run(uri, run_id) as run:
         return run.weights()
-
-
-def find_run(uri: str, experiment: str, tags: Mapping[str, str], since_ms: int) -> str | None:
-    """The newest run of ``experiment`` started since ``since_ms`` with these tags, on this host.
-
-    ``tags`` values must not hold a quote (run ids and pids do not).
-    """
-    store = open_store(uri)
-    exp = store.call(store.client.get_experiment_by_name, experiment)
-    if exp is None:
-        return None
-    host = socket.gethostname()
-    wanted = {**tags, **({"numgrad.host": host} if "'" not in host else {})}
-    where = [f"tags.`{key}` = '{value}'" for key, value in wanted.items()]
-    where.append(f"attributes.start_time >= {int(since_ms)}")
-    runs = store.search_runs([exp.experiment_id], " and ".join(where))
-    runs.sort(key=lambda run: run.info.start_time, reverse=True)
-    return runs[0].info.run_id if runs else None
