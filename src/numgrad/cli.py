@@ -46,7 +46,7 @@ def _remove_hydras_run_dir() -> None:
         return
     hc = HydraConfig.get()
     if hc.mode == RunMode.RUN and hc.runtime.output_dir:
-        _remove_unused_output_dir(Path(hc.runtime.output_dir))
+        remove_unused_output_dir(Path(hc.runtime.output_dir))
 
 
 def _compose_and_run(own_errors: bool) -> int:
@@ -108,15 +108,15 @@ def single_run(cfg: Any, output_dir: Path, overrides: list[str]) -> RunOutcome:
     :class:`~numgrad.command.NotSynced` for a run its store does not hold. When nothing
     ran (bad input, a signal before the run's journal), the run dir is removed.
     """
-    from numgrad.runner import execute
-
     show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     try:
+        from numgrad.runner import execute  # a signal during this import is in the try too
+
         outcome = execute(cfg, output_dir=output_dir, overrides=overrides, progress=show)
     except BaseException as exc:
         error = _as_usage(exc)  # an interpolation that fails as validate() reads it
         if command.exit_status(error) in NOTHING_RAN:
-            _remove_unused_output_dir(output_dir)  # nothing ran: leave nothing
+            remove_unused_output_dir(output_dir)  # nothing ran: leave nothing
         if error is exc:
             raise
         raise error from None
@@ -165,7 +165,7 @@ def _job_fields(outcome: Any) -> dict[str, Any]:
     return fields
 
 
-def _remove_unused_output_dir(output_dir: Path) -> None:
+def remove_unused_output_dir(output_dir: Path) -> None:
     """Remove what Hydra wrote for a run that never started, and its now-empty parents.
 
     Only Hydra's own files, only when no run journal is there, and no folder above the

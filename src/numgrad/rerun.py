@@ -69,7 +69,7 @@ def rerun(run_id: str, extras: Sequence[str], *, uri: str | None = None) -> int:
     Raises what :mod:`numgrad.command` reports: ConfigError or UsageError before anything
     runs, and the run's own errors (Diverged, NotSynced, a signal) as ``numgrad`` would.
     """
-    from numgrad.cli import single_run
+    from numgrad.cli import NOTHING_RAN, remove_unused_output_dir, single_run
     from numgrad.config import ConfigError, check_run_id, validate
     from numgrad.logged_config import hydra_value
     from numgrad.tracking.logged import read_weights
@@ -87,8 +87,14 @@ def rerun(run_id: str, extras: Sequence[str], *, uri: str | None = None) -> int:
         raise ConfigError("tracking.enabled", False, "a rerun is compared through its store")
     if task.tracking.offline:
         raise ConfigError("tracking.offline", True, "a rerun is compared through its store")
-    output_dir = make_run_dir(cfg, task)
-    outcome = single_run(task, output_dir, list(cfg.hydra.overrides.task))
+    output_dir = Path(str(cfg.hydra.run.dir)).absolute()
+    try:
+        make_run_dir(cfg, task, output_dir)
+        outcome = single_run(task, output_dir, list(cfg.hydra.overrides.task))
+    except BaseException as exc:
+        if command.exit_status(exc) in NOTHING_RAN:  # a signal while the dir is being made
+            remove_unused_output_dir(output_dir)
+        raise
     target = resolve_uri(task.tracking.uri)
     same, line = compare(read_weights(target, outcome.run_id), W_old, run_id)
     changes = changing(extras)
@@ -227,17 +233,16 @@ def _task_config(cfg: Any) -> Any:
     return task
 
 
-def make_run_dir(cfg: Any, task: Any) -> Path:
-    """Hydra's run dir for the composed ``cfg``, made as Hydra makes ``numgrad``'s.
+def make_run_dir(cfg: Any, task: Any, output_dir: Path) -> None:
+    """Hydra's run dir for the composed ``cfg`` (``output_dir``), made as Hydra makes numgrad's.
 
-    ``hydra.run.dir`` (absolute), its ``.hydra/`` with ``config.yaml``, ``hydra.yaml`` and
-    ``overrides.yaml``, and Hydra's job logging (``numgrad.log`` there).
+    Its ``.hydra/`` with ``config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, and
+    Hydra's job logging (``numgrad.log`` there).
     """
     from hydra.core.utils import configure_log
     from hydra.types import RunMode
     from omegaconf import OmegaConf, open_dict, read_write
 
-    output_dir = Path(str(cfg.hydra.run.dir)).absolute()
     with read_write(cfg.hydra), open_dict(cfg.hydra):
         cfg.hydra.mode = RunMode.RUN
         cfg.hydra.runtime.output_dir = str(output_dir)
@@ -250,7 +255,6 @@ def make_run_dir(cfg: Any, task: Any) -> Path:
     ):
         (saved / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")
     configure_log(cfg.hydra.job_logging, cfg.hydra.verbose)
-    return output_dir
 
 
 def _flat(cfg: Any) -> dict[str, Any]:
