@@ -3,9 +3,8 @@
 Here live only the entry point and Hydra's task function :func:`job`. Everything heavy
 is imported inside :func:`main`, under :func:`numgrad.command.run_command`: SIGINT and
 SIGTERM are routed to numgrad first, so a Ctrl-C at any moment prints one line, never a
-traceback. Exit statuses are :mod:`numgrad.command`'s: 0 done; 1 a run failed or
-diverged (or a sweep's job did); 2 bad input or tracking settings, nothing run; 75
-finished, but recorded only locally (``numgrad-sync`` uploads it); 130 Ctrl-C; 143 SIGTERM.
+traceback. The exit statuses are :mod:`numgrad.command`'s table; a sweep's comes from
+its summary (:attr:`numgrad.sweep.summary.SweepOutcome.exit_status`).
 """
 
 from __future__ import annotations

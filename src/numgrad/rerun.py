@@ -89,7 +89,7 @@ def rerun(run_id: str, extras: Sequence[str], *, uri: str | None = None) -> int:
         raise ConfigError("tracking.offline", True, "a rerun is compared through its store")
     output_dir = Path(str(cfg.hydra.run.dir)).absolute()
     try:
-        make_run_dir(cfg, task, output_dir)
+        _make_run_dir(cfg, task, output_dir)
         outcome = single_run(task, output_dir, list(cfg.hydra.overrides.task))
     except BaseException as exc:
         if command.exit_status(exc) in NOTHING_RAN:  # a signal while the dir is being made
@@ -233,7 +233,7 @@ def _task_config(cfg: Any) -> Any:
     return task
 
 
-def make_run_dir(cfg: Any, task: Any, output_dir: Path) -> None:
+def _make_run_dir(cfg: Any, task: Any, output_dir: Path) -> None:
     """Hydra's run dir for the composed ``cfg`` (``output_dir``), made as Hydra makes numgrad's.
 
     Its ``.hydra/`` with ``config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, and

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from numgrad.command import FAILED, NOT_SYNCED
 from numgrad.overrides import swept_values
 from numgrad.sweep.jobs import FINISHED_NOT_SYNCED, JOB_STATUS_FILE, read_job_status
 
@@ -54,11 +55,11 @@ class SweepOutcome:
     def exit_status(self) -> int:
         """1 when a job failed, else 75 when some records are only local (not by choice)."""
         if self.failed or self.status != "FINISHED":
-            return 1
+            return FAILED
         if self.offline:
             return 0
         if not self.parent_synced or any(r["status"] == FINISHED_NOT_SYNCED for r in self.rows):
-            return 75
+            return NOT_SYNCED
         return 0
 
     def best(self) -> dict[str, Any] | None:
