@@ -142,7 +142,7 @@ def job(cfg: Any) -> float:
         print(f"numgrad: {outcome.local_note}")  # what the user asked for: not a problem
     elif not outcome.synced:
         if not multirun:
-            raise NotSynced(outcome.local_note, output_dir, outcome.final_loss)
+            raise NotSynced(outcome.local_note)
         print(f"numgrad: job {hc.job.num}: {outcome.local_note}", file=sys.stderr)
     if multirun:  # only the sweep callback reads it
         write_job_status(

@@ -22,7 +22,6 @@ from numgrad.gradient import ENGINES
 from numgrad.memory import check_memory
 from numgrad.net import InputError, SimpleNet
 from numgrad.precision import smallest_resolving_h
-from numgrad.tracking.recorder import NotSynced
 from numgrad.tracking.sink import open_sink
 from numgrad.tracking.uri import TrackingError, resolve_uri
 
@@ -43,19 +42,6 @@ class RunOutcome:
     synced: bool
     offline: bool = False  # tracking.offline=true: not synced, by choice
     local_note: str = ""
-
-
-def run(cfg: Any, **kwargs: Any) -> float:
-    """Run one experiment and return its final loss (what Hydra's sweepers minimise).
-
-    Takes the arguments of :func:`execute`. Raises
-    :class:`~numgrad.tracking.recorder.NotSynced` when the run finished but the
-    tracking store was unreachable at its end (its records are in its journal).
-    """
-    outcome = execute(cfg, **kwargs)
-    if not outcome.synced and not outcome.offline:
-        raise NotSynced(outcome.local_note, kwargs.get("output_dir"), outcome.final_loss)
-    return outcome.final_loss
 
 
 def execute(

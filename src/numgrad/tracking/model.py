@@ -3,7 +3,7 @@
 A finished run journals one ``model`` record (:func:`model_record`, no mlflow import):
 where its final weights are (``artifacts/weights/W_final.npy``, in the run's dtype),
 an input example, the final metrics and the dataset to link, the numpy it ran with.
-:func:`send_model`, called by :func:`numgrad.tracking.replay.send` (live at the end of
+:func:`send_model`, called by the uploader (:mod:`numgrad.tracking.uploader`) (live at the end of
 the run, or later by ``numgrad-sync``), turns the record into the model: a pyfunc
 "model from code" (:mod:`numgrad.tracking.simplenet_pyfunc`, loadable with mlflow and
 numpy only) with ``W`` as its artifact, a tensor signature ``(-1, n_inputs) ->
@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from numgrad.tracking.weights import load_weights
 
 MODEL_NAME = "simplenet"
 KEY_TAG = "numgrad.model_key"
@@ -75,7 +77,7 @@ def model_record(
 def send_model(store: Any, run_id: str, entry: Mapping[str, Any], base_dir: Path) -> str:
     """Make (or complete) the logged model a ``model`` record describes; return its id."""
     key = f"{run_id}:{entry['seq']}"
-    W = np.load(base_dir / entry["weights"])
+    W = load_weights(base_dir / entry["weights"])
     run = store.get_run(run_id)
     experiment_id = run.info.experiment_id
     client, call = store.client, store.call  # the store's client, with its retries
