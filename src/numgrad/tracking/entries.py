@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
+
+from numgrad.tracking.weights import WeightsError, check_npy
 
 FORMAT = 1  # the journal format this numgrad writes and reads
 STATUSES = frozenset({"FINISHED", "FAILED", "KILLED"})  # what a run may end as
@@ -96,6 +99,10 @@ _OPTIONAL = {"start": {"format", "type", "parent_journal", "handed_over", "tags"
 DATA_KINDS = frozenset(_FIELDS) - {"run", "ack"}  # the run's own records; the rest is bookkeeping
 
 
+class PathError(ValueError):
+    """A file a journal names that is missing or lies outside the journal's folder."""
+
+
 def check_entry(entry: Any) -> None:
     """Raise ValueError, saying which field and why, unless ``entry`` is a valid record."""
     if not isinstance(entry, dict):
@@ -121,6 +128,37 @@ def check_start(entry: Mapping[str, Any]) -> None:
     """The first record must be the run's start."""
     if entry.get("kind") != "start":
         raise ValueError("the journal does not begin with the run's start record")
+
+
+def check_paths(entry: Mapping[str, Any], base: Path) -> None:
+    """The files a record names must exist inside ``base``, the journal's own folder
+    (a model's weights must also be a loadable matrix); else :class:`PathError`."""
+    if entry["kind"] == "artifact":
+        inside(base, entry["local"], what="artifact")
+    elif entry["kind"] == "model":
+        try:
+            check_npy(inside(base, entry["weights"], what="model weights"))
+        except WeightsError as exc:
+            raise PathError(f"the model weights {entry['weights']!r}: {exc}") from None
+
+
+def inside(base: Path, relative: str, *, what: str) -> Path:
+    """``base / relative`` if it exists and lies inside ``base`` (symlinks resolved,
+    a folder's every file too); else :class:`PathError` naming the path."""
+    root = base.resolve()
+    path = (base / relative).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise PathError(f"the {what} {relative!r} lies outside the journal's folder {root}")
+    if not path.exists():
+        raise PathError(f"the {what} {base / relative} recorded in the journal is missing")
+    if path.is_dir():
+        for file in path.rglob("*"):
+            if not file.resolve().is_relative_to(root):
+                raise PathError(
+                    f"the {what} {relative!r} holds {file.name!r}, which lies outside the "
+                    f"journal's folder {root}"
+                )
+    return path
 
 
 def _short(value: Any) -> str:

@@ -22,7 +22,8 @@ Examples
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as d:
 ...     journal = Journal.create(Path(d) / JOURNAL_FILE)
-...     _ = journal.append("start", uri="sqlite:///m.db", run_name="default")
+...     _ = journal.append("start", uri="sqlite:///m.db", experiment="numgrad",
+...                        run_name="default", start_time=1700000000000)
 ...     _ = journal.append("metrics", metrics=[["loss", 0.5, 1700000000000, 0]])
 ...     journal.close()
 ...     view = read_journal(Path(d) / JOURNAL_FILE)
@@ -32,8 +33,10 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +92,7 @@ class Journal:
         self.seq += 1
         entry = {"seq": self.seq, "kind": kind, **fields}
         line = json.dumps(entry, allow_nan=False, separators=(",", ":")) + "\n"
-        with signals.held():  # a line is written whole or not at all
+        with self._writing():  # a line is written whole or not at all
             self._file.write(line)
         return entry
 
@@ -107,19 +110,33 @@ class Journal:
 
     def flush(self) -> None:
         """Hand what was appended to the OS: readers see it, a crash of this process keeps it."""
-        with signals.held():
+        with self._writing():
             self._file.flush()
 
     def sync(self) -> None:
         """Flush to the disk itself (fsync): what was appended survives a power cut."""
-        with signals.held():
+        with self._writing():
             self._file.flush()
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file.closed:
+            return
+        try:
             self.sync()
-            self._file.close()
+        finally:
+            with contextlib.suppress(OSError):  # the error is the one sync() raised
+                self._file.close()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Signals wait for the write; a failed write (disk full, read-only) is one line."""
+        try:
+            with signals.held():
+                yield
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            raise JournalError(f"cannot write the run journal {self.path}: {why}") from None
 
 
 class JournalReader:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from numgrad import signals
+from numgrad.tracking.entries import PathError
 from numgrad.tracking.journal import (
     JOURNAL_FILE,
     Journal,
@@ -35,7 +36,6 @@ from numgrad.tracking.mlflow_store import MlflowStore
 from numgrad.tracking.records import describe_error
 from numgrad.tracking.uploader import JournalBusy, Uploader, end_if_writer_gone, journal_lock
 from numgrad.tracking.uri import TrackingError, check_uri
-from numgrad.tracking.weights import WeightsError
 
 DEFAULT_ROOT = Path("outputs")
 ADVICE = "start it, or name another store with numgrad-sync --uri"
@@ -109,7 +109,7 @@ class Syncer:
                 return Result(path, "later", f"{where}: left for later: its run is still going "
                               f"(pid {pid})")  # fmt: skip
             return self._upload(path, reader, target, where)
-        except (TrackingError, JournalError, WeightsError) as exc:
+        except (TrackingError, JournalError, PathError) as exc:
             return Result(path, "skipped", f"{where}: skipped: {exc}")
         except Exception as exc:
             return Result(path, "skipped", f"{where}: stopped part-way: {describe_error(exc)}; "

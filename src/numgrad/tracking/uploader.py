@@ -35,11 +35,11 @@ import filelock
 
 from numgrad import signals
 from numgrad.processes import writer_gone
-from numgrad.tracking.journal import Journal, JournalError, JournalReader
+from numgrad.tracking.entries import check_paths
+from numgrad.tracking.journal import Journal, JournalReader
 from numgrad.tracking.mlflow_store import Metric, MlflowStore
 from numgrad.tracking.model import send_model
 from numgrad.tracking.records import MAX_METRICS_PER_BATCH
-from numgrad.tracking.weights import check_npy
 
 PARENT_TAG = "mlflow.parentRunId"
 UPLOAD_ERROR_TAG = "numgrad.upload_error"  # on a run whose upload broke off; gone once complete
@@ -119,7 +119,7 @@ class Uploader:
         self.reader.read_new()
         pending = [e for e in self.reader.entries if e["seq"] > self.acked]
         for entry in pending:
-            self._check_paths(entry)
+            check_paths(entry, self.base_dir)
         self._open_run()
         try:
             for batch, upto in self._batches(pending):
@@ -198,13 +198,6 @@ class Uploader:
             pass  # the error being raised says what went wrong
 
     # --------------------------------------------------------------- the records
-
-    def _check_paths(self, entry: dict[str, Any]) -> None:
-        kind = entry["kind"]
-        if kind == "artifact":
-            inside(self.base_dir, entry["local"], what="artifact")
-        elif kind == "model":
-            check_npy(inside(self.base_dir, entry["weights"], what="model weights"))
 
     def _batches(self, pending: list[dict[str, Any]]) -> Iterator[tuple[list, tuple[int, int]]]:
         """Groups of records to send together, each with how far the store then holds
@@ -287,22 +280,3 @@ def end_if_writer_gone(reader: JournalReader, *, dead_pid: str | None = None) ->
         journal.close()
     reader.read_new()
     return True
-
-
-def inside(base: Path, relative: str, *, what: str) -> Path:
-    """``base / relative`` if it exists and lies inside ``base`` (symlinks resolved,
-    a folder's every file too); else :class:`JournalError` naming the path."""
-    root = base.resolve()
-    path = (base / relative).resolve()
-    if not path.is_relative_to(root) or path == root:
-        raise JournalError(f"the {what} {relative!r} lies outside the journal's folder {root}")
-    if not path.exists():
-        raise JournalError(f"the {what} {base / relative} recorded in the journal is missing")
-    if path.is_dir():
-        for file in path.rglob("*"):
-            if not file.resolve().is_relative_to(root):
-                raise JournalError(
-                    f"the {what} {relative!r} holds {file.name!r}, which lies outside the "
-                    f"journal's folder {root}"
-                )
-    return path
