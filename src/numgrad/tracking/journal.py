@@ -128,6 +128,11 @@ class Journal:
             with contextlib.suppress(OSError):  # the error is the one sync() raised
                 self._file.close()
 
+    def close_quietly(self) -> None:
+        """Close after a failure: what could not be written is lost, and no error is added."""
+        with contextlib.suppress(JournalError, OSError):
+            self.close()
+
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         """Signals wait for the write; a failed write (disk full, read-only) is one line."""

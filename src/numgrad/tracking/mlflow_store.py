@@ -281,6 +281,12 @@ class MlflowStore:
         listed = self.call(self.client.list_artifacts, run_id, folder)
         return any(info.path == path and not info.is_dir for info in listed)
 
+    def artifact_size(self, run_id: str, path: str) -> int | None:
+        """The size in bytes of the run's artifact file ``path``; None if unknown or absent."""
+        folder = path.rpartition("/")[0] or None
+        listed = self.call(self.client.list_artifacts, run_id, folder)
+        return next((info.file_size for info in listed if info.path == path), None)
+
     def download(self, run_id: str, path: str, dst: Path) -> Path:
         """Download one artifact of a run into ``dst``; return its local path."""
         return Path(self.call(self.client.download_artifacts, run_id, path, str(dst)))

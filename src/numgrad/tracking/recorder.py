@@ -22,6 +22,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -103,15 +104,23 @@ class Recorder:
         """
         if not self.handed_over:  # the run sends its own journal: it owns it
             self._lock = journal_lock(self.journal_path, timeout=LOCK_SECONDS)
-        self.journal = Journal.create(self.journal_path)
-        self.record(
-            "start", format=FORMAT, type=kind, uri=self.uri, experiment=self.experiment,
-            run_name=self.run_name, start_time=int(time.time() * 1000), tags=dict(tags),
-            **identity, **({"handed_over": True} if self.handed_over else {}),
-        )  # fmt: skip
-        if params:
-            self.record("params", params=dict(params))
-        self.journal.sync()
+        try:
+            self.journal = Journal.create(self.journal_path)
+            self.record(
+                "start", format=FORMAT, type=kind, uri=self.uri, experiment=self.experiment,
+                run_name=self.run_name, start_time=int(time.time() * 1000), tags=dict(tags),
+                key=uuid.uuid4().hex, **identity,
+                **({"handed_over": True} if self.handed_over else {}),
+            )  # fmt: skip
+            if params:
+                self.record("params", params=dict(params))
+            self.journal.sync()
+        except BaseException:
+            if self.journal is not None:
+                self.journal.close_quietly()
+            self.journal_path.unlink(missing_ok=True)
+            self._release(remove=True)
+            raise
         if self.offline or self.handed_over:
             return
         try:
@@ -167,8 +176,8 @@ class Recorder:
     def finish(self, status: str, *, end_time: int | None = None) -> bool:
         """Record the end, wait at most ``grace`` s for a store that is down; True if synced."""
         assert self.journal is not None
-        self.record("end", status=status, end_time=end_time or int(time.time() * 1000))
         try:
+            self.record("end", status=status, end_time=end_time or int(time.time() * 1000))
             self.journal.sync()
             if self.uploader is None:
                 self.synced = self.handed_over
@@ -183,10 +192,23 @@ class Recorder:
             self.synced = True
             return True
         finally:
-            self.journal.close()
+            self.journal.close_quietly()  # a failed write has raised already
             self._release()
             if self.run_id is not None:
                 ACTIVE_RUNS.discard(self.run_id)
+
+    def abandon(self, status: str, reason: str) -> None:
+        """End the store's run without its journal (which cannot be written: disk full),
+        so that it is never left RUNNING; ``numgrad-sync`` completes it from the journal."""
+        if self.uploader is None or self.run_id is None:
+            return
+        try:
+            self.uploader.store.call(self.uploader.store.client.set_tag, self.run_id,
+                                     "numgrad.error", reason[:5000])  # fmt: skip
+            self.uploader.store.terminate(self.run_id, status, int(time.time() * 1000))
+        except Exception as exc:
+            print(f"numgrad: could not end run {self.run_id}: {describe_error(exc)}",
+                  file=sys.stderr)  # fmt: skip
 
     def local_note(self) -> str:
         """The line that says where an unsynced run is, and how to upload it."""

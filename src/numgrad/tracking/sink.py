@@ -159,9 +159,9 @@ class MlflowSink:
     # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> MlflowSink:
-        set_aside_previous(self.output_dir, [ARTIFACTS_DIR])
-        (self.artifacts / "weights").mkdir(parents=True, exist_ok=True)
         try:
+            set_aside_previous(self.output_dir, [ARTIFACTS_DIR])
+            (self.artifacts / "weights").mkdir(parents=True, exist_ok=True)
             write_inputs(self.artifacts, plain(self.config), self.overrides)
             self._history = History(self.artifacts / "history.csv", self.settings.history_max_rows)
             params = flatten_params(self.config)
@@ -173,8 +173,10 @@ class MlflowSink:
                 tags=tags, params={k: v for k, v in params.items() if len(k) <= MAX_KEY},
                 **parent_journal(self.output_dir),
             )  # fmt: skip
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(self.artifacts, ignore_errors=True)  # nothing ran: leave nothing
+            if isinstance(exc, OSError | JournalError):  # disk full, a read-only dir: no run yet
+                raise TrackingError(f"cannot start the run: {_cannot_write(exc)}") from None
             raise
         self._next_flush = time.monotonic() + self.settings.flush_seconds
         return self
@@ -186,7 +188,10 @@ class MlflowSink:
     def log_start(self, W_init: np.ndarray) -> None:
         """Save the initial weights (``weights/W_init.npy``)."""
         self._W_init = np.array(W_init, copy=True)
-        np.save(self.artifacts / "weights" / "W_init.npy", self._W_init)
+        try:
+            np.save(self.artifacts / "weights" / "W_init.npy", self._W_init)
+        except OSError as exc:
+            raise JournalError(_cannot_write(exc)) from None
 
     def log_data(self, x: np.ndarray, t: np.ndarray, data_cfg: Any, seed: int) -> None:
         """Record the data the run trains on (``x`` as used, integer labels ``t``) as its
@@ -219,7 +224,10 @@ class MlflowSink:
 
     def flush(self) -> None:
         """New rows to ``history.csv``, new metrics to the journal, then to the store."""
-        self._history.flush()
+        try:
+            self._history.flush()
+        except OSError as exc:
+            raise JournalError(_cannot_write(exc)) from None
         if self._metrics:
             self.recorder.record("metrics", metrics=self._metrics)
             self._metrics = []
@@ -280,12 +288,18 @@ class MlflowSink:
             if finals and self.settings.log_model:
                 self._record_model(finals)
             self.synced = self.recorder.finish(status)
-        except (KeyboardInterrupt, signals.Terminated, TrackingError, JournalError) as err:
-            # Interrupted while waiting for the store, or the store refused the run.
+        except (KeyboardInterrupt, signals.Terminated, TrackingError, JournalError, OSError) as err:
+            # Interrupted while waiting for the store, the store refused the run, or the
+            # disk is full: the store's run must not stay RUNNING.
+            if isinstance(err, OSError | JournalError):
+                err = JournalError(_cannot_write(err))
+                self.recorder.abandon(status if status != "FINISHED" else "FAILED", str(err))
             if exc is None:
                 print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
-                raise
+                raise err from None
             print(f"numgrad: {describe_error(err)}", file=sys.stderr)
+        if isinstance(exc, JournalError):
+            self.recorder.abandon(status, str(exc))
         if exc is not None and not self.synced:
             print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
 
@@ -298,3 +312,10 @@ class MlflowSink:
             str(weights), step=self._end["steps_taken"], example=self._example, metrics=keep,
             dataset=self._dataset, tags=source,
         ))  # fmt: skip
+
+
+def _cannot_write(exc: BaseException) -> str:
+    """A failed write in one line: the path and what the error number means."""
+    if isinstance(exc, JournalError):
+        return str(exc)
+    return f"cannot write {exc.filename or 'a run file'}: {exc.strerror or exc}"
