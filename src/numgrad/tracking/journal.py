@@ -53,7 +53,15 @@ JOURNAL_FILE = "tracking_journal.jsonl"
 
 
 class JournalError(Exception):
-    """A journal that cannot be read (or written); the message names the file."""
+    """A journal that cannot be read (or a run's file written); the message names the file."""
+
+    @classmethod
+    def writing(cls, exc: BaseException, what: str | None = None) -> JournalError:
+        """A failed write (disk full, read-only) in one line: the path and the reason."""
+        if isinstance(exc, cls):
+            return exc
+        what = what or getattr(exc, "filename", None) or "a run file"
+        return cls(f"cannot write {what}: {getattr(exc, 'strerror', None) or exc}")
 
 
 class Journal:
@@ -140,8 +148,7 @@ class Journal:
             with signals.held():
                 yield
         except OSError as exc:
-            why = exc.strerror or str(exc)
-            raise JournalError(f"cannot write the run journal {self.path}: {why}") from None
+            raise JournalError.writing(exc, f"the run journal {self.path}") from None
 
 
 class JournalReader:

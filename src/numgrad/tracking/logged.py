@@ -67,7 +67,7 @@ class LoggedRun:
 
     def has(self, path: str) -> bool:
         """Does the run have the artifact file ``path`` (e.g. ``weights/W_final.npy``)?"""
-        return self.store.has_artifact(self.run_id, path)
+        return self.store.artifact_size(self.run_id, path) is not None
 
     def download(self, path: str) -> Path:
         """The artifact ``path`` as a local file; LoggedRunError when the run lacks it."""

@@ -36,8 +36,8 @@ import numpy as np
 from numgrad import signals
 from numgrad.tracking import pages
 from numgrad.tracking.dataset import CONTEXT, dataset_name, dataset_record, dataset_source
-from numgrad.tracking.ending import NOTE_TAG, W_METRIC_PREFIX, final_metrics, note, outcome
-from numgrad.tracking.files import write_inputs, write_outputs
+from numgrad.tracking.ending import NOTE_TAG, final_metrics, note, outcome
+from numgrad.tracking.files import save_initial, write_inputs, write_outputs
 from numgrad.tracking.history import History
 from numgrad.tracking.journal import JournalError
 from numgrad.tracking.model import model_record
@@ -176,7 +176,7 @@ class MlflowSink:
         except BaseException as exc:
             shutil.rmtree(self.artifacts, ignore_errors=True)  # nothing ran: leave nothing
             if isinstance(exc, OSError | JournalError):  # disk full, a read-only dir: no run yet
-                raise TrackingError(f"cannot start the run: {_cannot_write(exc)}") from None
+                raise TrackingError(f"cannot start the run: {JournalError.writing(exc)}") from None
             raise
         self._next_flush = time.monotonic() + self.settings.flush_seconds
         return self
@@ -188,10 +188,7 @@ class MlflowSink:
     def log_start(self, W_init: np.ndarray) -> None:
         """Save the initial weights (``weights/W_init.npy``)."""
         self._W_init = np.array(W_init, copy=True)
-        try:
-            np.save(self.artifacts / "weights" / "W_init.npy", self._W_init)
-        except OSError as exc:
-            raise JournalError(_cannot_write(exc)) from None
+        save_initial(self.artifacts, self._W_init)
 
     def log_data(self, x: np.ndarray, t: np.ndarray, data_cfg: Any, seed: int) -> None:
         """Record the data the run trains on (``x`` as used, integer labels ``t``) as its
@@ -224,10 +221,7 @@ class MlflowSink:
 
     def flush(self) -> None:
         """New rows to ``history.csv``, new metrics to the journal, then to the store."""
-        try:
-            self._history.flush()
-        except OSError as exc:
-            raise JournalError(_cannot_write(exc)) from None
+        self._history.flush()
         if self._metrics:
             self.recorder.record("metrics", metrics=self._metrics)
             self._metrics = []
@@ -256,11 +250,10 @@ class MlflowSink:
         step, ms = int(r.step), int((self._wall0 + r.seconds) * 1000)
         add, isfinite = self._metrics.append, math.isfinite
         for key in STEP_METRICS:
-            value = float(getattr(r, key))
-            if isfinite(value):  # MLflow stores inf as 1.8e308 and nan as 0: history.csv has it
-                add([key, value, ms, step])
-        if r.grad_rel_error is not None and isfinite(r.grad_rel_error):
-            add(["grad_rel_error", float(r.grad_rel_error), ms, step])
+            value = getattr(r, key)
+            # MLflow stores inf as 1.8e308 and nan as 0: history.csv has them. None: not measured.
+            if value is not None and isfinite(value):
+                add([key, float(value), ms, step])
         self._last_queued = step
 
     # -------------------------------------------------------------------- finish
@@ -286,13 +279,16 @@ class MlflowSink:
             self.recorder.record("artifact", local=ARTIFACTS_DIR, path=None)
             self.recorder.record("tags", tags=tags)
             if finals and self.settings.log_model:
-                self._record_model(finals)
+                self.recorder.record("model", **model_record(
+                    ARTIFACTS_DIR + "/weights/W_final.npy", step=self._end["steps_taken"],
+                    example=self._example, metrics=finals, dataset=self._dataset,
+                ))  # fmt: skip
             self.synced = self.recorder.finish(status)
         except (KeyboardInterrupt, signals.Terminated, TrackingError, JournalError, OSError) as err:
             # Interrupted while waiting for the store, the store refused the run, or the
             # disk is full: the store's run must not stay RUNNING.
             if isinstance(err, OSError | JournalError):
-                err = JournalError(_cannot_write(err))
+                err = JournalError.writing(err)
                 self.recorder.abandon(status if status != "FINISHED" else "FAILED", str(err))
             if exc is None:
                 print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
@@ -302,20 +298,3 @@ class MlflowSink:
             self.recorder.abandon(status, str(exc))
         if exc is not None and not self.synced:
             print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
-
-    def _record_model(self, finals: list[list[Any]]) -> None:
-        """The final SimpleNet, to be logged as a model (:mod:`numgrad.tracking.model`)."""
-        weights = Path(ARTIFACTS_DIR) / "weights" / "W_final.npy"
-        keep = [m for m in finals if not m[0].startswith(W_METRIC_PREFIX)]
-        source = {k: v for k, v in base_tags().items() if k.startswith("mlflow.")}
-        self.recorder.record("model", **model_record(
-            str(weights), step=self._end["steps_taken"], example=self._example, metrics=keep,
-            dataset=self._dataset, tags=source,
-        ))  # fmt: skip
-
-
-def _cannot_write(exc: BaseException) -> str:
-    """A failed write in one line: the path and what the error number means."""
-    if isinstance(exc, JournalError):
-        return str(exc)
-    return f"cannot write {exc.filename or 'a run file'}: {exc.strerror or exc}"

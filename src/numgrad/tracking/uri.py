@@ -64,6 +64,20 @@ def is_http(uri: str) -> bool:
     return uri.lower().startswith(("http://", "https://"))
 
 
+def is_local(uri: str) -> bool:
+    """True for a store that only this machine can write: a SQLite file or a file store.
+
+    Examples
+    --------
+    >>> is_local("sqlite:///outputs/mlflow.db"), is_local("outputs/mlruns")
+    (True, True)
+    >>> is_local("http://127.0.0.1:5000"), is_local("postgresql://db/mlflow")
+    (False, False)
+    """
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    return scheme in ("sqlite", "file", "") or len(scheme) == 1  # "C:" is a drive letter
+
+
 def check_uri(uri: str, *, probe: bool = True, advice: str = "") -> str:
     """Fail fast on a URI that cannot work; return it with SQLite paths made absolute.
 
