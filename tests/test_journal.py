@@ -70,12 +70,12 @@ def test_a_torn_last_line_is_skipped_and_cut_off_on_reopen(tmp_path):
     path.write_bytes(whole + b'{"seq":3,"kind":"metr')  # power cut mid-write
     view = read_journal(path)
     assert [e["seq"] for e in view.entries] == [1, 2]
-    assert view.skipped == "line 3 (21 bytes, cut short)"
+    assert view.torn == "line 3 (21 bytes, cut short)"
     journal, torn = Journal.reopen(path)
-    assert torn == view.skipped and path.read_bytes() == whole
+    assert torn == view.torn and path.read_bytes() == whole
     journal.append("ack", uri=URI, seq_acked=2)  # numbering goes on after the last good line
     journal.close()
-    assert read_journal(path).acked == {URI: 2} and read_journal(path).skipped is None
+    assert read_journal(path).acked == {URI: 2} and read_journal(path).torn is None
 
 
 def test_a_corrupt_line_in_the_middle_makes_the_journal_unreadable(tmp_path):
@@ -93,7 +93,11 @@ def test_a_corrupt_line_in_the_middle_makes_the_journal_unreadable(tmp_path):
         (b"", "does not begin with the run's start record"),
         (b'{"seq":1,"kind":"metrics","metrics":[]}\n', "does not begin with the run's start"),
         (b'{"seq":1,"kind":"start","format":99}\n', "written by a newer numgrad"),
-        (b'{"seq":1,"kind":"start"}\n{"seq":2,"kind":"mystery"}\n', "unknown kind 'mystery'"),
+        (
+            b'{"seq":1,"kind":"start","uri":"u","experiment":"e","run_name":"r","start_time":1}\n'
+            b'{"seq":2,"kind":"mystery"}\n',
+            "unknown kind 'mystery'",
+        ),
     ],
 )
 def test_unreadable_journals_say_why(tmp_path, content, words):

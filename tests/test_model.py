@@ -23,10 +23,10 @@ from numgrad.descent import Descent
 from numgrad.functions import softmax
 from numgrad.gradient import vectorized_gradient
 from numgrad.net import SimpleNet
-from numgrad.tracking import replay
-from numgrad.tracking.journal import JOURNAL_FILE, read_journal
+from numgrad.tracking.journal import JOURNAL_FILE, Journal, read_journal
 from numgrad.tracking.mlflow_store import MlflowStore
 from numgrad.tracking.model import KEY_TAG, model_record, save_pyfunc
+from numgrad.tracking.uploader import Uploader
 from numgrad.ui import stop
 from tests.conftest import answers, free_port, numgrad_env, wait_for
 from tests.test_sink import article_descent, open_run, run_tracked
@@ -100,15 +100,26 @@ def test_a_finished_run_logs_its_net_as_a_pyfunc_model(tmp_path, store, monkeypa
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def upload_again(store: str, path: Path, *, forget_acks: bool = False) -> None:
+    """Upload a journal as its owner; ``forget_acks``: as if no acknowledgement had reached
+    it (a crash between a send and its ack), so that everything is sent again."""
+    if forget_acks:
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(line for line in lines if '"kind":"ack"' not in line))
+    journal, _ = Journal.reopen(path)
+    try:
+        Uploader(MlflowStore(store).open(), read_journal(path), journal=journal).upload()
+    finally:
+        journal.close()
+
+
 def test_sending_the_journal_again_makes_no_second_model_nor_input(tmp_path, store, in_tmp_cwd):
     run_dir = tmp_path / "run"
     sink = run_tracked(store, run_dir, blobs_descent(5))
     client = MlflowClient(store)
     (model,) = the_model(store, sink.run_id)
-    view = read_journal(run_dir / JOURNAL_FILE)
-    mlflow_store = MlflowStore(store).open()
     for _ in range(2):  # a crash between send and ack, then a second sync
-        replay.send(mlflow_store, sink.run_id, view.entries, run_dir)
+        upload_again(store, run_dir / JOURNAL_FILE, forget_acks=True)
     assert [m.model_id for m in the_model(store, sink.run_id)] == [model.model_id]
     run = client.get_run(sink.run_id)
     assert len(run.outputs.model_outputs) == 1 and len(run.inputs.dataset_inputs) == 1
@@ -122,14 +133,18 @@ def test_a_model_left_pending_by_an_interrupted_send_is_completed(tmp_path, stor
     assert the_model(store, sink.run_id) == []
     # What a send cut short after create_logged_model leaves: a PENDING model with the key.
     view = read_journal(run_dir / JOURNAL_FILE)
-    entry = {"seq": view.last_seq + 1, "kind": "model", **model_record(
+    record = model_record(
         "artifacts/weights/W_final.npy", step=3, example=None, metrics=[], dataset=None, tags={},
-    )}  # fmt: skip
+    )  # fmt: skip
+    journal, _ = Journal.reopen(run_dir / JOURNAL_FILE)
+    entry = journal.append("model", **record)
+    journal.close()
+    assert entry["seq"] == view.last_seq + 1
     client = MlflowClient(store)
     experiment = client.get_run(sink.run_id).info.experiment_id
     pending = client.create_logged_model(experiment, source_run_id=sink.run_id,
                                          tags={KEY_TAG: f"{sink.run_id}:{entry['seq']}"})  # fmt: skip
-    replay.send(MlflowStore(store).open(), sink.run_id, [entry], run_dir)
+    upload_again(store, run_dir / JOURNAL_FILE)
     (model,) = the_model(store, sink.run_id)
     assert model.model_id == pending.model_id and model.status.name == "READY"
     assert [o.model_id for o in client.get_run(sink.run_id).outputs.model_outputs] == [

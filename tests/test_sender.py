@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from numgrad.tracking.journal import JOURNAL_FILE, Followed, Journal, read_journal
+from numgrad.tracking.journal import JOURNAL_FILE, Journal, JournalReader, read_journal
 from numgrad.tracking.provenance import base_tags
 from numgrad.tracking.recorder import Recorder
 from numgrad.tracking.sender import Sender
@@ -39,8 +39,9 @@ def journal_run(directory: Path, uri: str, name: str, *, steps: int = 3, end: bo
 
 def test_a_line_is_read_once_it_is_whole(tmp_path):
     path = tmp_path / JOURNAL_FILE
-    path.write_bytes(b'{"seq":1,"kind":"start","run_name":"r"}\n{"seq":2,"kind":"metr')
-    followed = Followed(path)
+    start = b'{"seq":1,"kind":"start","uri":"sqlite:///m.db","experiment":"e","run_name":"r","start_time":1}'
+    path.write_bytes(start + b'\n{"seq":2,"kind":"metr')
+    followed = JournalReader(path)
     followed.read_new()
     assert [e["seq"] for e in followed.entries] == [1]
     with open(path, "ab") as f:
@@ -148,9 +149,9 @@ def test_a_journal_the_store_holds_part_of_says_which_run_when_the_sender_gives_
     journal, _ = Journal.reopen(sweep / JOURNAL_FILE)
     journal.append("end", status="FINISHED", end_time=1_700_000_000_999)
     journal.close()
-    sender.parent.read_new()  # its end is read but never sent
+    sender.parent.reader.read_new()  # its end is read but never sent
     sender.give_up()
     view = read_journal(sweep / JOURNAL_FILE)
     # numgrad-sync goes on in this run instead of making a second one, from where it stopped.
     assert view.runs == {store: sender.parent.run_id} and not view.synced(store)
-    assert view.acked[store] == sender.parent.acked < sender.parent.end["seq"]
+    assert view.acked[store] == sender.parent.uploader.acked < sender.parent.reader.end["seq"]

@@ -156,7 +156,9 @@ def test_a_live_run_is_never_synced(workdir):
         wait_for(lambda: journal.exists() and journaled_metrics(journal).get("loss"))
         target = f"sqlite:///{workdir.path / 'm.db'}"
         out = sync(workdir.path, "--uri", target, str(workdir.path / "run"))
-        assert out.returncode == 1 and f"its run is still going (pid {proc.pid})" in out.stderr
+        # A note, not a failure: a cron'd sync does not fail whenever something runs.
+        assert out.returncode == 0 and f"its run is still going (pid {proc.pid})" in out.stdout
+        assert "1 left for later, 0 skipped" in out.stdout
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
     assert proc.returncode == 130

@@ -45,7 +45,7 @@ from numgrad.sweep.summary import (
 )
 from numgrad.tracking import pages
 from numgrad.tracking.records import describe_error, fit_tag
-from numgrad.tracking.uri import resolve_uri
+from numgrad.tracking.uri import is_local, resolve_uri
 
 REMOTE_LAUNCHERS = ("ray",)  # launchers whose jobs may run on other machines
 
@@ -195,7 +195,7 @@ class Sweep:
         if not self.settings.enabled or not self.remote:
             return
         uri = self.parent.uri if self.parent is not None else resolve_uri(self.settings.uri)
-        if uri.lower().startswith(("sqlite:", "file:")) or "://" not in uri:
+        if is_local(uri):
             print(
                 f"numgrad: warning: hydra/launcher={self.launcher} with the local store {uri}: "
                 "jobs on other machines cannot reach it; use a tracking server "

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from numgrad.sweep.summary import SUMMARY_FILE, TABLE_FILE, SweepOutcome, description
-from numgrad.tracking.journal import JOURNAL_FILE
+from numgrad.tracking.journal import JOURNAL_FILE, JournalError, JournalReader
 from numgrad.tracking.provenance import PARENT_JOURNAL_ENV, PARENT_RUN_ENV, SENDER_ENV, base_tags
 from numgrad.tracking.recorder import Recorder, set_aside_previous
 from numgrad.tracking.records import describe_error, fit_tag
@@ -115,11 +115,10 @@ class SweepParent:
         """``{pid: journal}`` of this sweep's jobs still in a run (journals without an end)."""
         found = {}
         for path in self.sweep_dir.glob(f"*/{JOURNAL_FILE}"):
-            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
-                lines = path.read_text().splitlines()
-                start = json.loads(lines[0])
-                if not any('"kind":"end"' in line for line in lines[-3:]):
-                    found[int(start["tags"]["numgrad.pid"])] = str(path)
+            with contextlib.suppress(JournalError, KeyError, ValueError):
+                reader = JournalReader(path).read_new()
+                if reader.entries and reader.end is None:
+                    found[int(reader.start["tags"]["numgrad.pid"])] = str(path)
         return found
 
     def wait_for_running(self, pids: set[int]) -> None:

@@ -14,26 +14,10 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
+
+from numgrad.processes import pool_workers
 
 GRACE_SECONDS = 10.0  # how long workers get to end their runs
-
-
-def pool_workers() -> list[int]:
-    """The pids of this process's live loky (joblib) workers; Linux ``/proc`` only."""
-    me, found = os.getpid(), []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
-            if (
-                int(ppid) == me
-                and state not in "ZX"
-                and b"popen_loky" in (entry / "cmdline").read_bytes()
-            ):
-                found.append(int(entry.name))
-        except (OSError, ValueError):
-            continue
-    return found
 
 
 def stop_workers(running_by_pid: Callable[[], dict[int, str]]) -> None:

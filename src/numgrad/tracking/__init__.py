@@ -2,10 +2,13 @@
 
 - :mod:`~numgrad.tracking.uri`: which store, checked before any run exists;
 - :mod:`~numgrad.tracking.records`: run names, params, sampled steps, MLflow's limits;
-- :mod:`~numgrad.tracking.journal`: the run journal on disk;
-- :mod:`~numgrad.tracking.provenance`: who ran a run; is its process still alive;
+- :mod:`~numgrad.tracking.entries`: what a journal record may hold, checked on reading;
+- :mod:`~numgrad.tracking.journal`: the run journal on disk, and its one reader;
+- :mod:`~numgrad.tracking.provenance`: who ran a run (tags, git commit, orphans);
 - :mod:`~numgrad.tracking.mlflow_store`: the store, as one object;
-- :mod:`~numgrad.tracking.replay`: journal records into a store's run;
+- :mod:`~numgrad.tracking.uploader`: how a record reaches MLflow: a journal into a store;
+- :mod:`~numgrad.tracking.backoff`: when to try a store that went away again;
+- :mod:`~numgrad.tracking.weights`: a ``.npy`` checked from its header before it is loaded;
 - :mod:`~numgrad.tracking.recorder`: journal first, then the store, through outages;
 - :mod:`~numgrad.tracking.history`: ``history.csv``, bounded;
 - :mod:`~numgrad.tracking.files`: the other files a run keeps and uploads;

@@ -2,7 +2,7 @@
 
 Everything here is plain numpy, hashlib and json: the record goes into the run's
 journal (kind ``input``) before any store is contacted, offline runs included, and
-:func:`numgrad.tracking.replay.send` hands its strings to MLflow unchanged. The
+the uploader (:mod:`numgrad.tracking.uploader`) hands its strings to MLflow unchanged. The
 ``source``, ``schema`` and ``profile`` strings are those ``mlflow.data.from_numpy``
 writes (a test compares them). The digest is numgrad's own: 8 hex digits of a
 SHA-256 over the dtype, shape and bytes of ``x`` and ``t``, so that any change of

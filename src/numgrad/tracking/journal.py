@@ -14,14 +14,16 @@ The run's process writes it and flushes it to disk (``fsync``) at every metric f
 so a SIGKILL or a power cut loses at most the last interval; ``numgrad-sync`` reads it
 and uploads what no store has acknowledged. A torn last line (a write cut short) is
 skipped and reported; any other unreadable line makes the whole journal unreadable.
-A sweep's sender reads its jobs' journals while they grow (:class:`Followed`).
+Every reader (the live run's uploader, a sweep's sender, ``numgrad-sync``, a sweep's
+liveness check) reads it through :class:`JournalReader`, as a whole or as it grows.
 
 Examples
 --------
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as d:
 ...     journal = Journal.create(Path(d) / JOURNAL_FILE)
-...     _ = journal.append("start", uri="sqlite:///m.db", run_name="default")
+...     _ = journal.append("start", uri="sqlite:///m.db", experiment="numgrad",
+...                        run_name="default", start_time=1700000000000)
 ...     _ = journal.append("metrics", metrics=[["loss", 0.5, 1700000000000, 0]])
 ...     journal.close()
 ...     view = read_journal(Path(d) / JOURNAL_FILE)
@@ -31,25 +33,38 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from numgrad import signals
 from numgrad.command import FAILED
+from numgrad.tracking.entries import (
+    DATA_KINDS,
+    FORMAT,
+    MAX_LINE_BYTES,
+    check_entry,
+    check_start,
+)
 
 JOURNAL_FILE = "tracking_journal.jsonl"
-FORMAT = 1
-DATA_KINDS = frozenset({"start", "params", "tags", "metrics", "artifact", "input", "model", "end"})
-BOOKKEEPING_KINDS = frozenset({"run", "ack"})
 
 
 class JournalError(Exception):
-    """A journal that cannot be read (or written); the message names the file."""
+    """A journal that cannot be read (or a run's file written); the message names the file."""
 
     exit_status = FAILED
+
+    @classmethod
+    def writing(cls, exc: BaseException, what: str | None = None) -> JournalError:
+        """A failed write (disk full, read-only) in one line: the path and the reason."""
+        if isinstance(exc, cls):
+            return exc
+        what = what or getattr(exc, "filename", None) or "a run file"
+        return cls(f"cannot write {what}: {getattr(exc, 'strerror', None) or exc}")
 
 
 class Journal:
@@ -74,20 +89,21 @@ class Journal:
         Returns the journal and a description of what was cut (None if nothing).
         """
         view = read_journal(path)
-        torn = None
         if view.torn_at is not None:
             with open(path, "r+b") as f:
                 f.truncate(view.torn_at)
-            torn = view.skipped
-        handle = open(path, "a", encoding="utf-8")
-        return cls(path, handle, view.last_seq), torn
+        try:
+            handle = open(path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise JournalError(f"cannot write the run journal {path}: {exc.strerror}") from None
+        return cls(path, handle, view.last_seq), view.torn
 
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Write one line (buffered) and return it as a dict; signals wait for the write."""
         self.seq += 1
         entry = {"seq": self.seq, "kind": kind, **fields}
         line = json.dumps(entry, allow_nan=False, separators=(",", ":")) + "\n"
-        with signals.held():  # a line is written whole or not at all
+        with self._writing():  # a line is written whole or not at all
             self._file.write(line)
         return entry
 
@@ -103,29 +119,63 @@ class Journal:
             self.append("end", status="KILLED", end_time=last),
         ]
 
+    def flush(self) -> None:
+        """Hand what was appended to the OS: readers see it, a crash of this process keeps it."""
+        with self._writing():
+            self._file.flush()
+
     def sync(self) -> None:
         """Flush to the disk itself (fsync): what was appended survives a power cut."""
-        with signals.held():
+        with self._writing():
             self._file.flush()
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file.closed:
+            return
+        try:
             self.sync()
-            self._file.close()
+        finally:
+            with contextlib.suppress(OSError):  # the error is the one sync() raised
+                self._file.close()
+
+    def close_quietly(self) -> None:
+        """Close after a failure: what could not be written is lost, and no error is added."""
+        with contextlib.suppress(JournalError, OSError):
+            self.close()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Signals wait for the write; a failed write (disk full, read-only) is one line."""
+        try:
+            with signals.held():
+                yield
+        except OSError as exc:
+            raise JournalError.writing(exc, f"the run journal {self.path}") from None
 
 
-@dataclass
-class JournalView:
-    """A journal as read back: the run's records and what each store has of them."""
+class JournalReader:
+    """A journal read back, as a whole or as it grows: the run's records, and what each
+    store has of them. The one reader: every journal is read through it.
 
-    path: Path
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    runs: dict[str, str] = field(default_factory=dict)  # store URI -> run id there
-    acked: dict[str, int] = field(default_factory=dict)  # store URI -> last seq it holds
-    last_seq: int = 0
-    skipped: str | None = None  # a torn last line, described
-    torn_at: int | None = None  # its byte offset
+    :meth:`read_new` reads the complete lines written since the last call; each is
+    checked (:func:`numgrad.tracking.entries.check_entry`) and a bad one raises
+    :class:`JournalError` naming the line. A last line without its newline is still
+    being written: it waits for the next call, unless ``final`` says the writer is
+    done, when it is a write cut short (``torn``) and everything before it is good.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.entries: list[dict[str, Any]] = []
+        self.runs: dict[str, str] = {}  # store URI -> run id there
+        self.acked: dict[str, int] = {}  # store URI -> last seq it holds
+        self.rows: dict[str, int] = {}  # store URI -> metric rows it holds of the next record
+        self.last_seq = 0
+        self.offset = 0
+        self.lines = 0
+        self.torn: str | None = None  # a torn last line, described
+        self.torn_at: int | None = None  # its byte offset
 
     @property
     def start(self) -> dict[str, Any]:
@@ -133,7 +183,7 @@ class JournalView:
 
     @property
     def end(self) -> dict[str, Any] | None:
-        """The ``end`` record (final status), None when the process died first."""
+        """The ``end`` record (final status), None while the run has none."""
         return next((e for e in reversed(self.entries) if e["kind"] == "end"), None)
 
     def pending(self, uri: str) -> list[dict[str, Any]]:
@@ -145,87 +195,59 @@ class JournalView:
         """True when the store at ``uri`` holds every record and the run has ended there."""
         return uri in self.runs and not self.pending(uri) and self.end is not None
 
-
-def read_journal(path: Path) -> JournalView:
-    """Read a journal; raise :class:`JournalError` when it cannot be trusted."""
-    view = JournalView(path=Path(path))
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise JournalError(f"cannot read {path}: {exc.strerror or exc}") from None
-    offset = 0
-    lines = data.split(b"\n")
-    for number, raw in enumerate(lines, start=1):
-        start, offset = offset, offset + len(raw) + 1
-        if not raw.strip():
-            continue
-        last = number == len(lines) or (number == len(lines) - 1 and not lines[-1])
+    def read_new(self, *, final: bool = False) -> JournalReader:
+        """Read what was written since the last call (see the class's docstring)."""
         try:
-            entry = json.loads(raw)
-            kind, seq = entry["kind"], int(entry["seq"])
-        except (ValueError, KeyError, TypeError):
-            if last:  # a write cut short by a crash: everything before it is good
-                view.skipped = f"line {number} ({len(raw)} bytes, cut short)"
-                view.torn_at = start
-                break
-            raise JournalError(f"{path}: line {number} is not a journal record") from None
-        view.last_seq = max(view.last_seq, seq)
-        if kind == "run":
-            view.runs[entry["uri"]] = entry["run_id"]
-        elif kind == "ack":
-            view.acked[entry["uri"]] = max(view.acked.get(entry["uri"], 0), int(entry["seq_acked"]))
-        elif kind in DATA_KINDS:
-            view.entries.append(entry)
-        else:
-            raise JournalError(f"{path}: line {number} has an unknown kind {kind!r}")
-    if not view.entries or view.entries[0]["kind"] != "start":
-        raise JournalError(f"{path} does not begin with the run's start record")
-    if view.start.get("format", FORMAT) > FORMAT:
-        raise JournalError(f"{path} was written by a newer numgrad (format {view.start['format']})")
-    return view
-
-
-@dataclass
-class Followed:
-    """One journal, read as it grows, and how much of it the store holds."""
-
-    path: Path
-    offset: int = 0
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    run_id: str | None = None
-    experiment_id: str | None = None
-    acked: int = 0
-    closed: bool = False  # run and ack written into the journal: nothing left to do
-    foreign: bool = False  # not handed over: its own process sends it
-
-    @property
-    def start(self) -> dict[str, Any] | None:
-        return self.entries[0] if self.entries else None
-
-    @property
-    def end(self) -> dict[str, Any] | None:
-        return next((e for e in reversed(self.entries) if e["kind"] == "end"), None)
-
-    def read_new(self) -> None:
-        """Read the complete lines written since the last read (a partial one waits)."""
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read()
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError as exc:
+            raise JournalError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         whole = data[: data.rfind(b"\n") + 1]
-        for line in whole.splitlines(keepends=True):
-            try:
-                entry = json.loads(line) if line.strip() else None
-            except ValueError:
-                return  # not written whole yet: read it again next time
-            self.offset += len(line)
-            if entry and entry.get("kind") in DATA_KINDS:
-                self.entries.append(entry)
+        for raw in whole.splitlines(keepends=True):
+            self.lines += 1
+            self._take(raw)
+            self.offset += len(raw)
+        rest = data[len(whole) :]
+        if final and rest.strip():  # a write cut short by a crash: everything before is good
+            self.torn = f"line {self.lines + 1} ({len(rest)} bytes, cut short)"
+            self.torn_at = self.offset
+        if final and not self.entries:
+            raise JournalError(f"{self.path} does not begin with the run's start record")
+        return self
 
-    def state(self, uri: str) -> dict[str, Any]:
-        end = self.end
-        return {
-            "run_id": self.run_id, "run_name": (self.start or {}).get("run_name"),
-            "experiment_id": self.experiment_id,
-            "status": end["status"] if end else None, "output_dir": str(self.path.parent),
-            "synced": bool(end) and self.acked >= self.entries[-1]["seq"],
-        }  # fmt: skip
+    def _take(self, raw: bytes) -> None:
+        if not raw.strip():
+            return
+        where = f"{self.path}: line {self.lines}"
+        try:
+            if len(raw) > MAX_LINE_BYTES:
+                raise ValueError(f"{len(raw)} bytes long")
+            entry = json.loads(raw)
+        except ValueError:
+            raise JournalError(f"{where} is not a journal record") from None
+        if isinstance(entry, dict) and entry.get("kind") == "start":
+            version = entry.get("format", FORMAT)
+            if isinstance(version, int) and version > FORMAT:
+                raise JournalError(f"{self.path} was written by a newer numgrad (format {version})")
+        try:
+            check_entry(entry)
+            if not self.entries and entry["kind"] in DATA_KINDS:
+                check_start(entry)
+        except ValueError as exc:
+            raise JournalError(f"{where}: {exc}") from None
+        self.last_seq = max(self.last_seq, entry["seq"])
+        kind = entry["kind"]
+        if kind == "run":
+            self.runs[entry["uri"]] = entry["run_id"]
+        elif kind == "ack":
+            uri = entry["uri"]
+            if entry["seq_acked"] >= self.acked.get(uri, 0):
+                self.acked[uri], self.rows[uri] = entry["seq_acked"], entry.get("rows", 0)
+        else:
+            self.entries.append(entry)
+
+
+def read_journal(path: Path) -> JournalReader:
+    """Read a whole journal; raise :class:`JournalError` when it cannot be trusted."""
+    return JournalReader(path).read_new(final=True)

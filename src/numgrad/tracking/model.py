@@ -3,7 +3,7 @@
 A finished run journals one ``model`` record (:func:`model_record`, no mlflow import):
 where its final weights are (``artifacts/weights/W_final.npy``, in the run's dtype),
 an input example, the final metrics and the dataset to link, the numpy it ran with.
-:func:`send_model`, called by :func:`numgrad.tracking.replay.send` (live at the end of
+:func:`send_model`, called by the uploader (:mod:`numgrad.tracking.uploader`) (live at the end of
 the run, or later by ``numgrad-sync``), turns the record into the model: a pyfunc
 "model from code" (:mod:`numgrad.tracking.simplenet_pyfunc`, loadable with mlflow and
 numpy only) with ``W`` as its artifact, a tensor signature ``(-1, n_inputs) ->
@@ -31,6 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from numgrad.tracking.ending import W_METRIC_PREFIX
+from numgrad.tracking.provenance import base_tags
+from numgrad.tracking.weights import load_weights
+
 MODEL_NAME = "simplenet"
 KEY_TAG = "numgrad.model_key"
 CODE = Path(__file__).with_name("simplenet_pyfunc.py")
@@ -43,13 +47,15 @@ def model_record(
     example: np.ndarray | None,
     metrics: Sequence[Sequence[Any]],
     dataset: Mapping[str, str] | None,
-    tags: Mapping[str, str],
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The fields of a ``model`` journal record.
 
     ``weights`` is the ``.npy`` file of the final W relative to the journal's folder;
     ``step`` the steps taken (the model's step in the run); ``example`` a few rows of
-    x; ``metrics`` ``[key, value, timestamp_ms, step]`` rows, as the run logged them.
+    x; ``metrics`` ``[key, value, timestamp_ms, step]`` rows, as the run logged them
+    (the final weights' own metrics are left to the run); ``tags`` by default the
+    run's ``mlflow.*`` source tags.
 
     Examples
     --------
@@ -64,18 +70,20 @@ def model_record(
         "step": int(step),
         "example": None if example is None else np.asarray(example).tolist(),
         "example_dtype": None if example is None else str(np.asarray(example).dtype),
-        "metrics": [list(m) for m in metrics],
+        "metrics": [list(m) for m in metrics if not m[0].startswith(W_METRIC_PREFIX)],
         "dataset": None if dataset is None else {k: dataset[k] for k in ("name", "digest")},
         # numpy as the run had it; the mlflow pin is added by whoever writes the model.
         "requirements": [f"numpy=={np.__version__}"],
-        "tags": dict(tags),
+        "tags": dict(tags)
+        if tags is not None
+        else {k: v for k, v in base_tags().items() if k.startswith("mlflow.")},
     }
 
 
 def send_model(store: Any, run_id: str, entry: Mapping[str, Any], base_dir: Path) -> str:
     """Make (or complete) the logged model a ``model`` record describes; return its id."""
     key = f"{run_id}:{entry['seq']}"
-    W = np.load(base_dir / entry["weights"])
+    W = load_weights(base_dir / entry["weights"])
     run = store.get_run(run_id)
     experiment_id = run.info.experiment_id
     client, call = store.client, store.call  # the store's client, with its retries

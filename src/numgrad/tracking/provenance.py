@@ -1,4 +1,4 @@
-"""Who ran a run, and whether its process still lives: tags, git commit, orphan checks.
+"""Who ran a run: its tags, its git commit, and whether a RUNNING run is an orphan.
 
 Plain Python (no mlflow import): the tags go into a run's journal before any store
 is contacted, and the orphan checks read a run's ``numgrad.host``/``numgrad.pid``
@@ -15,6 +15,8 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from numgrad.processes import writer_gone
 
 PARENT_RUN_ENV = "NUMGRAD_PARENT_RUN_ID"  # set by a sweep for its jobs
 PARENT_JOURNAL_ENV = "NUMGRAD_PARENT_JOURNAL"  # the sweep parent's journal (offline sweeps)
@@ -93,42 +95,13 @@ def git_commit() -> str | None:
 
 
 def orphaned(run: Any) -> bool:
-    """True when a RUNNING MLflow run's process on this host is gone (or its pid was reused)."""
-    tags = run.data.tags
-    return process_gone(tags, run.info.start_time, run.info.run_id)
+    """True when a RUNNING MLflow run's process on this host is gone (or its pid was reused).
 
-
-def process_gone(tags: Mapping[str, str], start_ms: int | None, run_id: str = "") -> bool:
-    """True when the process a run's ``numgrad.host``/``numgrad.pid`` tags name is gone.
-
-    Never true for another host's run: nothing here can see its processes. A pid that
-    now belongs to a process started after the run is a reused pid: gone too.
+    A run of this very process is orphaned unless it is still open here (a reused
+    worker process's earlier run).
     """
-    pid = tags.get("numgrad.pid", "")
-    if tags.get("numgrad.host") != socket.gethostname() or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return run_id not in ACTIVE_RUNS
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, another user's
-    started = _process_start(int(pid))
-    return started is not None and start_ms is not None and started > start_ms / 1000 + 2
-
-
-def _process_start(pid: int) -> float | None:
-    """Start time of a process (epoch seconds) from /proc; None where unavailable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])
-        boot = next(
-            float(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime")
-        )
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
+    tags = run.data.tags
+    same_host = tags.get("numgrad.host") == socket.gethostname()
+    if same_host and tags.get("numgrad.pid") == str(os.getpid()):
+        return run.info.run_id not in ACTIVE_RUNS
+    return writer_gone(tags, run.info.start_time)

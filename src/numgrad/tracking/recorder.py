@@ -2,11 +2,13 @@
 
 The journal (``tracking_journal.jsonl`` in the run's folder) is written and flushed to
 disk before the store is asked for anything, so an unreachable store never stops the
-run and never loses a record:
+run and never loses a record. The run owns its journal (it holds the journal's lock)
+and sends it through an :class:`~numgrad.tracking.uploader.Uploader`, the one road
+to the store:
 
 - a failed send marks the store *down*; the run goes on, and sending is retried with
-  capped back-off (1 s, 2 s, ... 30 s), from the first record the store has not
-  acknowledged, when the store answers again;
+  capped back-off (:class:`~numgrad.tracking.backoff.Backoff`: 1 s, 2 s, ... 30 s),
+  from the first record the store has not acknowledged, when the store answers again;
 - at the end the recorder waits at most ``grace`` seconds for a store that is down;
   if it does not come back, the run is recorded locally only (:attr:`synced` is False)
   and ``numgrad-sync`` uploads it later;
@@ -20,20 +22,29 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from numgrad.tracking import replay
-from numgrad.tracking.journal import FORMAT, JOURNAL_FILE, Journal, JournalError, read_journal
+from numgrad.tracking.backoff import Backoff
+from numgrad.tracking.entries import FORMAT
+from numgrad.tracking.journal import (
+    JOURNAL_FILE,
+    Journal,
+    JournalError,
+    JournalReader,
+    read_journal,
+)
 from numgrad.tracking.mlflow_store import MlflowStore
 from numgrad.tracking.provenance import ACTIVE_RUNS
 from numgrad.tracking.records import describe_error, short_message
+from numgrad.tracking.uploader import Uploader, journal_lock
 from numgrad.tracking.uri import TrackingError
 
-BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0  # seconds between retries while the store is down
 FINAL_RETRY = 1.0  # during the end-of-run grace period: retry every second
 AT_END = "at the end of the run"
+LOCK_SECONDS = 10.0  # a reused run dir's earlier journal may be being synced: wait this long
 
 
 class Recorder:
@@ -57,20 +68,18 @@ class Recorder:
         self.run_name, self.offline, self.grace = run_name, offline, grace
         self.handed_over = handed_over
         self.journal: Journal | None = None
-        self.store: MlflowStore | None = None
-        self.run_id: str | None = None
-        self.experiment_id: str | None = None
+        self.uploader: Uploader | None = None
         self.synced = False
-        self._unsent: list[dict[str, Any]] = []
-        self._retry_at = 0.0
-        self._backoff = BACKOFF_FIRST
-        self._max_backoff = BACKOFF_MAX
-        self._down_since: float | None = None
+        self.backoff = Backoff()
+        self._lock: Any = None
 
     @property
-    def store_down(self) -> bool:
-        """True while the store is known not to answer (sending is being retried)."""
-        return self._down_since is not None
+    def run_id(self) -> str | None:
+        return None if self.uploader is None else self.uploader.run_id
+
+    @property
+    def experiment_id(self) -> str | None:
+        return None if self.uploader is None else self.uploader.experiment_id
 
     @property
     def journal_path(self) -> Path:
@@ -89,42 +98,47 @@ class Recorder:
         A store that cannot be opened here raises :class:`TrackingError` and leaves no
         journal behind: nothing has run yet.
         """
-        self.journal = Journal.create(self.journal_path)
-        self.record(
-            "start", format=FORMAT, type=kind, uri=self.uri, experiment=self.experiment,
-            run_name=self.run_name, start_time=int(time.time() * 1000), tags=dict(tags),
-            **identity, **({"handed_over": True} if self.handed_over else {}),
-        )  # fmt: skip
-        if params:
-            self.record("params", params=dict(params))
-        self.journal.sync()
+        if not self.handed_over:  # the run sends its own journal: it owns it
+            self._lock = journal_lock(self.journal_path, timeout=LOCK_SECONDS)
+        try:
+            self.journal = Journal.create(self.journal_path)
+            self.record(
+                "start", format=FORMAT, type=kind, uri=self.uri, experiment=self.experiment,
+                run_name=self.run_name, start_time=int(time.time() * 1000), tags=dict(tags),
+                key=uuid.uuid4().hex, **identity,
+                **({"handed_over": True} if self.handed_over else {}),
+            )  # fmt: skip
+            if params:
+                self.record("params", params=dict(params))
+            self.journal.sync()
+        except BaseException:
+            if self.journal is not None:
+                self.journal.close_quietly()
+            self.journal_path.unlink(missing_ok=True)
+            self._release(remove=True)
+            raise
         if self.offline or self.handed_over:
             return
         try:
             store = MlflowStore(self.uri).open()
-            self.experiment_id = store.experiment_id(self.experiment)
-            if not (tags.get(replay.PARENT_TAG)):  # a sweep's parent did it for its jobs
-                store.reconcile_orphans(self.experiment_id)
-            start = self._unsent[0]
-            self.run_id = replay.open_run(store, start, experiment_id=self.experiment_id)
+            self.uploader = Uploader(store, JournalReader(self.journal_path), journal=self.journal)
+            self.uploader.upload()
         except BaseException as exc:
             self.journal.close()
             self.journal_path.unlink(missing_ok=True)
-            self.journal = None
+            self.journal, self.uploader = None, None
+            self._release(remove=True)
             if isinstance(exc, TrackingError) or not isinstance(exc, Exception):
                 raise
             raise TrackingError(
                 f"cannot create an MLflow run on {self.uri}: {short_message(exc)}"
             ) from exc
-        self.store = store
         ACTIVE_RUNS.add(self.run_id)
-        self.journal.append("run", uri=self.uri, run_id=self.run_id)
-        self.push()
 
     def record(self, kind: str, **fields: Any) -> None:
         """Append one record to the journal; it goes to the store at the next push."""
         assert self.journal is not None, "start() first"
-        self._unsent.append(self.journal.append(kind, **fields))
+        self.journal.append(kind, **fields)
 
     def flush(self, *, where: str = "") -> None:
         """Journal to disk, then try the store (unless it is down and not yet due)."""
@@ -134,56 +148,63 @@ class Recorder:
 
     def push(self, *, where: str = "") -> bool:
         """Send the unacknowledged records; True when the store holds them all."""
-        if self.store is None or self.run_id is None:
+        if self.uploader is None:
             return False
-        if not self._unsent:
-            return True
-        if self._down_since is not None:
-            if time.monotonic() < self._retry_at or not self.store.reachable():
-                self._schedule_retry()
-                return False
+        if not self.backoff.due():
+            return False
         try:
-            replay.send(self.store, self.run_id, self._unsent, self.directory)
+            self.journal.flush()
+            self.uploader.upload()
         except Exception as exc:
-            if not MlflowStore.is_outage(exc):
+            if not MlflowStore.is_outage(exc) or isinstance(exc, JournalError):
                 raise TrackingError(
                     f"the MLflow store {self.uri} refused a record of run {self.run_id}: "
                     f"{short_message(exc)}"
                 ) from exc
             self._mark_down(exc, where)
             return False
-        self.journal.append("ack", uri=self.uri, seq_acked=self._unsent[-1]["seq"])
-        self._unsent = []
-        if self._down_since is not None:
-            took = time.monotonic() - self._down_since
+        took = self.backoff.succeeded()
+        if took is not None:
             print(f"numgrad: the tracking store {self.uri} answers again after {took:.0f} s; "
                   "the run's records are caught up", file=sys.stderr)  # fmt: skip
-            self._down_since, self._backoff = None, BACKOFF_FIRST
         return True
 
     def finish(self, status: str, *, end_time: int | None = None) -> bool:
         """Record the end, wait at most ``grace`` s for a store that is down; True if synced."""
         assert self.journal is not None
-        self.record("end", status=status, end_time=end_time or int(time.time() * 1000))
         try:
+            self.record("end", status=status, end_time=end_time or int(time.time() * 1000))
             self.journal.sync()
-            if self.store is None:
+            if self.uploader is None:
                 self.synced = self.handed_over
                 return self.synced
             deadline = time.monotonic() + self.grace
-            self._backoff = self._max_backoff = FINAL_RETRY  # the store may be back any moment
-            self._retry_at = min(self._retry_at, time.monotonic() + FINAL_RETRY)
+            self.backoff.hurry(FINAL_RETRY)
             while not self.push(where=AT_END):
                 now = time.monotonic()
                 if now >= deadline:
                     return False
-                time.sleep(max(0.0, min(self._retry_at, deadline) - now))
+                time.sleep(max(0.0, min(self.backoff.retry_at, deadline) - now))
             self.synced = True
             return True
         finally:
-            self.journal.close()
+            self.journal.close_quietly()  # a failed write has raised already
+            self._release()
             if self.run_id is not None:
                 ACTIVE_RUNS.discard(self.run_id)
+
+    def abandon(self, status: str, reason: str) -> None:
+        """End the store's run without its journal (which cannot be written: disk full),
+        so that it is never left RUNNING; ``numgrad-sync`` completes it from the journal."""
+        if self.uploader is None or self.run_id is None:
+            return
+        try:
+            self.uploader.store.call(self.uploader.store.client.set_tag, self.run_id,
+                                     "numgrad.error", reason[:5000])  # fmt: skip
+            self.uploader.store.terminate(self.run_id, status, int(time.time() * 1000))
+        except Exception as exc:
+            print(f"numgrad: could not end run {self.run_id}: {describe_error(exc)}",
+                  file=sys.stderr)  # fmt: skip
 
     def local_note(self) -> str:
         """The line that says where an unsynced run is, and how to upload it."""
@@ -193,9 +214,15 @@ class Recorder:
             f"numgrad-sync {self.directory}"
         )
 
+    def _release(self, *, remove: bool = False) -> None:
+        if self._lock is not None:
+            if remove:  # a run that never started leaves nothing behind
+                Path(self._lock.lock_file).unlink(missing_ok=True)
+            self._lock.release()
+            self._lock = None
+
     def _mark_down(self, exc: BaseException, where: str) -> None:
-        if self._down_since is None:
-            self._down_since = time.monotonic()
+        if self.backoff.down_since is None:
             then = (
                 f"waiting up to {self.grace:g} s for it"
                 if where == AT_END
@@ -206,11 +233,7 @@ class Recorder:
                 f"({describe_error(exc)}); recorded in {self.journal_path}; {then}",
                 file=sys.stderr,
             )
-        self._schedule_retry()
-
-    def _schedule_retry(self) -> None:
-        self._retry_at = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, self._max_backoff)
+        self.backoff.failed()
 
 
 def set_aside_previous(directory: Path, companions: Sequence[str] = ()) -> None:

@@ -6,6 +6,7 @@ before any store is contacted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import operator
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from numgrad.descent import StepRecord
 from numgrad.overrides import is_under, parse_override
 
 # MLflow's limits (mlflow.utils.validation), repeated here so that checking them does
@@ -26,7 +28,9 @@ MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 
 LONG_VALUE = "<see config.yaml>"  # a param value too long for MLflow; config.yaml has it
-STEP_METRICS = ("loss", "grad_norm", "grad_max_abs", "weight_norm", "accuracy")
+# The per-step metrics are the step record's measurements: one definition, in descent.py.
+STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord))
+STEP_METRICS = tuple(name for name in STEP_FIELDS if name not in ("step", "seconds"))
 SET_LIMIT = 100_000  # sampled steps kept as a set up to this many
 
 

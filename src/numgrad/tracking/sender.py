@@ -1,8 +1,9 @@
 """A sweep's sender: one process that uploads a sweep's journals while its jobs write them.
 
 A local sweep's jobs only journal (they never import mlflow); this process reads each
-journal as it grows and sends it with :func:`numgrad.tracking.replay.send`, the path
-every record takes. On the other core, MLflow costs the jobs nothing (bench_sweep.py).
+journal as it grows and sends it through an :class:`~numgrad.tracking.uploader.Uploader`,
+the road every record takes. On the other core, MLflow costs the jobs nothing
+(bench_sweep.py).
 
 It talks to the sweep over its stdin and stdout, one JSON object a line:
 
@@ -27,14 +28,44 @@ import time
 from pathlib import Path
 from typing import Any
 
-from numgrad.tracking import replay
-from numgrad.tracking.journal import JOURNAL_FILE, Followed, Journal
+from numgrad.processes import alive
+from numgrad.tracking.backoff import Backoff
+from numgrad.tracking.journal import JOURNAL_FILE, JournalReader
 from numgrad.tracking.mlflow_store import MlflowStore
-from numgrad.tracking.provenance import ACTIVE_RUNS, process_gone
 from numgrad.tracking.records import describe_error
+from numgrad.tracking.uploader import JournalBusy, Uploader, end_if_writer_gone, journal_lock
 
 POLL_SECONDS = 0.5  # how often journals are read: the UI's live curves lag this much
-BACKOFF_MAX = 30.0
+
+
+class Tracked:
+    """One journal the sender follows: its reader, and once it is sent, its uploader."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.reader = path, JournalReader(path)
+        self.uploader: Uploader | None = None
+        self.lock: Any = None
+        self.foreign = False  # not handed over: its own process sends it (a job on Ray)
+
+    @property
+    def run_id(self) -> str | None:
+        return None if self.uploader is None else self.uploader.run_id
+
+    @property
+    def closed(self) -> bool:
+        """Ended, sent, and its run id written into it: nothing left to do."""
+        return self.uploader is not None and self.uploader.recorded
+
+    def state(self) -> dict[str, Any]:
+        end = self.reader.end
+        up = self.uploader
+        return {
+            "run_id": self.run_id,
+            "run_name": self.reader.start.get("run_name") if self.reader.entries else None,
+            "experiment_id": None if up is None else up.experiment_id,
+            "status": end["status"] if end else None, "output_dir": str(self.path.parent),
+            "synced": bool(end) and up is not None and up.done,
+        }  # fmt: skip
 
 
 class Sender:
@@ -43,14 +74,14 @@ class Sender:
     def __init__(self, sweep_dir: Path, uri: str) -> None:
         self.sweep_dir, self.uri = sweep_dir, uri
         self.store: MlflowStore | None = None
-        self.parent = Followed(sweep_dir / JOURNAL_FILE)
-        self.children: dict[Path, Followed] = {}
-        self.retry_at, self.backoff = 0.0, 1.0
+        self.parent = Tracked(sweep_dir / JOURNAL_FILE)
+        self.children: dict[Path, Tracked] = {}
+        self.backoff = Backoff()
         self.error: str | None = None
 
     def send_all(self, *, children: bool = True, parent: bool = True) -> bool:
         """Send what is new; False while the store does not answer (retried with back-off)."""
-        if time.monotonic() < self.retry_at:
+        if not self.backoff.due():
             return False
         try:
             if self.store is None:
@@ -58,86 +89,71 @@ class Sender:
             if parent:
                 self._send(self.parent, parent_run_id=None)
             if children and self.parent.run_id is not None:
-                for path in sorted(self.sweep_dir.glob(f"*/{JOURNAL_FILE}")):
-                    followed = self.children.setdefault(path, Followed(path))
-                    self._send(followed, parent_run_id=self.parent.run_id)
+                for tracked in self._children():
+                    self._send(tracked, parent_run_id=self.parent.run_id)
         except Exception as exc:
             if self.store is not None and not MlflowStore.is_outage(exc):
                 self.error = describe_error(exc)
                 raise
-            self.retry_at = time.monotonic() + self.backoff
-            self.backoff = min(2 * self.backoff, BACKOFF_MAX)
+            self.backoff.failed()
             return False
-        self.backoff = 1.0
+        self.backoff.succeeded()
         return True
 
-    def _send(self, f: Followed, parent_run_id: str | None) -> None:
-        if f.closed:
-            return
-        f.read_new()
-        if f.start is None:
-            return
-        if not f.start.get("handed_over"):  # its own process sends it (a job on Ray)
-            f.closed = f.foreign = True
-            return
-        if f.run_id is None:
-            f.experiment_id = self.store.experiment_id(f.start["experiment"])
-            if parent_run_id is None:  # the sweep's start: runs of dead processes end KILLED
-                self.store.reconcile_orphans(f.experiment_id)
-            f.run_id = replay.open_run(
-                self.store, f.start, parent_run_id=parent_run_id, experiment_id=f.experiment_id
-            )
-            ACTIVE_RUNS.add(f.run_id)  # its process is alive, or ended it in its journal
-        pending = [e for e in f.entries if e["seq"] > f.acked]
-        if pending:
-            replay.send(self.store, f.run_id, pending, f.path.parent)
-            f.acked = pending[-1]["seq"]
-        if f.end is not None:  # its writer is done: the journal records where it went
-            self.record_where_it_went(f)
+    def _children(self) -> list[Tracked]:
+        for path in sorted(self.sweep_dir.glob(f"*/{JOURNAL_FILE}")):
+            self.children.setdefault(path, Tracked(path))
+        return list(self.children.values())
 
-    def record_where_it_went(self, f: Followed) -> None:
-        """Write the run id and the store's ack into an ended journal (its writer is done),
-        also after an outage: ``numgrad-sync`` then goes on in that run, not a second one."""
-        journal, _ = Journal.reopen(f.path)
-        journal.append("run", uri=self.uri, run_id=f.run_id)
-        journal.append("ack", uri=self.uri, seq_acked=f.acked)
-        journal.close()
-        f.closed = True
+    def _send(self, t: Tracked, parent_run_id: str | None) -> None:
+        if t.closed or t.foreign or not t.path.exists():
+            return
+        t.reader.read_new()
+        if not t.reader.entries:
+            return
+        if t.uploader is None:
+            if not t.reader.start.get("handed_over"):
+                t.foreign = True
+                return
+            try:
+                t.lock = journal_lock(t.path)
+            except JournalBusy:
+                return  # numgrad-sync has it now: try again later
+            t.uploader = Uploader(self.store, t.reader, parent_run_id=parent_run_id)
+        t.uploader.upload()
+        if t.reader.end is not None:  # its writer is done: the journal records where it went
+            self._close(t)
+
+    def _close(self, t: Tracked) -> None:
+        t.uploader.record_where_it_went()
+        if t.lock is not None:
+            t.lock.release()
+            t.lock = None
 
     def give_up(self) -> None:
         """The sweep is over: every ended journal the store holds part of says so."""
-        for f in [*self.children.values(), self.parent]:
-            if not f.closed and f.run_id is not None and f.end is not None:
-                self.record_where_it_went(f)
+        for t in [*self.children.values(), self.parent]:
+            if not t.closed and t.run_id is not None and t.reader.end is not None:
+                self._close(t)
 
     def end_the_dead(self, *, sweep_gone: bool = False) -> None:
         """Journals whose process died without an end (SIGKILL) end KILLED; with
         ``sweep_gone``, the sweep's own and those of jobs that ran in its process."""
         if self.parent.path.exists():
-            self.parent.read_new()
-        parent_tags = (self.parent.start or {}).get("tags") or {}
-        sweep_pid = parent_tags.get("numgrad.pid") if sweep_gone else None
-        for path in sorted(self.sweep_dir.glob(f"*/{JOURNAL_FILE}")):
-            f = self.children.setdefault(path, Followed(path))
-            f.read_new()
-            tags = (f.start or {}).get("tags") or {}
-            if (
-                f.start
-                and f.end is None
-                and (
-                    process_gone(tags, f.start["start_time"])
-                    or tags.get("numgrad.pid") == sweep_pid
-                )
-            ):
-                _end_killed(f)
-        if sweep_gone and self.parent.start and self.parent.end is None:
-            _end_killed(self.parent)
+            self.parent.reader.read_new()
+        parent_tags = (self.parent.reader.start if self.parent.reader.entries else {}).get("tags")
+        sweep_pid = (parent_tags or {}).get("numgrad.pid") if sweep_gone else None
+        for t in self._children():
+            if t.path.exists() and not t.foreign:
+                end_if_writer_gone(t.reader, dead_pid=sweep_pid)
+        if sweep_gone and self.parent.path.exists():
+            end_if_writer_gone(self.parent.reader, dead_pid=sweep_pid)
 
     def remote_children(self) -> list[dict[str, Any]]:
         """The parent's children that no journal here holds: jobs that ran elsewhere."""
         if self.store is None or self.parent.run_id is None:
             return []
-        known = {f.run_id for f in self.children.values()}
+        known = {t.run_id for t in self.children.values()}
         found = self.store.call(self.store.client.search_experiments, max_results=1000)
         runs = self.store.search_runs(
             [e.experiment_id for e in found], f"tags.mlflow.parentRunId = '{self.parent.run_id}'"
@@ -154,18 +170,12 @@ class Sender:
                     self.error = describe_error(exc)
         return {
             "event": "state", "uri": self.uri, "error": self.error,
-            "parent": self.parent.state(self.uri), "remote": remote,
+            "parent": self.parent.state(), "remote": remote,
             "children": {
-                str(p): f.state(self.uri) for p, f in self.children.items() if not f.foreign
+                str(p): t.state() for p, t in self.children.items()
+                if not t.foreign and t.reader.entries
             },
         }  # fmt: skip
-
-
-def _end_killed(f: Followed) -> None:
-    journal, _ = Journal.reopen(f.path)
-    journal.end_killed(f.entries)
-    journal.close()
-    f.read_new()  # the end is now part of what is sent
 
 
 def _run_row(run: Any) -> dict[str, Any]:
@@ -196,7 +206,7 @@ def serve(sweep_dir: Path, uri: str, grace: float, parent_pid: int) -> int:
             else:
                 _say({"event": "parent", "run_id": sender.parent.run_id})
         # stdin at its end: the sweep died (it says "finish" otherwise); a zombie is gone too.
-        gone = (ready and not command) or not _alive(parent_pid)
+        gone = (ready and not command) or not alive(parent_pid)
         if command == "drain" or gone:
             sender.end_the_dead(sweep_gone=gone)
             _until_sent(sender, grace, parent=False)
@@ -210,7 +220,7 @@ def serve(sweep_dir: Path, uri: str, grace: float, parent_pid: int) -> int:
 
 def _until_sent(sender: Sender, grace: float, *, parent: bool) -> None:
     deadline = time.monotonic() + grace
-    sender.retry_at, sender.backoff = 0.0, 1.0  # the store may be back any moment
+    sender.backoff.succeeded()  # the store may be back any moment
     while sender.error is None:
         try:
             if sender.send_all(parent=parent) and _all_sent(sender, parent):
@@ -219,28 +229,13 @@ def _until_sent(sender: Sender, grace: float, *, parent: bool) -> None:
             return
         if time.monotonic() >= deadline:
             return
-        time.sleep(min(1.0, max(0.0, sender.retry_at - time.monotonic())) or 0.05)
+        time.sleep(min(1.0, max(0.0, sender.backoff.retry_at - time.monotonic())) or 0.05)
 
 
 def _all_sent(sender: Sender, parent: bool) -> bool:
     followed = [*sender.children.values(), *([sender.parent] if parent else [])]
-    return all(f.closed or (f.entries and f.acked >= f.entries[-1]["seq"]) for f in followed)
-
-
-def _alive(pid: int) -> bool:
-    """Is ``pid`` running? A zombie (killed, not yet reaped) is not."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except (OSError, IndexError):  # no /proc here: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # alive, another user's
-        return True
+    return all(t.closed or t.foreign or (t.uploader is not None and t.uploader.done)
+               for t in followed if t.reader.entries)  # fmt: skip
 
 
 _protocol = sys.stdout  # main() keeps the real stdout for the protocol alone

@@ -36,8 +36,8 @@ import numpy as np
 from numgrad import signals
 from numgrad.tracking import pages
 from numgrad.tracking.dataset import CONTEXT, dataset_name, dataset_record, dataset_source
-from numgrad.tracking.ending import NOTE_TAG, W_METRIC_PREFIX, final_metrics, note, outcome
-from numgrad.tracking.files import write_inputs, write_outputs
+from numgrad.tracking.ending import NOTE_TAG, final_metrics, note, outcome
+from numgrad.tracking.files import save_initial, write_inputs, write_outputs
 from numgrad.tracking.history import History
 from numgrad.tracking.journal import JournalError
 from numgrad.tracking.model import model_record
@@ -159,9 +159,9 @@ class MlflowSink:
     # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> MlflowSink:
-        set_aside_previous(self.output_dir, [ARTIFACTS_DIR])
-        (self.artifacts / "weights").mkdir(parents=True, exist_ok=True)
         try:
+            set_aside_previous(self.output_dir, [ARTIFACTS_DIR])
+            (self.artifacts / "weights").mkdir(parents=True, exist_ok=True)
             write_inputs(self.artifacts, plain(self.config), self.overrides)
             self._history = History(self.artifacts / "history.csv", self.settings.history_max_rows)
             params = flatten_params(self.config)
@@ -173,8 +173,10 @@ class MlflowSink:
                 tags=tags, params={k: v for k, v in params.items() if len(k) <= MAX_KEY},
                 **parent_journal(self.output_dir),
             )  # fmt: skip
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(self.artifacts, ignore_errors=True)  # nothing ran: leave nothing
+            if isinstance(exc, OSError | JournalError):  # disk full, a read-only dir: no run yet
+                raise TrackingError(f"cannot start the run: {JournalError.writing(exc)}") from None
             raise
         self._next_flush = time.monotonic() + self.settings.flush_seconds
         return self
@@ -186,7 +188,7 @@ class MlflowSink:
     def log_start(self, W_init: np.ndarray) -> None:
         """Save the initial weights (``weights/W_init.npy``)."""
         self._W_init = np.array(W_init, copy=True)
-        np.save(self.artifacts / "weights" / "W_init.npy", self._W_init)
+        save_initial(self.artifacts, self._W_init)
 
     def log_data(self, x: np.ndarray, t: np.ndarray, data_cfg: Any, seed: int) -> None:
         """Record the data the run trains on (``x`` as used, integer labels ``t``) as its
@@ -248,11 +250,10 @@ class MlflowSink:
         step, ms = int(r.step), int((self._wall0 + r.seconds) * 1000)
         add, isfinite = self._metrics.append, math.isfinite
         for key in STEP_METRICS:
-            value = float(getattr(r, key))
-            if isfinite(value):  # MLflow stores inf as 1.8e308 and nan as 0: history.csv has it
-                add([key, value, ms, step])
-        if r.grad_rel_error is not None and isfinite(r.grad_rel_error):
-            add(["grad_rel_error", float(r.grad_rel_error), ms, step])
+            value = getattr(r, key)
+            # MLflow stores inf as 1.8e308 and nan as 0: history.csv has them. None: not measured.
+            if value is not None and isfinite(value):
+                add([key, float(value), ms, step])
         self._last_queued = step
 
     # -------------------------------------------------------------------- finish
@@ -278,23 +279,22 @@ class MlflowSink:
             self.recorder.record("artifact", local=ARTIFACTS_DIR, path=None)
             self.recorder.record("tags", tags=tags)
             if finals and self.settings.log_model:
-                self._record_model(finals)
+                self.recorder.record("model", **model_record(
+                    ARTIFACTS_DIR + "/weights/W_final.npy", step=self._end["steps_taken"],
+                    example=self._example, metrics=finals, dataset=self._dataset,
+                ))  # fmt: skip
             self.synced = self.recorder.finish(status)
-        except (KeyboardInterrupt, signals.Terminated, TrackingError, JournalError) as err:
-            # Interrupted while waiting for the store, or the store refused the run.
+        except (KeyboardInterrupt, signals.Terminated, TrackingError, JournalError, OSError) as err:
+            # Interrupted while waiting for the store, the store refused the run, or the
+            # disk is full: the store's run must not stay RUNNING.
+            if isinstance(err, OSError | JournalError):
+                err = JournalError.writing(err)
+                self.recorder.abandon(status if status != "FINISHED" else "FAILED", str(err))
             if exc is None:
                 print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
-                raise
+                raise err from None
             print(f"numgrad: {describe_error(err)}", file=sys.stderr)
+        if isinstance(exc, JournalError):
+            self.recorder.abandon(status, str(exc))
         if exc is not None and not self.synced:
             print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
-
-    def _record_model(self, finals: list[list[Any]]) -> None:
-        """The final SimpleNet, to be logged as a model (:mod:`numgrad.tracking.model`)."""
-        weights = Path(ARTIFACTS_DIR) / "weights" / "W_final.npy"
-        keep = [m for m in finals if not m[0].startswith(W_METRIC_PREFIX)]
-        source = {k: v for k, v in base_tags().items() if k.startswith("mlflow.")}
-        self.recorder.record("model", **model_record(
-            str(weights), step=self._end["steps_taken"], example=self._example, metrics=keep,
-            dataset=self._dataset, tags=source,
-        ))  # fmt: skip

@@ -2,9 +2,16 @@
 
 Each journal goes into the run it belongs to: the same run where the store has it,
 else a new run with the journal's start time, name, params and tags (a sweep's
-children under their parent's run). What the store has not acknowledged is sent,
-then the final status; a run whose process died without one (SIGKILL, a power cut)
-ends KILLED. Sending is idempotent, so a second sync changes nothing.
+children under their parent's run: a child synced alone brings its parent along).
+A journal is untrusted input: each of its records is checked, and every file it names
+must lie inside its own folder, before its run is created or touched; a journal that
+fails is named, with its line and why, and skipped whole while the others go on.
+
+Its upload holds the journal's lock, so two syncs (or a sync and a sweep's sender)
+never send one journal twice; the lock also tells a live run, which holds it for its
+life. A journal with no end whose process is gone (SIGKILL, a power cut) ends KILLED,
+decided under the lock on a fresh read. What the store has is acknowledged batch by
+batch, so an interrupted sync resumes where it stopped; a second sync changes nothing.
 """
 
 from __future__ import annotations
@@ -12,28 +19,35 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from numgrad import command, signals
-from numgrad.tracking import replay
-from numgrad.tracking.journal import JOURNAL_FILE, Journal, JournalError, JournalView, read_journal
+from numgrad import command
+from numgrad.tracking.entries import PathError
+from numgrad.tracking.journal import (
+    JOURNAL_FILE,
+    Journal,
+    JournalError,
+    JournalReader,
+    read_journal,
+)
 from numgrad.tracking.mlflow_store import MlflowStore
-from numgrad.tracking.provenance import process_gone
 from numgrad.tracking.records import describe_error
+from numgrad.tracking.uploader import JournalBusy, Uploader, end_if_writer_gone, journal_lock
 from numgrad.tracking.uri import TrackingError, check_uri
 
 DEFAULT_ROOT = Path("outputs")
+ADVICE = "start it, or name another store with numgrad-sync --uri"
 
 
 @dataclass
 class Result:
-    """What happened to one journal."""
+    """What happened to one journal: ``uploaded``, ``complete``, ``later`` (a live run,
+    or another process has it: a note) or ``skipped`` (an error)."""
 
     path: Path
-    state: str  # "uploaded", "complete", "skipped"
+    state: str
     line: str
 
 
@@ -49,100 +63,125 @@ def find_journals(paths: Sequence[Path]) -> list[Path]:
     return list(found)
 
 
+class Syncer:
+    """One numgrad-sync pass: the stores it opened, the journals it has done."""
+
+    def __init__(
+        self, uri: str | None = None, report: Callable[[Result], None] | None = None
+    ) -> None:
+        self.uri, self.report = uri, report
+        self.stores: dict[str, MlflowStore] = {}
+        self.results: dict[Path, Result] = {}
+
+    def sync(self, paths: Sequence[Path]) -> list[Result]:
+        # A sweep's parent journal lies above its children's: shallower paths first.
+        for path in sorted(find_journals(paths), key=lambda p: (len(p.parts), p)):
+            self.sync_one(path)
+        return list(self.results.values())
+
+    def sync_one(self, path: Path) -> Result:
+        if path not in self.results:
+            self.results[path] = result = self._sync_one(path)
+            if self.report is not None:
+                self.report(result)
+        return self.results[path]
+
+    def _sync_one(self, path: Path) -> Result:
+        where = _short(path.parent)
+        try:
+            lock = journal_lock(path)
+        except JournalBusy:
+            return Result(path, "later", f"{where}: left for later: {_holder(path)}")
+        try:
+            try:
+                reader = read_journal(path)  # fresh, under the lock
+            except JournalError as exc:
+                return Result(path, "skipped", f"{path}: skipped, unreadable: {exc}")
+            target = check_uri(self.uri or reader.start["uri"], advice=ADVICE)
+            if reader.synced(target):
+                run_id = reader.runs[target]
+                return Result(path, "complete", f"{where}: already complete in run {run_id}")
+            tags = reader.start.get("tags") or {}
+            elsewhere = tags.get("numgrad.host") != socket.gethostname()  # no evidence to wait for
+            dead = tags.get("numgrad.pid") if elsewhere else None
+            if reader.end is None and not end_if_writer_gone(reader, dead_pid=dead):
+                pid = tags.get("numgrad.pid")
+                return Result(path, "later", f"{where}: left for later: its run is still going "
+                              f"(pid {pid})")  # fmt: skip
+            return self._upload(path, reader, target, where)
+        except (TrackingError, JournalError, PathError) as exc:
+            return Result(path, "skipped", f"{where}: skipped: {exc}")
+        except Exception as exc:
+            return Result(path, "skipped", f"{where}: stopped part-way: {describe_error(exc)}; "
+                          "the journal records how far it got: sync it again to go on")  # fmt: skip
+        finally:
+            lock.release()
+
+    def _upload(self, path: Path, reader: JournalReader, target: str, where: str) -> Result:
+        store = self.stores.get(target) or self.stores.setdefault(
+            target, MlflowStore(target).open()
+        )
+        parent = self._parent(reader, target)
+        torn = reader.torn  # a torn last line is cut off when the journal is reopened
+        journal, _ = Journal.reopen(path)
+        try:
+            uploader = Uploader(store, reader, journal=journal, parent_run_id=parent)
+            sent = uploader.upload()
+        finally:
+            journal.close()
+        status = sent.status or reader.end["status"]
+        note = f" (skipped {torn})" if torn else ""
+        counted = ((sent.inputs, "dataset input"), (sent.models, "model"))
+        extra = "".join(f", {_count(n, what)}" for n, what in counted if n)
+        return Result(
+            path, "uploaded",
+            f"{where}: uploaded {sent.values} values ({sent.metrics} metric values), "
+            f"{_count(sent.artifacts, 'artifact')}{extra} to run {uploader.run_id} "
+            f"({reader.start['run_name']}) in {target}; {status}{note}",
+        )  # fmt: skip
+
+    def _parent(self, reader: JournalReader, uri: str) -> str | None:
+        """The parent's run id in this store; a child synced first brings its parent along."""
+        relative = reader.start.get("parent_journal")
+        if not relative:
+            return None
+        path = (reader.path.parent / relative).resolve()
+        if path.is_file() and path.parent == reader.path.parent.parent:
+            parent = read_journal(path)
+            if uri not in parent.runs:
+                done = self.sync_one(path)
+                if done.state not in ("uploaded", "complete"):
+                    raise JournalError(
+                        f"its sweep's parent journal could not be synced first ({done.line}); "
+                        f"sync the sweep dir {path.parent} once the sweep has ended"
+                    )
+                parent = read_journal(path)
+            return parent.runs.get(uri)
+        return None
+
+
+def _holder(path: Path) -> str:
+    """Who holds a journal's lock, as far as its start record tells."""
+    try:
+        reader = JournalReader(path).read_new()
+        start = reader.start if reader.entries else {}
+    except JournalError:
+        start = {}
+    pid = (start.get("tags") or {}).get("numgrad.pid")
+    if pid and not start.get("handed_over"):
+        return f"its run is still going (pid {pid})"
+    if start.get("handed_over"):
+        return "its sweep's sender is sending it"
+    return "another numgrad-sync is uploading it"
+
+
 def sync(paths: Sequence[Path], uri: str | None = None) -> list[Result]:
     """Upload every journal under ``paths`` into its store (or ``uri``); one result each."""
-    views: list[tuple[Path, JournalView | JournalError]] = []
-    for path in find_journals(paths):
-        try:
-            views.append((path, read_journal(path)))
-        except JournalError as exc:
-            views.append((path, exc))
-    # Parents first: a child's run is created under its parent's.
-    views.sort(key=lambda pv: isinstance(pv[1], JournalView) and pv[1].start.get("type") != "sweep")
-    stores: dict[str, MlflowStore] = {}
-    return [_sync_one(path, view, uri, stores) for path, view in views]
-
-
-def _sync_one(
-    path: Path, view: JournalView | JournalError, uri: str | None, stores: dict[str, MlflowStore]
-) -> Result:
-    where = _short(path.parent)
-    if isinstance(view, JournalError):
-        return Result(path, "skipped", f"{path}: skipped, unreadable: {view}")
-    try:
-        target = check_uri(uri or view.start["uri"])
-        if view.synced(target):
-            return Result(path, "complete", f"{where}: already complete in run {view.runs[target]}")
-        if view.end is None and _still_running(view):
-            pid = view.start["tags"].get("numgrad.pid")
-            return Result(path, "skipped", f"{where}: skipped, its run is still going (pid {pid})")
-        store = stores.get(target) or stores.setdefault(target, MlflowStore(target).open())
-        return _upload(path, view, target, store, where)
-    except (TrackingError, JournalError) as exc:
-        return Result(path, "skipped", f"{where}: skipped: {exc}")
-    except Exception as exc:
-        return Result(path, "skipped", f"{where}: skipped: {describe_error(exc)}")
-
-
-def _upload(path: Path, view: JournalView, uri: str, store: MlflowStore, where: str) -> Result:
-    journal, torn = Journal.reopen(path)
-    try:
-        run_id = view.runs.get(uri)
-        entries = view.pending(uri)
-        if run_id is None or store.get_run(run_id) is None:
-            run_id = replay.open_run(store, _start(view, uri), parent_run_id=_parent(view, uri))
-            journal.append("run", uri=uri, run_id=run_id)
-            entries = view.entries
-        if view.end is None:  # its process died without a status: it was killed
-            entries = [*entries, *journal.end_killed(view.entries)]
-        sent = replay.send(store, run_id, entries, path.parent)
-        with signals.held():
-            journal.append("ack", uri=uri, seq_acked=max(e["seq"] for e in entries))
-    finally:
-        journal.close()
-    values = sent.metrics + sent.params + sent.tags
-    status = sent.status or (view.end or {}).get("status", "?")
-    note = f" (skipped {torn})" if torn else ""
-    extra = "".join(f", {_count(n, what)}" for n, what in ((sent.inputs, "dataset input"),
-                                                          (sent.models, "model")) if n)  # fmt: skip
-    return Result(
-        path, "uploaded",
-        f"{where}: uploaded {values} values ({sent.metrics} metric values), "
-        f"{_count(sent.artifacts, 'artifact')}{extra} to run {run_id} "
-        f"({view.start['run_name']}); {status}{note}",
-    )  # fmt: skip
+    return Syncer(uri).sync(paths)
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _start(view: JournalView, uri: str) -> dict[str, Any]:
-    """The start record, without a parent id that belongs to another store."""
-    start = dict(view.start)
-    if uri != start["uri"]:
-        start["tags"] = {k: v for k, v in start["tags"].items() if k != replay.PARENT_TAG}
-    return start
-
-
-def _parent(view: JournalView, uri: str) -> str | None:
-    """The parent's run id in this store, from the parent's journal (an offline sweep)."""
-    relative = view.start.get("parent_journal")
-    if not relative:
-        return None
-    try:
-        parent = read_journal((view.path.parent / relative).resolve())
-    except JournalError:
-        return None
-    return parent.runs.get(uri)
-
-
-def _still_running(view: JournalView) -> bool:
-    """True when the journal's process is alive on this host (never sync a live run)."""
-    tags = view.start.get("tags") or {}
-    same_host = tags.get("numgrad.host") == socket.gethostname()
-    pid = tags.get("numgrad.pid", "")
-    return same_host and pid.isdigit() and not process_gone(tags, view.start["start_time"])
 
 
 def _short(path: Path) -> str:
@@ -174,14 +213,18 @@ def _command(argv: Sequence[str] | None) -> int:
             why = f"no run journal ({JOURNAL_FILE}) at or under it"
         if why is not None:
             raise command.UsageError(f"{path}: {why}")
-    results = sync(args.paths or [DEFAULT_ROOT], args.uri)
-    for result in results:
+
+    def report(result: Result) -> None:  # each journal's line as it is done
         if args.paths or result.state != "complete":
             stream = sys.stderr if result.state == "skipped" else sys.stdout
-            print(f"numgrad-sync: {result.line}", file=stream)
-    counts = {s: sum(r.state == s for r in results) for s in ("uploaded", "complete", "skipped")}
+            print(f"numgrad-sync: {result.line}", file=stream, flush=True)
+
+    results = Syncer(args.uri, report).sync(args.paths or [DEFAULT_ROOT])
+    counts = {s: sum(r.state == s for r in results)
+              for s in ("uploaded", "complete", "later", "skipped")}  # fmt: skip
+    later = f", {counts['later']} left for later" if counts["later"] else ""
     print(f"numgrad-sync: {_count(len(results), 'journal')}: {counts['uploaded']} uploaded, "
-          f"{counts['complete']} already complete, {counts['skipped']} skipped")  # fmt: skip
+          f"{counts['complete']} already complete{later}, {counts['skipped']} skipped")  # fmt: skip
     return command.FAILED if counts["skipped"] else 0
 
 

@@ -68,11 +68,26 @@ def is_http(uri: str) -> bool:
     return uri.lower().startswith(("http://", "https://"))
 
 
-def check_uri(uri: str, *, probe: bool = True) -> str:
+def is_local(uri: str) -> bool:
+    """True for a store that only this machine can write: a SQLite file or a file store.
+
+    Examples
+    --------
+    >>> is_local("sqlite:///outputs/mlflow.db"), is_local("outputs/mlruns")
+    (True, True)
+    >>> is_local("http://127.0.0.1:5000"), is_local("postgresql://db/mlflow")
+    (False, False)
+    """
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    return scheme in ("sqlite", "file", "") or len(scheme) == 1  # "C:" is a drive letter
+
+
+def check_uri(uri: str, *, probe: bool = True, advice: str = "") -> str:
     """Fail fast on a URI that cannot work; return it with SQLite paths made absolute.
 
     ``probe=False`` contacts nothing and creates nothing (an offline run only records
-    which store it is meant for): the URI is only normalised.
+    which store it is meant for): the URI is only normalised. ``advice`` replaces
+    numgrad's own for a server that does not answer (numgrad-sync has its own).
     """
     scheme = urllib.parse.urlsplit(uri).scheme.lower()
     base = scheme.split("+")[0]  # postgresql+psycopg2 -> postgresql
@@ -87,7 +102,7 @@ def check_uri(uri: str, *, probe: bool = True) -> str:
         return _check_sqlite(uri, probe)
     if base in ("http", "https"):
         if probe:
-            _probe_server(uri)
+            _probe_server(uri, advice or f"start it, set tracking.uri, or {OFFLINE_HINT}")
         for key, value in HTTP_ENV.items():
             os.environ.setdefault(key, value)
     if base in ("file", ""):
@@ -202,7 +217,7 @@ def _check_writable_dir(directory: Path, uri: str) -> None:
         ) from None
 
 
-def _probe_server(uri: str) -> None:
+def _probe_server(uri: str, advice: str) -> None:
     """GET ``<uri>/health`` a few times; any HTTP answer counts as reachable."""
     last = ""
     for attempt in range(PROBE_ATTEMPTS):
@@ -213,8 +228,7 @@ def _probe_server(uri: str) -> None:
             return
         last = reason
     raise TrackingError(
-        f"tracking server {uri} is not reachable ({last}) after {PROBE_ATTEMPTS} attempts; "
-        f"start it, set tracking.uri, or {OFFLINE_HINT}"
+        f"tracking server {uri} is not reachable ({last}) after {PROBE_ATTEMPTS} attempts; {advice}"
     )
 
 

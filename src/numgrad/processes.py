@@ -1,0 +1,84 @@
+"""Process facts from psutil: is a process alive, when did it start, its pool workers.
+
+Every question numgrad asks about a process (a run's writer, a sweep's sender, a
+joblib worker) is answered here, by psutil, never by parsing ``/proc`` by hand.
+
+Examples
+--------
+>>> import os
+>>> alive(os.getpid()), alive(2**22 + 1)
+(True, False)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+
+import psutil
+
+_DEAD = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+START_SLACK_SECONDS = 2.0  # a process's start time and a run's start time differ this much
+
+
+def alive(pid: int) -> bool:
+    """Is ``pid`` running? A zombie (killed, not yet reaped) is not."""
+    try:
+        return psutil.Process(pid).status() not in _DEAD
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+    except psutil.AccessDenied:
+        return True  # another user's process: it exists
+
+
+def started_at(pid: int) -> float | None:
+    """Start time of ``pid`` in epoch seconds; None when there is no such process."""
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+
+
+def gone(pid: int, since_ms: int | None) -> bool:
+    """True when process ``pid``, which was running at ``since_ms``, no longer runs.
+
+    A pid that now belongs to a process started after ``since_ms`` was reused: the
+    process it named is gone too.
+    """
+    if not alive(pid):
+        return True
+    started = started_at(pid)
+    return (
+        started is not None
+        and since_ms is not None
+        and started > since_ms / 1000 + (START_SLACK_SECONDS)
+    )
+
+
+def writer_gone(tags: Mapping[str, str], start_ms: int | None) -> bool:
+    """True when the process a run's ``numgrad.host``/``numgrad.pid`` tags name is gone.
+
+    Never true for another host's run: nothing here can see its processes.
+    """
+    pid = tags.get("numgrad.pid", "")
+    if tags.get("numgrad.host") != socket.gethostname() or not pid.isdigit():
+        return False
+    return int(pid) != os.getpid() and gone(int(pid), start_ms)
+
+
+def pool_workers() -> list[int]:
+    """The pids of this process's live loky (joblib) workers."""
+    found = []
+    for child in psutil.Process().children():
+        try:
+            if child.status() not in _DEAD and any("popen_loky" in a for a in child.cmdline()):
+                found.append(child.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def available_memory() -> int:
+    """Bytes of memory the system can still hand out (psutil's ``available``)."""
+    return int(psutil.virtual_memory().available)

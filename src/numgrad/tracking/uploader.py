@@ -1,0 +1,289 @@
+"""How a record reaches MLflow: one journal's pending records brought into one store.
+
+The live run, a sweep's sender and ``numgrad-sync`` all send through an
+:class:`Uploader`, and nothing else writes a run to a store. It
+
+- creates the run a journal's ``start`` describes, once (the journal then records
+  its id: a ``run`` record), or goes on in the run the journal names;
+- checks the paths a record names before anything of it is sent: an artifact or a
+  model's weights must lie inside the journal's own folder, symlinks resolved;
+- sends the records in order, metrics, params and tags in shared batches, and
+  acknowledges each batch as it is stored (an ``ack`` record: how far the store
+  holds the journal, down to the metric row), so an interrupted upload resumes
+  where it stopped instead of sending again what the store has.
+
+Only the journal's owner appends to it: its writer (the live run), or whoever holds
+its lock once the writer is done (``numgrad-sync``, a sweep's sender). An uploader
+that does not own the journal yet keeps its bookkeeping in memory and writes it when
+the journal has ended (:meth:`Uploader.record_where_it_went`).
+
+Sending twice is harmless: the SQL store ignores a metric value it already holds
+(same key, step, timestamp and value), params and tags are rewritten with the same
+value, a dataset input the run has is not added again, a logged model is found by its
+key before one is made, and the end status is set again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from numgrad import signals
+from numgrad.processes import writer_gone
+from numgrad.tracking.entries import check_paths
+from numgrad.tracking.journal import Journal, JournalReader
+from numgrad.tracking.mlflow_store import Metric, MlflowStore
+from numgrad.tracking.model import send_model
+from numgrad.tracking.records import MAX_METRICS_PER_BATCH
+
+PARENT_TAG = "mlflow.parentRunId"
+KEY_TAG = "numgrad.journal_key"  # a run's journal: no journal ever makes two runs
+UPLOAD_ERROR_TAG = "numgrad.upload_error"  # on a run whose upload broke off; gone once complete
+
+
+class JournalBusy(Exception):
+    """Another process owns the journal (its live run, a sweep's sender, another sync)."""
+
+
+def journal_lock(path: Path, timeout: float = 0.0) -> filelock.BaseFileLock:
+    """The lock a journal's owner holds (``<journal>.lock``); raise :class:`JournalBusy`
+    when another process holds it past ``timeout`` seconds."""
+    lock = filelock.FileLock(f"{path}.lock", timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise JournalBusy(f"{path} is being written or uploaded by another process") from None
+    return lock
+
+
+@dataclass
+class Sent:
+    """What an uploader has sent so far."""
+
+    metrics: int = 0
+    params: int = 0
+    tags: int = 0
+    artifacts: int = 0
+    inputs: int = 0
+    models: int = 0
+    status: str | None = None
+
+    @property
+    def values(self) -> int:
+        return self.metrics + self.params + self.tags
+
+
+class Uploader:
+    """Brings the records of ``reader``'s journal into ``store`` (see the module's docstring).
+
+    ``journal`` is the journal's open writer when the caller owns it; None when its
+    writer may still be writing. ``parent_run_id`` makes a new run a child of that run.
+    """
+
+    def __init__(
+        self,
+        store: MlflowStore,
+        reader: JournalReader,
+        *,
+        journal: Journal | None = None,
+        parent_run_id: str | None = None,
+        experiment_id: str | None = None,
+    ) -> None:
+        self.store, self.reader, self.journal = store, reader, journal
+        self.uri = store.uri
+        self.parent_run_id, self.experiment_id = parent_run_id, experiment_id
+        self.run_id: str | None = reader.runs.get(self.uri)
+        self.acked, self.rows = reader.acked.get(self.uri, 0), reader.rows.get(self.uri, 0)
+        self.sent = Sent()
+        self.recorded = False  # the run id and ack are written into the ended journal
+        self._checked_run = False
+        self._repair = False  # an earlier upload broke off: its tag goes once complete
+
+    @property
+    def base_dir(self) -> Path:
+        return self.reader.path.parent
+
+    @property
+    def done(self) -> bool:
+        """The store holds every record read so far."""
+        entries = self.reader.entries
+        return self.run_id is not None and (not entries or self.acked >= entries[-1]["seq"])
+
+    def upload(self) -> Sent:
+        """Read what is new, check it, then send what the store lacks; raise on failure
+        (an outage, a refused record, a path outside the journal's folder)."""
+        self.reader.read_new()
+        pending = [e for e in self.reader.entries if e["seq"] > self.acked]
+        for entry in pending:
+            check_paths(entry, self.base_dir)
+        self._open_run()
+        try:
+            for batch, upto in self._batches(pending):
+                with signals.held():  # a batch and its acknowledgement go together
+                    self._send(batch)
+                    self.acked, self.rows = upto
+                    self._append("ack", uri=self.uri, seq_acked=upto[0], rows=upto[1])
+        except BaseException as exc:
+            self._broke_off(exc)
+            raise
+        if self._repair and self.reader.end is not None and self.done:
+            self.store.call(self.store.client.delete_tag, self.run_id, UPLOAD_ERROR_TAG)
+            self._repair = False
+        return self.sent
+
+    def record_where_it_went(self) -> None:
+        """Write the run id and the store's ack into an ended journal (its writer is
+        done), also after an outage: ``numgrad-sync`` then goes on in that run."""
+        if self.run_id is None or self.recorded:
+            return
+        if self.journal is None:
+            journal, _ = Journal.reopen(self.reader.path)
+            try:
+                journal.append("run", uri=self.uri, run_id=self.run_id)
+                journal.append("ack", uri=self.uri, seq_acked=self.acked, rows=self.rows)
+            finally:
+                journal.close()
+        self.recorded = True
+
+    # ------------------------------------------------------------------ the run
+
+    def _open_run(self) -> None:
+        if self.run_id is not None and not self._checked_run and self.journal is not None:
+            run = self.store.get_run(self.run_id)  # a store that lost the run gets it anew
+            if run is None:
+                self.run_id, self.acked, self.rows = None, 0, 0
+            else:
+                self._repair = UPLOAD_ERROR_TAG in run.data.tags
+        self._checked_run = True
+        if self.run_id is not None:
+            return
+        start = self.reader.start
+        tags = dict(start.get("tags") or {})
+        if start["uri"] != self.uri:  # a parent id belongs to the store the journal names
+            tags.pop(PARENT_TAG, None)
+        if self.parent_run_id:
+            tags[PARENT_TAG] = self.parent_run_id
+        experiment_id = self.experiment_id or self.store.experiment_id(start["experiment"])
+        self.experiment_id = experiment_id
+        if PARENT_TAG not in tags:  # a top-level run: runs of dead processes end KILLED
+            self.store.reconcile_orphans(experiment_id)
+        self.acked, self.rows = 0, 0
+        key = start.get("key")
+        if key:  # the journal's own id: a run made for it before (its run record lost) is it
+            tags[KEY_TAG] = key
+            found = self.store.search_runs([experiment_id], f"tags.`{KEY_TAG}` = '{key}'")
+            self.run_id = found[0].info.run_id if found else None
+        if self.run_id is None:
+            self.run_id = self.store.create_run(
+                experiment_id, run_name=start["run_name"], tags=tags, start_time=start["start_time"]
+            )
+        self._append("run", uri=self.uri, run_id=self.run_id)
+
+    def _append(self, kind: str, **fields: Any) -> None:
+        if self.journal is not None:
+            self.journal.append(kind, **fields)
+            self.journal.flush()
+
+    def _broke_off(self, exc: BaseException) -> None:
+        """Mark a run whose upload stopped part-way FAILED, so that it is never left
+        RUNNING; the journal holds how far it got, and a later upload completes it."""
+        if self.run_id is None or self.journal is None or not isinstance(exc, Exception):
+            return
+        if self.reader.end is None or MlflowStore.is_outage(exc):
+            return  # a live run goes on, or the store cannot be told anyway
+        try:
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            self.store.call(self.store.client.set_tag, self.run_id, UPLOAD_ERROR_TAG, reason)
+            self.store.terminate(self.run_id, "FAILED", int(time.time() * 1000))
+            self._repair = True
+        except Exception:
+            pass  # the error being raised says what went wrong
+
+    # --------------------------------------------------------------- the records
+
+    def _batches(self, pending: list[dict[str, Any]]) -> Iterator[tuple[list, tuple[int, int]]]:
+        """Groups of records to send together, each with how far the store then holds
+        the journal: ``(seq of the last whole record, metric rows of the next one)``."""
+        batch: list[Any] = []
+        count = 0
+        for entry in pending:
+            kind, seq = entry["kind"], entry["seq"]
+            if kind == "metrics":
+                rows = entry["metrics"]
+                i = self.rows if seq == self.acked + 1 else 0
+                while i < len(rows):
+                    chunk = rows[i : i + MAX_METRICS_PER_BATCH - count]
+                    batch.append(("metrics", chunk))
+                    count, i = count + len(chunk), i + len(chunk)
+                    if count >= MAX_METRICS_PER_BATCH:
+                        yield batch, ((seq, 0) if i == len(rows) else (seq - 1, i))
+                        batch, count = [], 0
+                continue
+            if kind in ("params", "tags", "start"):
+                batch.append((kind, entry))
+                continue
+            if batch:
+                yield batch, (seq - 1, 0)
+            batch, count = [], 0
+            yield [(kind, entry)], (seq, 0)
+        if batch:
+            yield batch, (pending[-1]["seq"], 0)
+
+    def _send(self, batch: list[tuple[str, Any]]) -> None:
+        store, run_id, sent = self.store, self.run_id, self.sent
+        metrics: list[Metric] = []
+        params: dict[str, str] = {}
+        tags: dict[str, str] = {}
+        for kind, item in batch:
+            if kind == "metrics":
+                metrics.extend((k, float(v), int(ms), int(step)) for k, v, ms, step in item)
+            elif kind == "params":
+                params.update(item["params"])
+            elif kind == "tags":
+                tags.update(item["tags"])
+            elif kind == "artifact":
+                store.log_artifact(run_id, self.base_dir / item["local"], item.get("path"))
+                sent.artifacts += 1
+            elif kind == "input":
+                store.log_dataset(run_id, item["dataset"], item["context"])
+                sent.inputs += 1
+            elif kind == "model":
+                send_model(store, run_id, item, self.base_dir)
+                sent.models += 1
+            elif kind == "end":
+                store.terminate(run_id, item["status"], item.get("end_time"))
+                sent.status = item["status"]
+            # "start" is the run's creation (_open_run); nothing more to send for it.
+        if metrics or params or tags:
+            store.log(run_id, metrics=metrics, params=params, tags=tags)
+            sent.metrics += len(metrics)
+            sent.params += len(params)
+            sent.tags += len(tags)
+
+
+def end_if_writer_gone(reader: JournalReader, *, dead_pid: str | None = None) -> bool:
+    """End a journal KILLED when its run has no end and its writer is gone; True if so.
+
+    Call it as the journal's owner (its lock held). The decision is taken on a fresh
+    read, and only with evidence: the host, pid and start time of its start record
+    name a process that no longer runs (or ``dead_pid``, a process known to be dead).
+    """
+    reader.read_new()
+    if not reader.entries or reader.end is not None:
+        return False
+    tags = reader.start.get("tags") or {}
+    dead = dead_pid is not None and tags.get("numgrad.pid") == dead_pid
+    if not (dead or writer_gone(tags, reader.start["start_time"])):
+        return False
+    journal, _ = Journal.reopen(reader.path)
+    try:
+        journal.end_killed(reader.entries)
+    finally:
+        journal.close()
+    reader.read_new()
+    return True
