@@ -35,7 +35,7 @@ import filelock
 
 from numgrad import signals
 from numgrad.processes import writer_gone
-from numgrad.tracking.entries import check_paths
+from numgrad.tracking.entries import PathError, check_paths
 from numgrad.tracking.journal import Journal, JournalReader
 from numgrad.tracking.mlflow_store import Metric, MlflowStore
 from numgrad.tracking.model import send_model
@@ -119,7 +119,11 @@ class Uploader:
         self.reader.read_new()
         pending = [e for e in self.reader.entries if e["seq"] > self.acked]
         for entry in pending:
-            check_paths(entry, self.base_dir)
+            try:
+                check_paths(entry, self.base_dir)
+            except PathError as exc:  # name the journal and the record, as a bad line is
+                where = f"{self.reader.path}: record {entry['seq']} ({entry['kind']})"
+                raise PathError(f"{where}: {exc}") from None
         self._open_run()
         try:
             for batch, upto in self._batches(pending):
