@@ -386,10 +386,10 @@ def hostile_npy(path: Path, how: str) -> None:
             np.lib.format.write_array_header_1_0(f, header)
             f.write(b"\0" * 48)
     elif how == "huge-sparse":  # a file as large as its header says, but holding nothing
-        header = {"descr": "<f8", "fortran_order": False, "shape": (40000, 40000)}
+        header = {"descr": "<f8", "fortran_order": False, "shape": (17000, 17000)}
         with open(path, "wb") as f:
             np.lib.format.write_array_header_1_0(f, header)
-            f.truncate(f.tell() + 40000 * 40000 * 8)
+            f.truncate(f.tell() + 17000 * 17000 * 8)  # 2.3 GB, past the 2 GiB cap
     elif how == "pickle":
         np.save(path, np.array([{"x": 1}], dtype=object), allow_pickle=True)
     elif how == "3d":
