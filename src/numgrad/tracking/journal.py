@@ -236,7 +236,9 @@ class JournalReader:
                 check_start(entry)
         except ValueError as exc:
             raise JournalError(f"{where}: {exc}") from None
-        self.last_seq = max(self.last_seq, entry["seq"])
+        if entry["seq"] <= self.last_seq:  # acks count on it: "every record up to seq"
+            raise JournalError(f"{where}: seq={entry['seq']} does not follow seq={self.last_seq}")
+        self.last_seq = entry["seq"]
         kind = entry["kind"]
         if kind == "run":
             self.runs[entry["uri"]] = entry["run_id"]

@@ -16,11 +16,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from numgrad.processes import writer_gone
+from numgrad.processes import alive, writer_gone
 
 PARENT_RUN_ENV = "NUMGRAD_PARENT_RUN_ID"  # set by a sweep for its jobs
 PARENT_JOURNAL_ENV = "NUMGRAD_PARENT_JOURNAL"  # the sweep parent's journal (offline sweeps)
 SENDER_ENV = "NUMGRAD_SWEEP_SENDER"  # a local sweep's store: its sender sends the jobs' journals
+#: On a run created for a journal whose writer is gone: the pid of the process uploading it
+#: (numgrad-sync, a sweep's sender). While that process lives, the run is not an orphan.
+UPLOADER_TAG = "numgrad.uploader_pid"
 
 #: Runs open in this process: the orphan check must not take a reused worker's own
 #: earlier-started run (same pid) for a dead one.
@@ -104,4 +107,7 @@ def orphaned(run: Any) -> bool:
     same_host = tags.get("numgrad.host") == socket.gethostname()
     if same_host and tags.get("numgrad.pid") == str(os.getpid()):
         return run.info.run_id not in ACTIVE_RUNS
+    uploader = tags.get(UPLOADER_TAG, "")
+    if same_host and uploader.isdigit() and alive(int(uploader)):
+        return False  # its writer is gone, but another process is filling it right now
     return writer_gone(tags, run.info.start_time)

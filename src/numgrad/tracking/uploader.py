@@ -25,6 +25,7 @@ key before one is made, and the end status is set again.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,10 +36,11 @@ import filelock
 
 from numgrad import signals
 from numgrad.processes import writer_gone
-from numgrad.tracking.entries import check_paths
+from numgrad.tracking.entries import PathError, check_paths
 from numgrad.tracking.journal import Journal, JournalReader
 from numgrad.tracking.mlflow_store import Metric, MlflowStore
 from numgrad.tracking.model import send_model
+from numgrad.tracking.provenance import UPLOADER_TAG
 from numgrad.tracking.records import MAX_METRICS_PER_BATCH
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -120,7 +122,11 @@ class Uploader:
         self.reader.read_new()
         pending = [e for e in self.reader.entries if e["seq"] > self.acked]
         for entry in pending:
-            check_paths(entry, self.base_dir)
+            try:
+                check_paths(entry, self.base_dir)
+            except PathError as exc:  # name the journal and the record, as a bad line is
+                where = f"{self.reader.path}: record {entry['seq']} ({entry['kind']})"
+                raise PathError(f"{where}: {exc}") from None
         self._open_run()
         try:
             for batch, upto in self._batches(pending):
@@ -168,6 +174,8 @@ class Uploader:
             tags.pop(PARENT_TAG, None)
         if self.parent_run_id:
             tags[PARENT_TAG] = self.parent_run_id
+        if tags.get("numgrad.pid") != str(os.getpid()):  # sent for a writer that is gone:
+            tags[UPLOADER_TAG] = str(os.getpid())  # another's reconcile must not end it KILLED
         experiment_id = self.experiment_id or self.store.experiment_id(start["experiment"])
         self.experiment_id = experiment_id
         if PARENT_TAG not in tags:  # a top-level run: runs of dead processes end KILLED
