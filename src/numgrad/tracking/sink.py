@@ -47,6 +47,7 @@ from numgrad.tracking.records import (
     LONG_VALUE,
     MAX_KEY,
     STEP_METRICS,
+    clip,
     describe_error,
     fit_tag,
     flatten_params,
@@ -82,7 +83,7 @@ def open_sink(
     if output_dir is None:
         raise TrackingError("a tracked run needs an output dir for its journal")
     return MlflowSink(
-        settings, uri=uri, run_name=settings.run_name or run_name_from(overrides),
+        settings, uri=uri, run_name=clip(settings.run_name or run_name_from(overrides), MAX_KEY),
         config=config, overrides=list(overrides), output_dir=Path(output_dir),
         planned_steps=int(planned_steps), handed_over=bool(sweep_sender),
     )  # fmt: skip
@@ -98,7 +99,7 @@ class NullSink:
         return self
 
     def __exit__(self, *exc: object) -> bool:
-        return False
+        return False  # nothing recorded, nothing to end
 
     def log_start(self, W_init: np.ndarray | None) -> None:
         pass
