@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from numgrad.tracking.records import run_name_from, swept_values
 
 
@@ -24,6 +26,13 @@ def planned_jobs(
         return BasicSweeper.split_arguments(parsed, None)[0]
     except Exception:  # a sweep the basic sweeper will refuse itself, with its own message
         return None
+
+
+def job_count(config: Any, planned: Sequence[Sequence[str]] | None) -> int | None:
+    """How many jobs the sweep will launch, where its sweeper says so in advance: the
+    basic sweeper's ``planned`` jobs, Optuna's ``n_trials``."""
+    trials = OmegaConf.select(config, "hydra.sweeper.n_trials")
+    return len(planned) if planned is not None else trials if isinstance(trials, int) else None
 
 
 def short_target(target: Any) -> str:
