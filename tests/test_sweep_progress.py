@@ -47,7 +47,9 @@ def test_a_line_per_job_as_its_status_file_appears_then_the_jobs_no_file_announc
     os.utime(old / "numgrad_job.json", (time.time() - 3600,) * 2)
     watch = progress.JobWatch(sweep_dir, time.time(), 4, bar=False, out=out)
     watch.start()
-    assert out.getvalue().startswith(f"numgrad: sweep of 4 jobs in {sweep_dir}; ")
+    assert out.getvalue() == (
+        f"numgrad: sweep of 4 jobs in {sweep_dir} (each job's own output: <job>/numgrad.log)\n"
+    )
     first = job_dir(sweep_dir, 1, ["optimizer.lr=0.5"])
     write_job_status(first, ["optimizer.lr=0.5"], "FINISHED", job=1, final_loss=0.25,
                      final_accuracy=0.75, steps_taken=10, grad_rel_error=None)  # fmt: skip
@@ -223,12 +225,14 @@ def test_a_pool_workers_job_is_printed_when_it_ends_not_when_the_sweep_does(work
 
 
 @pytest.mark.slow
-def test_on_a_terminal_a_bar_counts_the_jobs_up_to_the_total(workdir):
-    leader, follower = pty.openpty()
+@pytest.mark.parametrize("size", [(40, 160), (0, 0)], ids=["sized", "size-unknown"])
+def test_on_a_terminal_a_bar_counts_the_jobs_up_to_the_total(workdir, size):
+    # (0, 0): a terminal that does not know its size, as under `script` or in some CIs
     import fcntl
     import termios
 
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # rows, cols
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))  # rows, cols
     env = {k: v for k, v in numgrad_env().items() if k != "CI"}
     import subprocess
 

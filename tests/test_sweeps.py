@@ -363,6 +363,16 @@ def test_ray_launcher_children_on_a_tracking_server(workdir, mlflow_server):
     for child in children:
         assert steps_of(client, child) == list(range(21))
     assert {r["run_id"] for r in summary(client, parent)} == {c.info.run_id for c in children}
+    # One line per job as it ended (its status file, on this machine's disk), none of
+    # the job's own output; the best child's page on the tracking server.
+    ends = [x for x in proc.stdout.splitlines() if x.startswith("numgrad: [")]
+    assert len(ends) == 4 and all(" FINISHED after " in x for x in ends), proc.stdout
+    assert "W_final" not in proc.stdout + proc.stderr
+    best = min(children, key=lambda c: c.data.metrics["final_loss"])
+    assert (
+        f"; page: {mlflow_server.uri}/#/experiments/{best.info.experiment_id}/runs/"
+        f"{best.info.run_id}?workflowType=machine_learning\n"
+    ) in proc.stdout
 
 
 @pytest.mark.slow

@@ -154,14 +154,20 @@ class JobWatch:
     def start(self) -> None:
         """Say what runs and where its output goes; look for jobs' ends from now on."""
         jobs = f"{self.total} jobs" if self.total else "jobs"
-        print(f"numgrad: sweep of {jobs} in {self.sweep_dir}; a line per job as it ends (its "
-              "own output: in its folder, numgrad.log)", file=self.out, flush=True)  # fmt: skip
+        print(f"numgrad: sweep of {jobs} in {self.sweep_dir} (each job's own output: "
+              "<job>/numgrad.log)", file=self.out, flush=True)  # fmt: skip
         if self._want_bar:
             from tqdm import tqdm
 
+            try:  # a terminal that does not know its size (`script`, some CIs) says 0 x 0,
+                # on which tqdm draws nothing: give it one
+                sized = os.get_terminal_size(self.err.fileno()).columns > 0
+            except (OSError, ValueError):
+                sized = False
             self.bar = tqdm(
                 total=self.total, desc="sweep", unit="job", file=self.err, ascii=True,
-                dynamic_ncols=True, mininterval=0.5,
+                dynamic_ncols=sized, ncols=None if sized else 100, nrows=None if sized else 24,
+                mininterval=0.5,
             )  # fmt: skip
         self._thread = threading.Thread(target=self._loop, name="numgrad-sweep-watch", daemon=True)
         self._thread.start()
