@@ -172,7 +172,7 @@ def test_an_offline_sweep_keeps_its_parent_and_children_after_sync(workdir):
                        multirun=True)  # fmt: skip
     assert proc.returncode == 0  # offline by choice
     last = proc.stdout.splitlines()[-4:]
-    assert last[0].startswith("numgrad: sweep FINISHED: 2 jobs (2 FINISHED) in ")
+    assert last[0].startswith("numgrad: sweep FINISHED: 2 jobs (2 FINISHED_NOT_SYNCED) in ")
     assert last[2] == (
         f"numgrad: recorded locally; upload it with: numgrad-sync {workdir.path / 'multirun'}"
     )

@@ -179,15 +179,14 @@ class JobWatch:
     def poll(self) -> None:
         """Print the line of every job whose status file appeared since the last look."""
         with self._lock:
-            for path in sorted(self.sweep_dir.glob(f"*/{JOB_STATUS_FILE}")):
+            ended = []
+            for path in self.sweep_dir.glob(f"*/{JOB_STATUS_FILE}"):
                 key = os.path.realpath(path.parent)
-                if key in self.seen:
-                    continue
-                try:
-                    if path.stat().st_mtime < self.started - 1.0:
-                        continue  # an earlier sweep's
-                except OSError:
-                    continue
+                with contextlib.suppress(OSError):  # older than the sweep: an earlier one's
+                    when = path.stat().st_mtime
+                    if key not in self.seen and when >= self.started - 1.0:
+                        ended.append((when, key, path))
+            for _, key, path in sorted(ended):  # in the order the jobs ended
                 record = read_job_status(path)
                 if record is None:
                     continue
@@ -247,8 +246,8 @@ def report(
     """The sweep's last lines: counts by status, the failed jobs, the best job, the pages.
 
     ``where`` are lines naming the parent run (or how to upload it); ``run_url`` gives
-    a child run's page. All goes to stdout, except a sweep that did not finish: its
-    count and its failed jobs go to stderr.
+    a child run's page. All goes to stdout, except the sweep's notes and, when it did
+    not finish, its count and its failed jobs: stderr.
     """
     n, failed = len(outcome.rows), outcome.failed
     for note in outcome.notes:
