@@ -93,22 +93,28 @@ class SweepCallback(Callback):
         progress.job_output_to_log(config)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        from hydra.core.utils import JobStatus
-
         progress.job_output_back()
-        if "MULTIRUN" not in str(OmegaConf.select(config, "hydra.mode")):
-            return
-        output_dir = Path(str(config.hydra.runtime.output_dir))
-        if job_return.status != JobStatus.FAILED or (output_dir / JOB_STATUS_FILE).exists():
-            return
-        # The public return_value property re-raises the job's exception and writes a
-        # line to stderr; here we only want to record it.
-        exc = job_return._return_value
-        with contextlib.suppress(OSError):
-            write_job_status(
-                output_dir, list(job_return.overrides or []), "FAILED",
-                error=describe_error(exc), job=int(config.hydra.job.num), pid=os.getpid(),
-            )  # fmt: skip
+        if "MULTIRUN" in str(OmegaConf.select(config, "hydra.mode")):
+            _record_failure(config, job_return)
+            if _SWEEP is not None:  # the job ran in the sweep's own process: its line at once
+                _SWEEP.watch.poll()
+
+
+def _record_failure(config: DictConfig, job_return: Any) -> None:
+    """A job that failed with an unexpected exception, in its status file."""
+    from hydra.core.utils import JobStatus
+
+    output_dir = Path(str(config.hydra.runtime.output_dir))
+    if job_return.status != JobStatus.FAILED or (output_dir / JOB_STATUS_FILE).exists():
+        return
+    # The public return_value property re-raises the job's exception and writes a
+    # line to stderr; here we only want to record it.
+    exc = job_return._return_value
+    with contextlib.suppress(OSError):
+        write_job_status(
+            output_dir, list(job_return.overrides or []), "FAILED",
+            error=describe_error(exc), job=int(config.hydra.job.num), pid=os.getpid(),
+        )  # fmt: skip
 
 
 def end_sweep(exc: BaseException | None = None) -> SweepOutcome | None:
@@ -252,16 +258,8 @@ class Sweep:
             self._restore()
         outcome.elapsed = time.time() - self.started
         self.watch.finish(outcome.rows)  # set by start(): a sweep that never started never ends
-        progress.report(outcome, *self._where(parent))
+        progress.report(outcome, *progress.where(parent, self.name, self.sweep_dir))
         return outcome
-
-    def _where(self, parent: SweepParent | None) -> tuple[list[str], Any]:
-        """Where the sweep went: its parent run and pages, or how to upload it."""
-        if parent is not None and parent.run_id is not None:
-            experiment = (parent.state.get("parent") or {}).get("experiment_id")
-            return progress.run_pages(parent.uri, experiment, parent.run_id, self.name)
-        upload = f"numgrad: recorded locally; upload it with: numgrad-sync {self.sweep_dir}"
-        return [upload] * (parent is not None and self.settings.offline), None
 
     def abort(self) -> None:
         """Undo a start that failed part-way: no job has run, so no summary either."""

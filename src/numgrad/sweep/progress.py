@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from omegaconf import OmegaConf
 
 from numgrad.jobs import JOB_STATUS_FILE, read_job_status
+from numgrad.sweep.parent import SweepParent
 from numgrad.sweep.summary import DONE, NOT_STARTED, SweepOutcome, best_job
 from numgrad.tracking import pages
 
@@ -225,18 +226,23 @@ class JobWatch:
         self.bar.refresh()
 
 
-def run_pages(
-    uri: str, experiment: str | None, parent_run_id: str, name: str
-) -> tuple[list[str], Callable[[str], str] | None]:
-    """The lines naming a sweep's parent run and its page (and how to serve the store
-    when no UI answers), and a child run's page by its id."""
-    line = f"numgrad: parent run {parent_run_id} ({name}) on {uri}"
+def where(parent: SweepParent | None, name: str, sweep_dir: Path) -> tuple[list[str], Any]:
+    """Lines naming a sweep's parent run and its page (and how to serve the store when no
+    UI answers), or how to upload an offline sweep; and a child run's page by its id."""
+    if parent is None or parent.run_id is None:
+        offline = parent is not None and parent.settings.offline
+        return [
+            f"numgrad: recorded locally; upload it with: numgrad-sync {sweep_dir}"
+        ] * offline, None
+    uri, run_id = parent.uri, parent.run_id
+    line = f"numgrad: parent run {run_id} ({name}) on {uri}"
+    experiment = (parent.state.get("parent") or {}).get("experiment_id")
     if experiment is None:
         return [line], None
     hint = pages.serve_hint(uri)
-    line += f"; page: {pages.page_url(uri, pages.run_page(experiment, parent_run_id))}"
+    line += f"; page: {pages.page_url(uri, pages.run_page(experiment, run_id))}"
     return [line, *([hint] if hint else [])], (
-        lambda run_id: pages.page_url(uri, pages.run_page(experiment, run_id))
+        lambda child: pages.page_url(uri, pages.run_page(experiment, child))
     )
 
 
