@@ -6,12 +6,12 @@ import json
 import time
 
 from numgrad.sweep.jobs import FINISHED_NOT_SYNCED, write_job_status
+from numgrad.sweep.progress import report
 from numgrad.sweep.summary import (
     SweepOutcome,
     collect_rows,
     description,
     read_summary,
-    report,
     write_summary,
     write_table,
 )
@@ -86,12 +86,14 @@ def test_a_stopped_sweep_counts_the_jobs_it_never_started(tmp_path, capsys):
         (0, "KILLED", "optimizer.lr=1"), (1, "NOT_STARTED", "optimizer.lr=2"),
         (2, "NOT_STARTED", "optimizer.lr=3"), (3, "NOT_STARTED", "optimizer.lr=4"),
     ]  # fmt: skip
-    report(SweepOutcome("KILLED", rows), "")
-    err = capsys.readouterr().err.splitlines()
-    assert (
-        err[0] == "numgrad: sweep KILLED: 4 of 4 jobs did not finish (3 never started); no summary"
+    report(SweepOutcome("KILLED", rows, elapsed=2.5), [], None)
+    out, err = capsys.readouterr()
+    err = err.splitlines()
+    assert err[0] == (
+        "numgrad: sweep KILLED: 4 of 4 jobs did not finish (1 KILLED, 3 NOT_STARTED) in 2.5 s"
     )
     assert err[2] == "numgrad:   job 1 (optimizer.lr=2) NOT_STARTED"
+    assert out.splitlines() == ["numgrad: no summary"]
 
 
 def test_summary_csv_round_trips_and_names_every_parameter(tmp_path):

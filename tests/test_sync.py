@@ -173,9 +173,12 @@ def test_an_offline_sweep_keeps_its_parent_and_children_after_sync(workdir):
     proc = workdir.run("tracking.offline=true", "optimizer.lr=0.1,1.0", "optimizer.steps=5",
                        multirun=True)  # fmt: skip
     assert proc.returncode == 0  # offline by choice
-    sweep_line = proc.stdout.splitlines()[-1]
-    assert sweep_line.startswith("numgrad: sweep of 2 jobs FINISHED; recorded locally; ")
-    assert f"upload it with: numgrad-sync {workdir.path / 'multirun'}; summary " in sweep_line
+    last = proc.stdout.splitlines()[-4:]
+    assert last[0].startswith("numgrad: sweep FINISHED: 2 jobs (2 FINISHED_NOT_SYNCED) in ")
+    assert last[2] == (
+        f"numgrad: recorded locally; upload it with: numgrad-sync {workdir.path / 'multirun'}"
+    )
+    assert last[3].startswith("numgrad: summary ")
     target = f"sqlite:///{workdir.path / 'm.db'}"
     out = sync(workdir.path, "--uri", target, str(workdir.path / "multirun"))
     assert out.returncode == 0, out.stderr

@@ -6,6 +6,8 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from numgrad.overrides import swept_values
 from numgrad.tracking.records import run_name_from
 
@@ -46,6 +48,13 @@ def planned_jobs(
     except Exception:  # a sweep the basic sweeper will refuse itself (or glob, which needs
         return None  # Hydra's config loader to list the options it matches)
     return [list(job) for job in itertools.product(*values.values())]
+
+
+def job_count(config: Any, planned: Sequence[Sequence[str]] | None) -> int | None:
+    """How many jobs the sweep will launch, where its sweeper says so in advance: the
+    basic sweeper's ``planned`` jobs, Optuna's ``n_trials``."""
+    trials = OmegaConf.select(config, "hydra.sweeper.n_trials")
+    return len(planned) if planned is not None else trials if isinstance(trials, int) else None
 
 
 def short_target(target: Any) -> str:

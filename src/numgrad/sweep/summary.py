@@ -1,4 +1,4 @@
-"""A sweep's summary: one row per job, ``sweep_summary.csv``, and what the user is told.
+"""A sweep's summary: one row per job, ``sweep_summary.csv``, the best job.
 
 A row comes from the job's folder (its ``.hydra/overrides.yaml`` and the status file
 it left, :mod:`numgrad.sweep.jobs`) and from its MLflow run, where there is one: a job
@@ -32,6 +32,9 @@ FIELDS = (
 )  # fmt: skip
 DONE = ("FINISHED", FINISHED_NOT_SYNCED)
 NUMBERS = ("final_loss", "final_accuracy", "steps_taken", "grad_rel_error")
+#: What ranks the jobs, lower is better: the first column that finished jobs have. A
+#: held-out loss, where the data has one, belongs before the training loss.
+RANKING = ("final_loss",)
 
 
 @dataclass
@@ -45,6 +48,7 @@ class SweepOutcome:
     parent_synced: bool = True
     parent_run_id: str | None = None
     offline: bool = False  # tracking.offline=true: records only local, by choice
+    elapsed: float | None = None  # seconds from the sweep's start to its end
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -63,9 +67,26 @@ class SweepOutcome:
         return 0
 
     def best(self) -> dict[str, Any] | None:
-        """The finished job with the lowest final loss."""
-        done = [r for r in self.rows if r["status"] in DONE and _finite(r.get("final_loss"))]
-        return min(done, key=lambda r: r["final_loss"]) if done else None
+        """The best finished job (:func:`best_job`), None if no job finished."""
+        ranked = best_job(self.rows)
+        return ranked[0] if ranked else None
+
+
+def best_job(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], str] | None:
+    """The finished job with the lowest value in the first of :data:`RANKING` that finished
+    jobs have, and that column; None when no finished job has any.
+
+    Examples
+    --------
+    >>> best_job([{"status": "FINISHED", "final_loss": 0.5}, {"status": "FAILED", "final_loss": 0}])
+    ({'status': 'FINISHED', 'final_loss': 0.5}, 'final_loss')
+    """
+    done = [r for r in rows if r["status"] in DONE]
+    for column in RANKING:
+        ranked = [r for r in done if _finite(r.get(column))]
+        if ranked:
+            return min(ranked, key=lambda r: r[column]), column
+    return None
 
 
 def collect_rows(
@@ -261,26 +282,6 @@ def _finite(value: Any) -> bool:
     return isinstance(value, float | int) and math.isfinite(value)
 
 
-def report(outcome: SweepOutcome, where: str) -> None:
-    """One line for the sweep (stdout when all is well), one per job that did not finish."""
-    n, failed = len(outcome.rows), outcome.failed
-    summary = f"summary {outcome.summary}" if outcome.summary else "no summary"
-    for note in outcome.notes:
-        print(f"numgrad: {note}", file=sys.stderr)
-    if not failed and outcome.status == "FINISHED":
-        print(f"numgrad: sweep of {n} jobs FINISHED; {where}{summary}")
-        return
-    never = sum(r["status"] == "NOT_STARTED" for r in failed)
-    counted = f"{len(failed)} of {n} jobs did not finish" + (
-        f" ({never} never started)" if never else ""
-    )
-    print(f"numgrad: sweep {outcome.status}: {counted}; {where}{summary}", file=sys.stderr)
-    for row in failed:
-        job = "?" if row["job"] is None else row["job"]
-        error = f": {row['error']}" if row["error"] else ""
-        print(f"numgrad:   job {job} ({row['overrides']}) {row['status']}{error}", file=sys.stderr)
-
-
 def description(outcome: SweepOutcome, sweep_dir: Path) -> str:
     """The parent run's description in the MLflow UI: the sweep, its count, its best job."""
     done = sum(r["status"] in DONE for r in outcome.rows)
@@ -289,8 +290,10 @@ def description(outcome: SweepOutcome, sweep_dir: Path) -> str:
         f"Sweep `{command}`: {len(outcome.rows)} jobs, {done} finished, "
         f"{len(outcome.rows) - done} did not finish."
     )
-    best = outcome.best()
-    if best is not None:
+    ranked = best_job(outcome.rows)
+    if ranked is not None:
+        best, column = ranked
         name = best["run_name"] or best["overrides"] or f"job {best['job']}"
-        text += f" Best: {name} (final loss {best['final_loss']:.6g})."
+        what = "final loss" if column == "final_loss" else column
+        text += f" Best: {name} ({what} {best[column]:.6g})."
     return text + f" One row per job in `{SUMMARY_FILE}`; sweep dir `{sweep_dir}`."
