@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from numgrad.config import ConfigError
 from numgrad.sweep import plan
+from numgrad.sweep.plan import refuse_sweep_wide
 
 
 def test_planned_jobs_follow_the_basic_sweepers_order():
@@ -68,3 +70,21 @@ def test_planned_jobs_match_the_basic_sweepers_own_split(overrides):
     assert plan.planned_jobs("basic", params, overrides) == expected, (
         f"hydra-core {hydra.__version__} splits {overrides} differently"
     )
+
+
+@pytest.mark.parametrize(
+    ("params", "overrides", "field"),
+    [
+        ({}, ["tracking.uri=sqlite:///a.db,sqlite:///b.db"], "tracking.uri"),
+        ({}, ["tracking.offline=true,false"], "tracking.offline"),
+        ({"tracking.experiment": "a,b"}, [], "tracking.experiment"),
+        ({}, ["tracking.enabled=choice(true,false)"], "tracking.enabled"),
+    ],
+)
+def test_a_sweep_wide_setting_that_is_swept_is_refused_naming_it(params, overrides, field):
+    with pytest.raises(ConfigError, match=rf"^invalid {field}=.*one value for the whole sweep"):
+        refuse_sweep_wide(params, overrides)
+
+
+def test_per_run_tracking_settings_may_be_swept():
+    refuse_sweep_wide({"tracking.log_every": "1,10"}, ["tracking.uri=sqlite:///a.db"])

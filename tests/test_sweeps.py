@@ -538,3 +538,23 @@ def test_sigterm_during_a_basic_sweep_counts_the_jobs_never_started(workdir):
     rows = summary(client, parent)
     assert [r["status"] for r in rows] == ["KILLED", "NOT_STARTED", "NOT_STARTED", "NOT_STARTED"]
     assert [r["optimizer.lr"] for r in rows] == ["0.1", "0.2", "0.3", "0.4"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("swept", "field"),
+    [("tracking.uri=sqlite:///{d}/a.db,sqlite:///{d}/b.db", "tracking.uri"),
+     ("tracking.offline=true,false", "tracking.offline")],
+)  # fmt: skip
+def test_a_swept_sweep_wide_tracking_setting_is_refused_before_anything_runs(workdir, swept, field):
+    proc = workdir.run(swept.format(d=workdir.path), "optimizer.steps=1", multirun=True,
+                       check=False)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert (
+        line.startswith(f"numgrad: error: invalid {field}=")
+        and "one value for the whole sweep" in line
+    )
+    assert not (workdir.path / "a.db").exists() and not (workdir.path / "b.db").exists()
+    assert not workdir.store.exists()
+    assert not list((workdir.path / "multirun").glob("*/tracking_journal.jsonl"))

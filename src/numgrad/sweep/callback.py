@@ -34,7 +34,13 @@ from numgrad import signals
 from numgrad.sweep import progress, workers
 from numgrad.sweep.jobs import JOB_STATUS_FILE, job_error, write_job_status
 from numgrad.sweep.parent import FIGURES_DIR, SweepParent
-from numgrad.sweep.plan import job_count, planned_jobs, short_target, sweep_name
+from numgrad.sweep.plan import (
+    job_count,
+    planned_jobs,
+    refuse_sweep_wide,
+    short_target,
+    sweep_name,
+)
 from numgrad.sweep.summary import (
     SUMMARY_FILE,
     TABLE_FILE,
@@ -148,6 +154,7 @@ class Sweep:
         self._exits = contextlib.ExitStack()
 
     def start(self, config: DictConfig) -> None:
+        refuse_sweep_wide(self.params, self.overrides)
         if self.settings.enabled:
             self.parent = SweepParent(self.settings, self.sweep_dir, self.name)
             self.parent.open(self._parent_tags(), remote_jobs=self.remote)

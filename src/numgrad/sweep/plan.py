@@ -50,6 +50,30 @@ def planned_jobs(
     return [list(job) for job in itertools.product(*values.values())]
 
 
+# Settings the sweep's parent run and its sender share with every job: one value a sweep.
+SWEEP_WIDE = ("tracking.enabled", "tracking.uri", "tracking.offline", "tracking.experiment")
+
+
+def refuse_sweep_wide(params: Mapping[str, str], overrides: Sequence[str]) -> None:
+    """A ConfigError (one line, exit 2, before anything runs) for a swept :data:`SWEEP_WIDE`
+    setting: its jobs would go to one store and experiment under one parent anyway.
+
+    Examples
+    --------
+    >>> refuse_sweep_wide({"optimizer.lr": "0.1,1.0"}, ["tracking.uri=sqlite:///a.db"])
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from numgrad.config import ConfigError
+
+    texts = [*(f"{k}={v}" for k, v in params.items()), *overrides]
+    for text, override in zip(texts, OverridesParser.create().parse_overrides(texts), strict=True):
+        key = override.get_key_element()
+        if key in SWEEP_WIDE and override.is_sweep_override():
+            why = "one value for the whole sweep (its parent and sender share it with every job)"
+            raise ConfigError(key, text.split("=", 1)[1], f"{why}; run one sweep per value")
+
+
 def job_count(config: Any, planned: Sequence[Sequence[str]] | None) -> int | None:
     """How many jobs the sweep will launch, where its sweeper says so in advance: the
     basic sweeper's ``planned`` jobs, Optuna's ``n_trials``."""
