@@ -26,7 +26,11 @@ from numgrad.tracking.logged import LoggedRunError
 from numgrad.tracking.uri import TrackingError
 from tests.conftest import all_runs, answers, free_port, numgrad_env, running, wait_for
 
-ENDED_BY = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "terminated")}
+ENDED_BY = {
+    signal.SIGINT: (130, "interrupted"),
+    signal.SIGTERM: (143, "terminated"),
+    signal.SIGHUP: (129, "terminated"),  # the terminal closed: like SIGTERM
+}
 
 
 def test_exceptions_carry_their_exit_status():
@@ -79,7 +83,7 @@ def test_a_bug_keeps_its_traceback_and_argparse_its_exit(capsys):
     assert info.value.code == 2 and capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_in_the_body_is_one_line_and_handlers_are_restored(capsys, sig):
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with pytest.raises(SystemExit) as info:
@@ -146,7 +150,7 @@ def test_numgrad_mid_descent(tmp_path, empty_store, sig):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_numgrad_ui_serving_takes_its_server_group_down(tmp_path, empty_store, sig):
     import psutil
 
@@ -160,7 +164,8 @@ def test_numgrad_ui_serving_takes_its_server_group_down(tmp_path, empty_store, s
         assert group == server.pid != os.getpgid(proc.pid)  # its own group: Ctrl-C is ours
         members = [p for p in psutil.process_iter() if _group(p) == group]
         assert len(members) >= 2  # the server and its worker(s)
-        signalled(proc, sig, "numgrad-ui")
+        err = signalled(proc, sig, "numgrad-ui")
+    assert err.splitlines()[0].startswith("numgrad-ui: MLflow UI on")  # its lines come first
     alive = [p for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert alive == [], alive
     assert not answers(f"http://127.0.0.1:{port}/health")

@@ -95,7 +95,7 @@ def execute(
         grad_rel_error=last.grad_rel_error, dtype=str(net.W.dtype), run_id=sink.run_id,
         run_name=getattr(sink, "run_name", None), synced=sink.synced,
         offline=bool(cfg.tracking.enabled and cfg.tracking.offline),
-        local_note="" if sink.synced else sink.local_note(),
+        local_note="" if sink.synced else sink.recorder.local_note(),
     )  # fmt: skip
 
 

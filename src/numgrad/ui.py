@@ -26,11 +26,14 @@ from collections.abc import Mapping, Sequence
 
 from numgrad import command, signals
 from numgrad.command import UsageError
+from numgrad.processes import listening
 from numgrad.tracking.pages import DEFAULT_PORT, HOST, experiment_page, local_url
 from numgrad.tracking.uri import is_http, resolve_uri, server_alive, sqlite_path
 
 EXPERIMENT = "numgrad"  # tracking.experiment's default
-START_TIMEOUT = 180.0  # seconds --open waits for the server to answer
+EXPOSED = "numgrad-ui binds 127.0.0.1 only; use `mlflow server --host ...` to expose a store"
+START_TIMEOUT = 180.0  # seconds to wait for the server to answer
+LOOPBACK = {"127.0.0.1", "::1"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,10 +65,8 @@ def ui_argv(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> lis
      '--host', '127.0.0.1', '--port', '5001', '--workers', '1']
     """
     options, rest = parser().parse_known_args(list(args))
-    if options.host is not None or any("host" in o or "bind" in o for o in _server_opts(rest)):
-        raise UsageError(
-            "numgrad-ui binds 127.0.0.1 only; use `mlflow server --host ...` to expose a store"
-        )
+    if options.host is not None or any(_binds(o) for o in _server_opts(rest)):
+        raise UsageError(EXPOSED)
     uri = options.backend_store_uri or resolve_uri(None, environ)
     if is_http(uri):
         raise UsageError(f"MLFLOW_TRACKING_URI is a tracking server: open {uri} in a browser")
@@ -73,6 +74,14 @@ def ui_argv(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> lis
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", HOST,
         "--port", str(options.port), "--workers", str(options.workers), *rest,
     ]  # fmt: skip
+
+
+def _binds(opts: str) -> bool:
+    """Do a server's options choose where it listens (gunicorn ``-b``/``--bind``, uvicorn
+    ``--host``/``--uds``/``--fd``, waitress ``--listen``/``--unix-socket``), in any spelling?"""
+    words = opts.replace("=", " ").split()
+    return any(w.startswith(("-b", "--b", "--host", "--listen", "--uds", "--fd", "--unix"))
+               or (w.startswith("-") and "host" in w) for w in words)  # fmt: skip
 
 
 def _server_opts(args: Sequence[str]) -> list[str]:
@@ -134,11 +143,18 @@ def serve(args: Sequence[str]) -> int:
     # MLflow's job runner (GenAI scorers, ~8 more processes) serves nothing numgrad logs.
     env = {**os.environ}
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    # Our lines first (flushed): a log reading numgrad-ui's output meets its URL, not the
+    # server's start-up lines.
+    url = experiment_url(uri, options.experiment, options.port)
+    print(f"numgrad-ui: experiment '{options.experiment}' in MLflow's model-training view: {url}",
+          flush=True)  # fmt: skip
+    print(f"numgrad-ui: MLflow UI on {local_url('', options.port).rstrip('/')} (Ctrl-C stops it)",
+          file=sys.stderr, flush=True)  # fmt: skip
     server = None
     try:
         with signals.held():  # a signal now would leave a server nobody stops
             server = subprocess.Popen(argv, env=env, start_new_session=True)
-        return _serve(server, uri, options)
+        return _serve(server, url, options)
     finally:
         if server is not None:
             with signals.held():  # a second Ctrl-C must not cut the stop short either
@@ -158,13 +174,12 @@ def port_in_use(port: int) -> str | None:
     return None
 
 
-def _serve(server: subprocess.Popen, uri: str, options: argparse.Namespace) -> int:
-    url = experiment_url(uri, options.experiment, options.port)
-    print(f"numgrad-ui: experiment '{options.experiment}' in MLflow's model-training view: {url}",
-          flush=True)  # fmt: skip
-    print(f"numgrad-ui: MLflow UI on {local_url('', options.port).rstrip('/')} (Ctrl-C stops it)",
-          file=sys.stderr, flush=True)  # fmt: skip
-    if options.open and _answers(server, local_url("", options.port)):
+def _serve(server: subprocess.Popen, url: str, options: argparse.Namespace) -> int:
+    answers = _answers(server, local_url("", options.port))
+    exposed = {ip for ip, _ in listening(server.pid)} - LOOPBACK
+    if exposed:  # whatever the options said, the server must not be reachable from outside
+        raise UsageError(f"{EXPOSED} (the server listened on {', '.join(sorted(exposed))})")
+    if options.open and answers:
         import webbrowser
 
         if not webbrowser.open(url):

@@ -34,13 +34,7 @@ from numgrad import signals
 from numgrad.sweep import progress, workers
 from numgrad.sweep.jobs import JOB_STATUS_FILE, job_error, write_job_status
 from numgrad.sweep.parent import FIGURES_DIR, SweepParent
-from numgrad.sweep.plan import (
-    job_count,
-    planned_jobs,
-    refuse_sweep_wide,
-    short_target,
-    sweep_name,
-)
+from numgrad.sweep.plan import job_count, planned_jobs, refuse_sweep_wide, short_target, sweep_name
 from numgrad.sweep.summary import (
     SUMMARY_FILE,
     TABLE_FILE,

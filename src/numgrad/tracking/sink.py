@@ -99,7 +99,7 @@ class NullSink:
         return self
 
     def __exit__(self, *exc: object) -> bool:
-        return False  # nothing recorded, nothing to end
+        return False
 
     def log_start(self, W_init: np.ndarray | None) -> None:
         pass
@@ -239,9 +239,6 @@ class MlflowSink:
         where = f"experiment '{self.settings.experiment}' on {self.uri}"
         page = pages.where(self.uri, pages.run_page(self.recorder.experiment_id, self.run_id))
         return f"mlflow: run {self.run_id} ({self.run_name}) in {where}; page: {page}"
-
-    def local_note(self) -> str:
-        return self.recorder.local_note()
 
     # ------------------------------------------------------------------ records
 
