@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from numgrad.config import ConfigError, DataConfig, DataSource, Scaling
-from numgrad.data import load_data, make_blobs, scale_features
+from numgrad.config import ConfigError
+from numgrad.data import SOURCES, load_data
+from numgrad.data.blobs import make_blobs
+from numgrad.data.iris import Scaling, scale_features
 from numgrad.net import SimpleNet
 
 
-def cfg(**fields):
-    return OmegaConf.structured(DataConfig(**fields))
+def cfg(name="article", **fields):
+    return OmegaConf.structured(SOURCES[name].Schema(**fields))
 
 
 def test_blobs_follow_the_shape_and_the_generator():
@@ -26,7 +28,7 @@ def test_blobs_follow_the_shape_and_the_generator():
 
 
 def test_iris_is_the_fisher_table():
-    x, t = load_data(cfg(name=DataSource.iris, scaling=Scaling.none), [4, 3], None)
+    x, t = load_data(cfg(name="iris", scaling=Scaling.none), [4, 3], None)
     assert x.shape == (150, 4) and x.dtype == np.float64 and t.dtype == np.int64
     assert x[0].tolist() == [5.1, 3.5, 1.4, 0.2] and t[0] == 0
     np.testing.assert_allclose(x.mean(axis=0), [5.843333, 3.057333, 3.758, 1.199333], atol=1e-6)
@@ -44,18 +46,18 @@ def test_npz_and_csv_files(tmp_path):
     x = np.arange(12.0).reshape(4, 3)
     t = np.array([0, 1, 1, 0])
     np.savez(tmp_path / "d.npz", x=x, t=t)
-    got = load_data(cfg(name=DataSource.file, path=str(tmp_path / "d.npz")), [3, 2], None)
+    got = load_data(cfg(name="file", path=str(tmp_path / "d.npz")), [3, 2], None)
     assert np.array_equal(got[0], x) and np.array_equal(got[1], t)
     lines = ["0.5,1,0", "2,3.5,1"]
     (tmp_path / "plain.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "header.csv").write_text("a,b,label\n" + "\n".join(lines) + "\n")
     for name in ("plain.csv", "header.csv"):
-        got = load_data(cfg(name=DataSource.file, path=str(tmp_path / name)), [2, 2], None)
+        got = load_data(cfg(name="file", path=str(tmp_path / name)), [2, 2], None)
         assert got[0].tolist() == [[0.5, 1.0], [2.0, 3.5]] and got[1].tolist() == [0, 1]
 
 
 def read_file(path):
-    return load_data(cfg(name=DataSource.file, path=str(path)), [2, 2], None)
+    return load_data(cfg(name="file", path=str(path)), [2, 2], None)
 
 
 def file_error(path) -> str:

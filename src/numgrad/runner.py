@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from numgrad.config import ConfigError, DataSource, Init, Method, validate
+from numgrad import data as sources
+from numgrad.config import ConfigError, Init, Method, validate
 from numgrad.data import load_data
 from numgrad.descent import Descent
 from numgrad.gradient import ENGINES
@@ -187,7 +188,6 @@ def check_step(gradient_cfg: Any, W: np.ndarray) -> None:
 
 def data_error(cfg: Any, shape: list[int], exc: InputError) -> ConfigError:
     """Name the field to fix: the shape when the sizes disagree, else where the values came from."""
-    data_cfg, source = cfg.data, cfg.data.name
     if exc.input == "W":  # beyond float32's range, or not finite
         field, value = "net.scale", cfg.net.scale
         if cfg.net.init == Init.given:
@@ -196,13 +196,9 @@ def data_error(cfg: Any, shape: list[int], exc: InputError) -> ConfigError:
             field, value = "net.from_run", cfg.net.from_run
         return ConfigError(field, value, f"{exc} (gradient.dtype={cfg.gradient.dtype.value})")
     if exc.input == "shape":
-        return ConfigError("net.shape", shape, f"does not fit data={source.name}: {exc}")
-    if source == DataSource.file:
-        return ConfigError("data.path", data_cfg.path, str(exc))
-    if source == DataSource.article:
-        field = "data.x" if exc.input == "x" else "data.t"
-        return ConfigError(field, OmegaConf.to_container(data_cfg[field[5:]]), str(exc))
-    return ConfigError("data", source.name, str(exc))
+        return ConfigError("net.shape", shape, f"does not fit data={cfg.data.name}: {exc}")
+    field, value = sources.blame(cfg.data, exc.input) or ("data", cfg.data.name)
+    return ConfigError(field, value, str(exc))
 
 
 def print_summary(descent: Descent, net: SimpleNet, where: str | None) -> None:
