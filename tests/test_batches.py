@@ -24,7 +24,7 @@ CASES = {
     "article": [],
     "blobs": ["data=blobs", "seed=3", "net.shape=[3,4]", "optimizer.steps=40", "optimizer.lr=0.5"],
     "blobs_loop": ["data=blobs", "seed=5", "gradient.method=loop", "optimizer.steps=15"],
-    "iris": ["data=iris", "optimizer.steps=50"],
+    "iris": ["data=iris", "data.test_fraction=0", "optimizer.steps=50"],  # as before the split
     "article_float32": ["gradient.dtype=float32", "gradient.h=1e-2", "optimizer.steps=30"],
     "blobs_analytic": [
         "data=blobs", "gradient.method=analytic", "optimizer.steps=60", "data.n_samples=90",

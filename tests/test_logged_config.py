@@ -164,7 +164,9 @@ def test_a_run_logged_with_the_single_data_schema_still_reruns():
     old = logged_config("data=iris")
     old["data"] = {"name": "iris", "x": None, "t": None, "n_samples": 60, "spread": 1.0,
                    "path": None, "scaling": "rms"}  # fmt: skip
-    assert replanned(old, ["data"])[0] == ["data=iris"]
+    overrides, composed = replanned(old, ["data"])
+    assert overrides == ["data=iris", "data.test_fraction=0.0"]  # nothing was held out then
+    assert composed["data.test_fraction"] == 0.0
     old["data"]["n_samples"] = 61  # not a default: it said something, and iris has no such field
     with pytest.raises(ConfigError, match=r"^invalid data.n_samples=61: .*not in 'IrisData'"):
         carried_values(old, WHERE)

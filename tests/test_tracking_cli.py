@@ -115,7 +115,7 @@ def test_cli_default_run_is_complete(workdir):
 
 
 def test_cli_iris_run_logs_its_dataset_and_model(workdir):
-    workdir.run("data=iris", "optimizer.steps=10")
+    workdir.run("data=iris", "data.test_fraction=0", "optimizer.steps=10")  # all 150 to train
     client, (run,) = all_runs(workdir.uri)
     (given,) = run.inputs.dataset_inputs
     x, t = load_data(OmegaConf.structured(IrisData()), [4, 3],

@@ -115,7 +115,10 @@ OLD_DATA_DEFAULTS = {"data.x": None, "data.t": None, "data.n_samples": 60, "data
 
 def _drop_other_sources_defaults(values: dict[str, Any]) -> None:
     """Drop, in place, fields the run's data source does not have, where they hold the old
-    defaults (any other value is left for :func:`_check_types` to refuse)."""
+    defaults (any other value is left for :func:`_check_types` to refuse); no held-out
+    part where none is logged."""
+    if "data.name" in values:  # nothing held out before data.test_fraction existed
+        values.setdefault("data.test_fraction", 0.0)
     source = SOURCES.get(values.get("data.name", "article"))
     if source is None:
         return

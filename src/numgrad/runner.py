@@ -7,6 +7,7 @@ output dir and the overrides that the run's records name.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,12 @@ from numgrad import data as sources
 from numgrad.config import ConfigError, Init, Method, validate
 from numgrad.data import load_data
 from numgrad.descent import Descent
+from numgrad.evaluation import Evaluation
 from numgrad.gradient import ENGINES
 from numgrad.memory import check_memory
 from numgrad.net import InputError, SimpleNet
 from numgrad.precision import smallest_resolving_h
+from numgrad.tracking.dataset import EVALUATION
 from numgrad.tracking.recorder import NotSynced
 from numgrad.tracking.sink import open_sink
 from numgrad.tracking.uri import TrackingError, resolve_uri
@@ -39,6 +42,9 @@ class RunOutcome:
     steps_taken: int
     grad_rel_error: float | None
     dtype: str
+    # On the held-out part (data.test_fraction > 0); None without one.
+    final_test_loss: float | None
+    final_test_accuracy: float | None
     run_id: str | None
     run_name: str | None
     synced: bool
@@ -85,9 +91,12 @@ def execute(
         x2d, labels = net.prepare(x, t)
     except InputError as exc:
         raise data_error(cfg, shape, exc) from None
+    # After W0, so that W0 is that of the same run without a held-out part.
+    train, test = sources.split(x2d, labels, cfg.data.test_fraction, rng)
     check_step(cfg.gradient, net.W)
+    evaluation = Evaluation({"test": test} if test else {}, net.W)
     descent = Descent(
-        net.W, x2d, labels, ENGINES[cfg.gradient.method.value],
+        net.W, *train, ENGINES[cfg.gradient.method.value],
         h=cfg.gradient.h, lr=cfg.optimizer.lr, steps=cfg.optimizer.steps,
         tol=cfg.optimizer.tol, check=cfg.gradient.check,
     )  # fmt: skip
@@ -100,32 +109,41 @@ def execute(
     )
     with sink:
         sink.log_start(net.W.copy())
-        sink.log_data(x2d, labels, cfg.data, cfg.seed)
-        _descend(descent, sink, show=progress)
-        sink.log_end(descent, W_final=net.W)
-    print_summary(descent, net, sink.describe())
+        sink.log_data(*train, cfg.data, cfg.seed)
+        if test is not None:
+            sink.log_data(*test, cfg.data, cfg.seed, context=EVALUATION)
+        _descend(descent, sink, evaluation, show=progress)
+        final = evaluation(net.W)
+        sink.log_end(descent, W_final=net.W, evaluation=final)
+    print_summary(descent, net, sink.describe(), final, test)
     last = descent.last_record
     return RunOutcome(
         final_loss=last.loss, final_accuracy=last.accuracy, steps_taken=descent.steps_taken,
-        grad_rel_error=last.grad_rel_error, dtype=str(net.W.dtype), run_id=sink.run_id,
+        grad_rel_error=last.grad_rel_error, dtype=str(net.W.dtype),
+        final_test_loss=final.get("test_loss"), final_test_accuracy=final.get("test_accuracy"),
+        run_id=sink.run_id,
         run_name=getattr(sink, "run_name", None), synced=sink.synced,
         offline=bool(cfg.tracking.enabled and cfg.tracking.offline),
         local_note="" if sink.synced else sink.local_note(),
     )  # fmt: skip
 
 
-def _descend(descent: Descent, sink: Any, *, show: bool) -> None:
-    """Iterate the descent into the sink, with a progress bar on stderr when asked."""
-    if not show or descent.steps == 0:
-        for record in descent:
-            sink.log_step(record)
-        return
-    from tqdm import tqdm
+def _descend(descent: Descent, sink: Any, evaluation: Evaluation, *, show: bool) -> None:
+    """Iterate the descent into the sink, with a progress bar on stderr when asked.
 
-    with tqdm(total=descent.steps, file=sys.stderr, ascii=True, mininterval=0.1) as bar:
+    At the steps the sink keeps, ``evaluation`` of the record's weights goes with the
+    record (the descent updates ``W`` only when asked for the next record).
+    """
+    bar = None
+    if show and descent.steps:
+        from tqdm import tqdm
+
+        bar = tqdm(total=descent.steps, file=sys.stderr, ascii=True, mininterval=0.1)
+    with bar if bar is not None else contextlib.nullcontext():
         for record in descent:
-            sink.log_step(record)
-            if record.step and bar.update():  # True when the bar was just redrawn
+            wanted = evaluation and record.step in sink.selected
+            sink.log_step(record, evaluation(descent.W) if wanted else None)
+            if bar is not None and record.step and bar.update():  # True when just redrawn
                 bar.set_postfix_str(f"loss {record.loss:.6g}", refresh=False)
 
 
@@ -201,8 +219,15 @@ def data_error(cfg: Any, shape: list[int], exc: InputError) -> ConfigError:
     return ConfigError(field, value, str(exc))
 
 
-def print_summary(descent: Descent, net: SimpleNet, where: str | None) -> None:
-    """The run's one-line result, the final W when small, and where the run is stored."""
+def print_summary(
+    descent: Descent,
+    net: SimpleNet,
+    where: str | None,
+    final: dict[str, float] | None = None,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
+    """The run's one-line result (held-out numbers too), the final W when small, and
+    where the run is stored."""
     last = descent.last_record
     rel = "" if last.grad_rel_error is None else f", grad rel. error {last.grad_rel_error:.3g}"
     print(
@@ -210,6 +235,11 @@ def print_summary(descent: Descent, net: SimpleNet, where: str | None) -> None:
         f"(stop reason: {descent.stop_reason}); final loss {last.loss:.10g}, "
         f"accuracy {last.accuracy:.4f}, grad norm {last.grad_norm:.3g}{rel}"
     )
+    if final and test is not None:
+        print(
+            f"numgrad: held out {len(test[1])} samples: loss {final['test_loss']:.10g}, "
+            f"accuracy {final['test_accuracy']:.4f}"
+        )
     if net.W.size <= SHOW_W_MAX:
         print("W_final =\n" + np.array2string(net.W, precision=8, max_line_width=100))
     if where:

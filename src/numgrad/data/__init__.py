@@ -17,13 +17,14 @@ import numpy as np
 
 from numgrad.data import article, blobs, file, iris
 from numgrad.data.base import DataConfig, Sizes, Source
+from numgrad.data.holdout import check_fraction, held_out
 from numgrad.errors import ConfigError
 
 SOURCES: dict[str, Source] = {m.NAME: m for m in (article, blobs, iris, file)}
 
 __all__ = [
     "SOURCES", "DataConfig", "Sizes", "blame", "check", "dataset_name", "dataset_source",
-    "load_data", "schemas", "sizes", "source",
+    "load_data", "schemas", "sizes", "source", "split",
 ]  # fmt: skip
 
 
@@ -84,6 +85,33 @@ def load_data(
 def check(data_cfg: Any) -> None:
     """What the source's schema types cannot judge (ranges, a required path); ConfigError."""
     source(data_cfg).check(data_cfg)
+    check_fraction(data_cfg.test_fraction)
+
+
+Part = tuple[np.ndarray, np.ndarray]
+
+
+def split(
+    x: np.ndarray, labels: np.ndarray, test_fraction: float, rng: np.random.Generator
+) -> tuple[Part, Part | None]:
+    """``(training, held-out)`` parts of prepared ``x`` and integer ``labels``.
+
+    With ``test_fraction`` 0, all of it is for training, ``held-out`` is None and
+    nothing is drawn from ``rng`` (the run's numbers stay those of a run without a split).
+
+    Examples
+    --------
+    >>> x, labels = np.arange(8.0).reshape(4, 2), np.array([0, 1, 0, 1])
+    >>> train, test = split(x, labels, 0.5, np.random.default_rng(0))
+    >>> train[0].shape, test[0].shape, sorted(test[1].tolist())
+    ((2, 2), (2, 2), [0, 1])
+    >>> split(x, labels, 0.0, None)[1] is None
+    True
+    """
+    if test_fraction == 0:
+        return (x, labels), None
+    mask = held_out(labels, test_fraction, rng)
+    return (x[~mask], labels[~mask]), (x[mask], labels[mask])
 
 
 def sizes(data_cfg: Any) -> Sizes | None:

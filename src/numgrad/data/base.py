@@ -40,6 +40,9 @@ class DataConfig:
     """Fields every source has. ``name`` is set by the option's schema."""
 
     name: str = MISSING
+    # Held out of training, stratified by class, drawn from the run's generator
+    # (numgrad.data.split); its loss and accuracy are logged beside the training curve.
+    test_fraction: float = 0.0
 
 
 class Sizes(NamedTuple):

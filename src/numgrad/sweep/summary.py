@@ -25,12 +25,12 @@ from numgrad.tracking.records import swept_values
 SUMMARY_FILE = "sweep_summary.csv"
 TABLE_FILE = "sweep_summary.json"  # the same, as an MLflow table
 NOT_STARTED = "NOT_STARTED"
-FIELDS = (
-    "job", "overrides", "status", "final_loss", "final_accuracy", "steps_taken",
-    "grad_rel_error", "dtype", "run_id", "run_name",
+NUMBERS = (
+    "final_loss", "final_accuracy", "final_test_loss", "final_test_accuracy", "steps_taken",
+    "grad_rel_error",
 )  # fmt: skip
+FIELDS = ("job", "overrides", "status", *NUMBERS, "dtype", "run_id", "run_name")
 DONE = ("FINISHED", FINISHED_NOT_SYNCED)
-NUMBERS = ("final_loss", "final_accuracy", "steps_taken", "grad_rel_error")
 
 
 @dataclass
@@ -62,9 +62,12 @@ class SweepOutcome:
         return 0
 
     def best(self) -> dict[str, Any] | None:
-        """The finished job with the lowest final loss."""
+        """The finished job of least held-out loss where all have one, else of least final
+        loss: a copy of its row, with ``ranked_by`` naming that loss."""
         done = [r for r in self.rows if r["status"] in DONE and _finite(r.get("final_loss"))]
-        return min(done, key=lambda r: r["final_loss"]) if done else None
+        held_out = all(_finite(r.get("final_test_loss")) for r in done)
+        key = "final_test_loss" if done and held_out else "final_loss"
+        return {**min(done, key=lambda r: r[key]), "ranked_by": key} if done else None
 
 
 def collect_rows(
@@ -155,9 +158,8 @@ def _finish_row(row: dict[str, Any], interrupted: bool) -> dict[str, Any]:
 def _empty_row(job_dir: Path | None) -> dict[str, Any]:
     return {
         "job": int(job_dir.name) if job_dir is not None and job_dir.name.isdigit() else None,
-        "overrides_list": [], "status": None, "final_loss": None, "final_accuracy": None,
-        "steps_taken": None, "grad_rel_error": None, "dtype": "", "run_id": "", "run_name": "",
-        "error": "",
+        "overrides_list": [], "status": None, **dict.fromkeys(NUMBERS), "dtype": "",
+        "run_id": "", "run_name": "", "error": "",
         "output_dir": str(job_dir) if job_dir is not None else None,
     }  # fmt: skip
 
@@ -188,11 +190,11 @@ def write_summary(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     >>> with tempfile.TemporaryDirectory() as d:
     ...     print(write_summary(rows, Path(d) / "s.csv").read_text().splitlines()[1])
     ...     table = json.loads(write_table(rows, Path(d) / "s.json").read_text())
-    0,optimizer.lr=0.1,FINISHED,0.25,1.0,3,,,abc,lr=0.1,0.1,,/x/0
+    0,optimizer.lr=0.1,FINISHED,0.25,1.0,,,3,,,abc,lr=0.1,0.1,,/x/0
     >>> table["columns"][:5]
     ['job', 'run_name', 'optimizer/lr', 'status', 'final_loss']
-    >>> table["data"][0][:8]
-    [0, 'lr=0.1', '0.1', 'FINISHED', 0.25, 1.0, 3, None]
+    >>> table["data"][0][:10]
+    [0, 'lr=0.1', '0.1', 'FINISHED', 0.25, 1.0, None, None, 3, None]
     """
     header, body = _table(rows)
     tmp = path.with_name(path.name + ".tmp")
@@ -291,5 +293,7 @@ def description(outcome: SweepOutcome, sweep_dir: Path) -> str:
     best = outcome.best()
     if best is not None:
         name = best["run_name"] or best["overrides"] or f"job {best['job']}"
-        text += f" Best: {name} (final loss {best['final_loss']:.6g})."
+        key = best["ranked_by"]
+        words = "held-out loss" if key == "final_test_loss" else "final loss"
+        text += f" Best: {name} ({words} {best[key]:.6g})."
     return text + f" One row per job in `{SUMMARY_FILE}`; sweep dir `{sweep_dir}`."

@@ -30,6 +30,7 @@ import numpy as np
 from numgrad import data
 
 CONTEXT = "training"  # the input tag mlflow.data.context: the UI's badge
+EVALUATION = "evaluation"  # the held-out part's (data.test_fraction)
 SOURCE_NAME = "numgrad"
 
 
