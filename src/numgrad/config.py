@@ -68,6 +68,8 @@ class OptimizerConfig:
     lr: float = 0.1
     steps: int = 100
     tol: float = 0.0
+    # Samples per update, drawn from the run's generator each step; null: all of them.
+    batch_size: int | None = None
 
 
 @dataclass
@@ -177,6 +179,8 @@ def validate(cfg: Any) -> None:
     _finite_positive("optimizer.tol", cfg.optimizer.tol, allow_zero=True)
     if cfg.optimizer.steps < 0:
         raise ConfigError("optimizer.steps", cfg.optimizer.steps, "must be >= 0")
+    if cfg.optimizer.batch_size is not None and cfg.optimizer.batch_size < 1:
+        raise ConfigError("optimizer.batch_size", cfg.optimizer.batch_size, "must be >= 1")
     sources.check(cfg.data)  # the source's own ranges
     tracking = cfg.tracking
     if tracking.log_every < 1:

@@ -94,11 +94,14 @@ def execute(
     # After W0, so that W0 is that of the same run without a held-out part.
     train, test = sources.split(x2d, labels, cfg.data.test_fraction, rng)
     check_step(cfg.gradient, net.W)
-    evaluation = Evaluation({"test": test} if test else {}, net.W)
+    batch = check_batch(cfg.optimizer.batch_size, len(train[1]))
+    # Logged beside the curve: the held-out part; with mini-batches, the whole training set.
+    sets = {"test": test, "train": train if batch else None}
+    evaluation = Evaluation({k: v for k, v in sets.items() if v is not None}, net.W)
     descent = Descent(
         net.W, *train, ENGINES[cfg.gradient.method.value],
         h=cfg.gradient.h, lr=cfg.optimizer.lr, steps=cfg.optimizer.steps,
-        tol=cfg.optimizer.tol, check=cfg.gradient.check,
+        tol=cfg.optimizer.tol, check=cfg.gradient.check, batch_size=batch, rng=rng,
     )  # fmt: skip
     sink = open_sink(
         cfg.tracking,
@@ -118,7 +121,8 @@ def execute(
     print_summary(descent, net, sink.describe(), final, test)
     last = descent.last_record
     return RunOutcome(
-        final_loss=last.loss, final_accuracy=last.accuracy, steps_taken=descent.steps_taken,
+        final_loss=final.get("train_loss", last.loss), steps_taken=descent.steps_taken,
+        final_accuracy=final.get("train_accuracy", last.accuracy),
         grad_rel_error=last.grad_rel_error, dtype=str(net.W.dtype),
         final_test_loss=final.get("test_loss"), final_test_accuracy=final.get("test_accuracy"),
         run_id=sink.run_id,
@@ -190,6 +194,20 @@ def logged_weights(run_id: str, tracking: Any, shape: list[int]) -> np.ndarray:
     return W
 
 
+def check_batch(batch_size: int | None, n_train: int) -> int | None:
+    """``optimizer.batch_size`` if it is fewer than the training samples; None for all of them.
+
+    A batch of all of them or more (drawn with replacement) would cost as much as the full
+    batch and add only noise: refused, naming the number there is.
+    """
+    if batch_size is not None and batch_size >= n_train:
+        raise ConfigError(
+            "optimizer.batch_size", batch_size,
+            f"must be less than the {n_train} training samples (null: all of them)",
+        )  # fmt: skip
+    return batch_size
+
+
 def check_step(gradient_cfg: Any, W: np.ndarray) -> None:
     """Refuse an ``h`` below the float resolution of W: every quotient would be 0 or wrong."""
     if gradient_cfg.method == Method.analytic:
@@ -228,12 +246,14 @@ def print_summary(
 ) -> None:
     """The run's one-line result (held-out numbers too), the final W when small, and
     where the run is stored."""
-    last = descent.last_record
+    last, final = descent.last_record, final or {}
     rel = "" if last.grad_rel_error is None else f", grad rel. error {last.grad_rel_error:.3g}"
+    # With mini-batches, the final numbers are those of the whole training set.
+    loss, accuracy = final.get("train_loss", last.loss), final.get("train_accuracy", last.accuracy)
     print(
         f"numgrad: finished after {descent.steps_taken} steps "
-        f"(stop reason: {descent.stop_reason}); final loss {last.loss:.10g}, "
-        f"accuracy {last.accuracy:.4f}, grad norm {last.grad_norm:.3g}{rel}"
+        f"(stop reason: {descent.stop_reason}); final loss {loss:.10g}, "
+        f"accuracy {accuracy:.4f}, grad norm {last.grad_norm:.3g}{rel}"
     )
     if final and test is not None:
         print(

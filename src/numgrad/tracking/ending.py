@@ -37,8 +37,11 @@ def end_of(
     return {
         "stop_reason": descent.stop_reason,
         "steps_taken": int(descent.steps_taken),
-        "final_loss": float(last.loss) if last is not None else math.nan,
-        "final_accuracy": float(last.accuracy) if last is not None else math.nan,
+        # A mini-batch run's on its whole training set (evaluation), else the last record's.
+        "final_loss": evaluation.get("train_loss", float(last.loss) if last else math.nan),
+        "final_accuracy": evaluation.get(
+            "train_accuracy", float(last.accuracy) if last else math.nan
+        ),
         "final_test_loss": evaluation.get("test_loss"),
         "final_test_accuracy": evaluation.get("test_accuracy"),
         "W_final": np.array(descent.W if W_final is None else W_final, copy=True),
