@@ -24,7 +24,7 @@ from numgrad.data.iris import Scaling
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = {
-    "data": ["article", "blobs", "iris", "file"],
+    "data": ["article", "blobs", "iris", "file", "digits"],
     "net": ["simple"],
     "gradient": ["central"],
     "optimizer": ["sgd"],

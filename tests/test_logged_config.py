@@ -226,7 +226,7 @@ def tampered(path: str, value):
         ("optimizer.lr", "abc",
          "invalid optimizer.lr='abc': in run abc's config.yaml: Value 'abc' of type 'str' could not be converted to Float"),
         ("data.name", "../../../tmp/evil",
-         "invalid data.name='../../../tmp/evil': in run abc's config.yaml: Invalid value '../../../tmp/evil', expected one of [article, blobs, iris, file]"),
+         "invalid data.name='../../../tmp/evil': in run abc's config.yaml: Invalid value '../../../tmp/evil', expected one of [article, blobs, iris, file, digits]"),
         ("seed", 1.5,
          "invalid seed=1.5: in run abc's config.yaml: Value '1.5' of type 'float' could not be converted to Integer"),
     ],

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from numgrad.data import article, blobs, file, iris
+from numgrad.data import article, blobs, digits, file, iris
 from numgrad.data.base import DataConfig, Sizes, Source
 from numgrad.data.holdout import check_fraction, held_out
 from numgrad.errors import ConfigError
 
-SOURCES: dict[str, Source] = {m.NAME: m for m in (article, blobs, iris, file)}
+SOURCES: dict[str, Source] = {m.NAME: m for m in (article, blobs, iris, file, digits)}
 
 __all__ = [
     "SOURCES", "DataConfig", "Sizes", "blame", "check", "dataset_name", "dataset_source",
