@@ -293,3 +293,12 @@ def test_a_run_that_fits_runs_under_the_same_cap(workdir):
                       "optimizer.steps=2")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "finished after 2 steps" in proc.stdout
+
+
+def test_a_source_that_knows_its_features_is_counted_by_them_while_it_loads():
+    # digits loads 64 pixels per image whatever net.shape says (the mismatch is refused
+    # once loaded): the loading phase counts them, the blobs' centres and two labels.
+    loading = (2 * 2 * 10 + 3 * 1797 * 64) * 8 + 2 * 1797 * 8
+    assert memory._phases([2, 10], 1797, "vectorized", 8, False, 64)[0] == loading
+    assert memory._phases([2, 10], 1797, "vectorized", 8, False)[0] < loading  # by net.shape
+    assert memory.sources.sizes(config((2, 10), source="digits").data) == (1797, 64)

@@ -103,12 +103,20 @@ def required_bytes(
 
 
 def _phases(
-    shape: list[int], n_samples: int, method: str, itemsize: int, check: bool
+    shape: list[int],
+    n_samples: int,
+    method: str,
+    itemsize: int,
+    check: bool,
+    n_features: int | None = None,
 ) -> tuple[int, ...]:
     n_inputs, n_classes = shape
     weights = n_inputs * n_classes
     x = n_samples * n_inputs
-    loading = (2 * weights + 3 * x) * _SOURCE_BYTES + 2 * n_samples * _LABEL_BYTES
+    # A source that knows its features loads that many, whatever net.shape says (a
+    # mismatch is refused once loaded); the others follow net.shape.
+    loaded = n_samples * (n_features or n_inputs)
+    loading = (2 * weights + 3 * loaded) * _SOURCE_BYTES + 2 * n_samples * _LABEL_BYTES
     initial = 2 * weights * _SOURCE_BYTES + weights * itemsize
     cast = x * itemsize if itemsize != _SOURCE_BYTES else 0  # x kept as loaded, and cast
     extra64 = (CHECK_W64_ARRAYS * check + FLOAT32_W64_ARRAYS * (itemsize != _SOURCE_BYTES)) * (
@@ -225,7 +233,9 @@ def check_memory(cfg: Any, data: tuple[np.ndarray, np.ndarray] | None = None) ->
     itemsize = np.dtype(cfg.gradient.dtype.value).itemsize
     check = bool(cfg.gradient.check)
     n_samples, allocated = sample_count(cfg.data, data)
-    phases = _phases(shape, n_samples, method, itemsize, check)
+    sizes = sources.sizes(cfg.data)
+    features = sizes.features if sizes is not None else None
+    phases = _phases(shape, n_samples, method, itemsize, check, features)
     # Once loaded, the loading is over and what it holds is allocated (and available
     # memory has shrunk by as much): count only what is still to come.
     need = max(phases[1:]) - allocated if data is not None else max(phases)
