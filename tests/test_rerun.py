@@ -34,6 +34,8 @@ CASES = {
     "default": [],
     "iris": ["data=iris"],
     "blobs": ["data=blobs", "seed=3", "net.shape=[3,4]"],
+    # Batches drawn from the seed's generator, after W0: the same draws again.
+    "minibatch": ["data=blobs", "seed=4", "data.n_samples=90", "optimizer.batch_size=16"],
     "given": [
         "net.init=given",
         "net.W=[[0.5,-1,2],[0.25,0,-0.75]]",

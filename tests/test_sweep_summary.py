@@ -140,3 +140,22 @@ def test_the_table_json_holds_the_csv_rows_with_ui_safe_columns(tmp_path):
     as_text = {k: "" if v is None else repr(v) if isinstance(v, float) else str(v)
                for k, v in by_name[0].items()}  # fmt: skip
     assert as_text == {k.replace(".", "/"): v for k, v in csv_rows[0].items()}  # the CSV's cells
+
+
+def test_the_best_job_is_the_one_of_least_held_out_loss_when_all_have_one(tmp_path):
+    def row(job, loss, test_loss):
+        return {"job": job, "overrides": f"seed={job}", "status": "FINISHED", "run_name": "",
+                "final_loss": loss, "final_test_loss": test_loss, "final_test_accuracy": 0.9,
+                "params": {}}  # fmt: skip
+
+    # Job 0 fits its training data best; job 1 does best on the held-out part.
+    outcome = SweepOutcome("FINISHED", [row(0, 0.1, 0.5), row(1, 0.2, 0.3)])
+    assert outcome.best()["job"] == 1
+    assert "Best: seed=1 (held-out loss 0.3)." in description(outcome, tmp_path)
+    # Without a held-out loss for every finished job, the training loss decides.
+    outcome = SweepOutcome("FINISHED", [row(0, 0.1, 0.5), row(1, 0.2, None)])
+    assert outcome.best()["job"] == 0
+    assert "Best: seed=0 (final loss 0.1)." in description(outcome, tmp_path)
+    header = write_summary(outcome.rows, tmp_path / "s.csv").read_text().splitlines()[0]
+    assert header.startswith("job,overrides,status,final_loss,final_accuracy,final_test_loss,"
+                             "final_test_accuracy,")  # fmt: skip

@@ -211,8 +211,11 @@ def test_an_offline_run_gets_its_dataset_and_model_at_sync_and_only_once(workdir
         )
 
     first = inputs_and_models()
-    (dataset,), (model,), outputs = first
-    assert dataset[0] == "iris" and model[1:] == ("READY", 3) and outputs == [model[0]]
+    datasets, (model,), outputs = first
+    # Training and held-out parts (data.test_fraction=0.2); final loss, accuracy, steps and
+    # the held-out loss and accuracy on the model.
+    assert [d[0] for d in datasets] == ["iris", "iris"] and len(set(datasets)) == 2
+    assert model[1:] == ("READY", 5) and outputs == [model[0]]
     # A crash between the upload and its acknowledgement: the next sync sends it all again.
     journal = run_dir / JOURNAL_FILE
     lines = journal.read_text().splitlines(keepends=True)

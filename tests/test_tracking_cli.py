@@ -21,8 +21,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from numgrad.config import DataConfig, DataSource
 from numgrad.data import load_data
+from numgrad.data.iris import IrisData
 from numgrad.tracking.dataset import digest
 from numgrad.tracking.records import flatten_params, sampled_steps
 from tests.conftest import (
@@ -122,13 +122,13 @@ def test_cli_default_run_is_complete(workdir):
 
 
 def test_cli_iris_run_logs_its_dataset_and_model(workdir):
-    workdir.run("data=iris", "optimizer.steps=10")
+    workdir.run("data=iris", "data.test_fraction=0", "optimizer.steps=10")  # all 150 to train
     client, (run,) = all_runs(workdir.uri)
     (given,) = run.inputs.dataset_inputs
-    x, t = load_data(OmegaConf.structured(DataConfig(name=DataSource.iris)), [4, 3],
+    x, t = load_data(OmegaConf.structured(IrisData()), [4, 3],
                      np.random.default_rng(0))  # fmt: skip
     assert (given.dataset.name, given.dataset.digest) == ("iris", digest(x, t))
-    assert json.loads(given.dataset.source)["uri"].endswith("numgrad/datasets/iris.csv")
+    assert json.loads(given.dataset.source)["uri"].endswith("numgrad/data/iris.csv")
     assert {t.key: t.value for t in given.tags} == {"mlflow.data.context": "training"}
     models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert [(m.name, m.source_run_id, m.status.name) for m in models] == [

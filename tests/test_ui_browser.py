@@ -76,7 +76,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """Make the store with ``numgrad``, serve it with ``numgrad-ui``; stop it afterwards."""
     _playwright()  # skip before spending a minute on the store
     work = Workdir(tmp_path_factory.mktemp("reviewed"))
-    work.run("data=iris", "optimizer.steps=60", "gradient.check=true")
+    # All 150 samples for training: one dataset input, the page's "iris (150 samples)".
+    work.run("data=iris", "data.test_fraction=0", "optimizer.steps=60", "gradient.check=true")
     work.run("optimizer.lr=0.1,1.0", "gradient.h=1e-2,1e-4", "data=blobs", "optimizer.steps=20",
              multirun=True)  # fmt: skip
     client = MlflowClient(work.uri)

@@ -26,15 +26,13 @@ from numgrad.sweep.jobs import FINISHED_NOT_SYNCED, JOB_STATUS_FILE, read_job_st
 SUMMARY_FILE = "sweep_summary.csv"
 TABLE_FILE = "sweep_summary.json"  # the same, as an MLflow table
 NOT_STARTED = "NOT_STARTED"
-FIELDS = (
-    "job", "overrides", "status", "final_loss", "final_accuracy", "steps_taken",
-    "grad_rel_error", "dtype", "run_id", "run_name",
+NUMBERS = (
+    "final_loss", "final_accuracy", "final_test_loss", "final_test_accuracy", "steps_taken",
+    "grad_rel_error",
 )  # fmt: skip
+FIELDS = ("job", "overrides", "status", *NUMBERS, "dtype", "run_id", "run_name")
 DONE = ("FINISHED", FINISHED_NOT_SYNCED)
-NUMBERS = ("final_loss", "final_accuracy", "steps_taken", "grad_rel_error")
-#: What ranks the jobs, lower is better: the first column that finished jobs have. A
-#: held-out loss, where the data has one, belongs before the training loss.
-RANKING = ("final_loss",)
+RANKING = ("final_test_loss", "final_loss")  # lower is better; see best_job
 
 
 @dataclass
@@ -73,8 +71,9 @@ class SweepOutcome:
 
 
 def best_job(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], str] | None:
-    """The finished job with the lowest value in the first of :data:`RANKING` that finished
-    jobs have, and that column; None when no finished job has any.
+    """The finished job with the lowest value in the first of :data:`RANKING` that every
+    finished job has (the training loss whatever they have), and that column; None when
+    no finished job has any.
 
     Examples
     --------
@@ -84,7 +83,8 @@ def best_job(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], str] | 
     done = [r for r in rows if r["status"] in DONE]
     for column in RANKING:
         ranked = [r for r in done if _finite(r.get(column))]
-        if ranked:
+        # A held-out loss ranks only when every finished job has one (the same data).
+        if ranked and (len(ranked) == len(done) or column == RANKING[-1]):
             return min(ranked, key=lambda r: r[column]), column
     return None
 
@@ -177,9 +177,8 @@ def _finish_row(row: dict[str, Any], interrupted: bool) -> dict[str, Any]:
 def _empty_row(job_dir: Path | None) -> dict[str, Any]:
     return {
         "job": int(job_dir.name) if job_dir is not None and job_dir.name.isdigit() else None,
-        "overrides_list": [], "status": None, "final_loss": None, "final_accuracy": None,
-        "steps_taken": None, "grad_rel_error": None, "dtype": "", "run_id": "", "run_name": "",
-        "error": "",
+        "overrides_list": [], "status": None, **dict.fromkeys(NUMBERS), "dtype": "",
+        "run_id": "", "run_name": "", "error": "",
         "output_dir": str(job_dir) if job_dir is not None else None,
     }  # fmt: skip
 
@@ -210,11 +209,11 @@ def write_summary(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     >>> with tempfile.TemporaryDirectory() as d:
     ...     print(write_summary(rows, Path(d) / "s.csv").read_text().splitlines()[1])
     ...     table = json.loads(write_table(rows, Path(d) / "s.json").read_text())
-    0,optimizer.lr=0.1,FINISHED,0.25,1.0,3,,,abc,lr=0.1,0.1,,/x/0
+    0,optimizer.lr=0.1,FINISHED,0.25,1.0,,,3,,,abc,lr=0.1,0.1,,/x/0
     >>> table["columns"][:5]
     ['job', 'run_name', 'optimizer/lr', 'status', 'final_loss']
-    >>> table["data"][0][:8]
-    [0, 'lr=0.1', '0.1', 'FINISHED', 0.25, 1.0, 3, None]
+    >>> table["data"][0][:10]
+    [0, 'lr=0.1', '0.1', 'FINISHED', 0.25, 1.0, None, None, 3, None]
     """
     header, body = _table(rows)
     tmp = path.with_name(path.name + ".tmp")
@@ -294,6 +293,6 @@ def description(outcome: SweepOutcome, sweep_dir: Path) -> str:
     if ranked is not None:
         best, column = ranked
         name = best["run_name"] or best["overrides"] or f"job {best['job']}"
-        what = "final loss" if column == "final_loss" else column
+        what = {"final_loss": "final loss", "final_test_loss": "held-out loss"}.get(column, column)
         text += f" Best: {name} ({what} {best[column]:.6g})."
     return text + f" One row per job in `{SUMMARY_FILE}`; sweep dir `{sweep_dir}`."

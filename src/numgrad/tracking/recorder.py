@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from numgrad import signals
 from numgrad.tracking.backoff import Backoff
 from numgrad.tracking.entries import FORMAT
 from numgrad.tracking.journal import (
@@ -98,9 +99,10 @@ class Recorder:
         A store that cannot be opened here raises :class:`TrackingError` and leaves no
         journal behind: nothing has run yet.
         """
-        if not self.handed_over:  # the run sends its own journal: it owns it
-            self._lock = journal_lock(self.journal_path, timeout=LOCK_SECONDS)
         try:
+            if not self.handed_over:  # the run sends its own journal: it owns it
+                with signals.held():  # held, or a signal could leave the lock file behind
+                    self._lock = journal_lock(self.journal_path, timeout=LOCK_SECONDS)
             self.journal = Journal.create(self.journal_path)
             self.record(
                 "start", format=FORMAT, type=kind, uri=self.uri, experiment=self.experiment,
@@ -124,7 +126,12 @@ class Recorder:
             self.uploader = Uploader(store, JournalReader(self.journal_path), journal=self.journal)
             self.uploader.upload()
         except BaseException as exc:
-            self.journal.close()
+            if self.run_id is not None and isinstance(exc, Exception):  # never left RUNNING
+                self.abandon("FAILED", describe_error(exc))
+            elif self.run_id is not None:  # a signal: KILLED, like a run stopped later
+                why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+                self.abandon("KILLED", why, tag="numgrad.stop_reason")
+            self.journal.close_quietly()
             self.journal_path.unlink(missing_ok=True)
             self.journal, self.uploader = None, None
             self._release(remove=True)
@@ -193,14 +200,14 @@ class Recorder:
             if self.run_id is not None:
                 ACTIVE_RUNS.discard(self.run_id)
 
-    def abandon(self, status: str, reason: str) -> None:
+    def abandon(self, status: str, reason: str, tag: str = "numgrad.error") -> None:
         """End the store's run without its journal (which cannot be written: disk full),
         so that it is never left RUNNING; ``numgrad-sync`` completes it from the journal."""
         if self.uploader is None or self.run_id is None:
             return
         try:
             self.uploader.store.call(self.uploader.store.client.set_tag, self.run_id,
-                                     "numgrad.error", reason[:5000])  # fmt: skip
+                                     tag, reason[:5000])  # fmt: skip
             self.uploader.store.terminate(self.run_id, status, int(time.time() * 1000))
         except Exception as exc:
             print(f"numgrad: could not end run {self.run_id}: {describe_error(exc)}",

@@ -36,7 +36,7 @@ import numpy as np
 from numgrad import signals
 from numgrad.tracking import pages
 from numgrad.tracking.dataset import CONTEXT, dataset_name, dataset_record, dataset_source
-from numgrad.tracking.ending import NOTE_TAG, final_metrics, note, outcome
+from numgrad.tracking.ending import NOTE_TAG, end_of, final_metrics, note, outcome
 from numgrad.tracking.files import save_initial, write_inputs, write_outputs
 from numgrad.tracking.history import History
 from numgrad.tracking.journal import JournalError
@@ -104,13 +104,15 @@ class NullSink:
     def log_start(self, W_init: np.ndarray | None) -> None:
         pass
 
-    def log_data(self, x: Any, t: Any, data_cfg: Any, seed: int) -> None:
+    def log_data(self, x: Any, t: Any, data_cfg: Any, seed: int, *, context: str = "") -> None:
         pass
 
-    def log_step(self, record: Any) -> None:
+    selected: frozenset[int] = frozenset()  # no step goes anywhere
+
+    def log_step(self, record: Any, extra: Mapping[str, float] | None = None) -> None:
         pass
 
-    def log_end(self, descent: Any, W_final: np.ndarray | None = None) -> None:
+    def log_end(self, descent: Any, W_final: Any = None, evaluation: Any = None) -> None:
         pass
 
     def describe(self) -> str | None:
@@ -145,6 +147,7 @@ class MlflowSink:
         self._history: History | None = None
         self._metrics: list[list[Any]] = []  # [key, value, ms, step] not yet journaled
         self._last: Any = None
+        self._last_extra: Mapping[str, float] | None = None
         self._last_queued = -1
         self._wall0: float | None = None  # wall time of the descent's start
         self._next_flush = math.inf
@@ -191,34 +194,31 @@ class MlflowSink:
         self._W_init = np.array(W_init, copy=True)
         save_initial(self.artifacts, self._W_init)
 
-    def log_data(self, x: np.ndarray, t: np.ndarray, data_cfg: Any, seed: int) -> None:
-        """Record the data the run trains on (``x`` as used, integer labels ``t``) as its
-        dataset input, named after ``data_cfg`` (a :class:`numgrad.config.DataConfig`)."""
+    def log_data(self, x: Any, t: Any, data_cfg: Any, seed: int, *, context: str = CONTEXT) -> None:
+        """Record the data the run trains on (``x`` as used, integer labels ``t``), or with
+        ``context="evaluation"`` its held-out part, as a dataset input named after ``data_cfg``."""
         name, source = dataset_name(data_cfg, seed), dataset_source(data_cfg)
-        self._dataset = dataset_record(x, t, name=name, source=source)
-        self._example = np.array(x[:EXAMPLE_ROWS], copy=True)  # the logged model's example
-        self.recorder.record("input", dataset=self._dataset, context=CONTEXT)
+        record = dataset_record(x, t, name=name, source=source)
+        if context == CONTEXT:
+            self._dataset = record
+            self._example = np.array(x[:EXAMPLE_ROWS], copy=True)  # the logged model's example
+        self.recorder.record("input", dataset=record, context=context)
 
-    def log_step(self, record: Any) -> None:
-        """Take one :class:`~numgrad.descent.StepRecord`; flush every ``flush_seconds``."""
+    def log_step(self, record: Any, extra: Mapping[str, float] | None = None) -> None:
+        """Take one :class:`~numgrad.descent.StepRecord`, with ``extra`` metrics at its weights
+        (held-out loss, accuracy) at :attr:`selected` steps; flush every ``flush_seconds``."""
         self._history.add(record)
         if record.step in self.selected:
-            self._queue(record)
-        self._last = record
+            self._queue(record, extra)
+        self._last, self._last_extra = record, extra
         if time.monotonic() >= self._next_flush:
             self.flush()
 
-    def log_end(self, descent: Any, W_final: np.ndarray | None = None) -> None:
-        """Remember the outcome of a completed descent; it is written when the run ends."""
-        last, grad = descent.last_record, descent.last_gradient
-        self._end = {
-            "stop_reason": descent.stop_reason,
-            "steps_taken": int(descent.steps_taken),
-            "final_loss": float(last.loss) if last is not None else math.nan,
-            "final_accuracy": float(last.accuracy) if last is not None else math.nan,
-            "W_final": np.array(descent.W if W_final is None else W_final, copy=True),
-            "gradient": None if grad is None else np.array(grad, copy=True),
-        }
+    def log_end(self, descent: Any, W_final: Any = None, evaluation: Any = None) -> None:
+        """Remember a completed descent's outcome (:func:`~numgrad.tracking.ending.end_of`)
+        and the ``evaluation`` of its final weights; written when the run ends."""
+        self._end = end_of(descent, W_final, evaluation)
+        self._last_extra = evaluation or self._last_extra  # the last step's, if queued at the end
 
     def flush(self) -> None:
         """New rows to ``history.csv``, new metrics to the journal, then to the store."""
@@ -242,13 +242,13 @@ class MlflowSink:
 
     # ------------------------------------------------------------------ records
 
-    def _queue(self, r: Any) -> None:
+    def _queue(self, r: Any, extra: Mapping[str, float] | None = None) -> None:
         if self._wall0 is None:
             self._wall0 = time.time() - r.seconds
         step, ms = int(r.step), int((self._wall0 + r.seconds) * 1000)
         add, isfinite = self._metrics.append, math.isfinite
-        for key in STEP_METRICS:
-            value = getattr(r, key)
+        values = {key: getattr(r, key) for key in STEP_METRICS} | dict(extra or {})
+        for key, value in values.items():
             # MLflow stores inf as 1.8e308 and nan as 0: history.csv has them. None: not measured.
             if value is not None and isfinite(value):
                 add([key, float(value), ms, step])
@@ -267,7 +267,7 @@ class MlflowSink:
         try:
             self._history.close()
             if self._last is not None and self._last_queued != self._last.step:
-                self._queue(self._last)  # the last step of a run that stopped early or failed
+                self._queue(self._last, self._last_extra)  # a run stopped early, or failed
             finals = final_metrics(end) if end else []
             self._metrics.extend(finals)
             if self._metrics:
