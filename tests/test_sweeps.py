@@ -558,3 +558,24 @@ def test_a_swept_sweep_wide_tracking_setting_is_refused_before_anything_runs(wor
     assert not (workdir.path / "a.db").exists() and not (workdir.path / "b.db").exists()
     assert not workdir.store.exists()
     assert not list((workdir.path / "multirun").glob("*/tracking_journal.jsonl"))
+
+
+@pytest.mark.slow
+def test_a_reused_sweep_dir_holds_only_this_sweeps_jobs_under_its_parent(workdir):
+    # hydra.sweep.dir fixed (as the README's Ray example does): a second, smaller sweep
+    # in the same dir must not adopt the first one's jobs.
+    fixed = f"hydra.sweep.dir={workdir.path / 'fixed'}"
+    workdir.run(fixed, "optimizer.lr=0.1,0.2,0.3,0.4", "optimizer.steps=3", multirun=True)
+    workdir.run(fixed, "optimizer.lr=0.5,0.6", "optimizer.steps=3", multirun=True)
+    client = MlflowClient(workdir.uri)
+    exp = client.get_experiment_by_name("numgrad")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    first, second = sorted((r for r in runs if r.data.tags.get("numgrad.kind") == "sweep"),
+                           key=lambda r: r.info.start_time)  # fmt: skip
+    under = {p.info.run_id: sorted(r.data.params["optimizer.lr"] for r in runs
+                                   if r.data.tags.get("mlflow.parentRunId") == p.info.run_id)
+             for p in (first, second)}  # fmt: skip
+    assert under == {first.info.run_id: ["0.1", "0.2", "0.3", "0.4"],
+                     second.info.run_id: ["0.5", "0.6"]}  # fmt: skip
+    rows = summary(client, second)
+    assert sorted(r["optimizer.lr"] for r in rows) == ["0.5", "0.6"], rows

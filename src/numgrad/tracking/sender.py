@@ -100,6 +100,11 @@ class Sender:
         self.backoff.succeeded()
         return True
 
+    def _earlier(self, t: Tracked) -> bool:
+        """A child journal an earlier sweep left in a reused sweep dir (started before it)."""
+        parent = self.parent.reader
+        return bool(parent.entries) and t.reader.start["start_time"] < parent.start["start_time"]
+
     def _children(self) -> list[Tracked]:
         for path in sorted(self.sweep_dir.glob(f"*/{JOURNAL_FILE}")):
             self.children.setdefault(path, Tracked(path))
@@ -112,7 +117,9 @@ class Sender:
         if not t.reader.entries:
             return
         if t.uploader is None:
-            if not t.reader.start.get("handed_over"):
+            # Not handed over (it sends itself: a job on Ray), or left in a reused sweep dir
+            # by an earlier sweep (started before this sweep's parent): not this sender's.
+            if not t.reader.start.get("handed_over") or self._earlier(t):
                 t.foreign = True
                 return
             try:
@@ -144,7 +151,10 @@ class Sender:
         parent_tags = (self.parent.reader.start if self.parent.reader.entries else {}).get("tags")
         sweep_pid = (parent_tags or {}).get("numgrad.pid") if sweep_gone else None
         for t in self._children():
-            if t.path.exists() and not t.foreign:
+            if t.foreign or not t.path.exists():
+                continue
+            t.reader.read_new()
+            if t.reader.entries and not self._earlier(t):
                 end_if_writer_gone(t.reader, dead_pid=sweep_pid)
         if sweep_gone and self.parent.path.exists():
             end_if_writer_gone(self.parent.reader, dead_pid=sweep_pid)
