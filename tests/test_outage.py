@@ -165,3 +165,34 @@ def test_a_sweep_whose_server_goes_away_counts_its_jobs_finished_not_synced(work
     assert parent.info.status == "FINISHED" and {c.info.status for c in children} == {"FINISHED"}
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert sorted(history(client, c.info.run_id, "loss")[-1][0] for c in children) == [10, 20000]
+
+
+@pytest.mark.slow
+def test_a_hung_server_never_stalls_the_descent(workdir, mlflow_server):
+    # SIGSTOP: the server takes connections and never answers. Without the /health probe
+    # a flush waited for the HTTP client's timeout and retries (~32 s between two steps).
+    import csv
+    import os
+
+    args = (f"tracking.uri={mlflow_server.uri}", "optimizer.steps=200000",
+            "tracking.flush_seconds=0.2", "tracking.outage_grace_seconds=120")  # fmt: skip
+    client = MlflowClient(mlflow_server.uri)
+    with running(workdir.popen(*args)) as proc:
+        (run,) = wait_for(lambda: all_runs(mlflow_server.uri)[1])
+        wait_for(lambda: len(client.get_metric_history(run.info.run_id, "loss")) >= 5)
+        os.killpg(mlflow_server.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(15)
+        finally:
+            os.killpg(mlflow_server.proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"lost the tracking store {mlflow_server.uri}" in err
+    with open(workdir.path / "run" / "artifacts" / "history.csv") as f:
+        seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
+    assert seconds[-1] > 15  # the run went on through the hang
+    gaps = np.diff(seconds)
+    assert gaps.max() < 5.0, f"the descent stalled {gaps.max():.1f} s between two steps"
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    points = client.get_metric_history(run.info.run_id, "loss")
+    assert len({p.step for p in points}) == len(points)  # caught up, each point once

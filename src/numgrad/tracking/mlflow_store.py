@@ -99,10 +99,10 @@ class MlflowStore:
         with store_lock(self.db):
             yield
 
-    def reachable(self) -> bool:
+    def reachable(self, timeout: float = 2.0) -> bool:
         """Does the store answer at all? (A server's ``/health``; a SQLite file's directory.)"""
         if is_http(self.uri):
-            return server_alive(self.uri)
+            return server_alive(self.uri, timeout)
         return self.db is None or self.db.parent.is_dir()
 
     @staticmethod

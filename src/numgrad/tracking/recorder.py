@@ -44,6 +44,7 @@ from numgrad.tracking.uploader import Uploader, journal_lock
 from numgrad.tracking.uri import TrackingError
 
 FINAL_RETRY = 1.0  # during the end-of-run grace period: retry every second
+PROBE_SECONDS = 1.0  # a tracking server that does not answer /health this fast is down
 AT_END = "at the end of the run"
 LOCK_SECONDS = 10.0  # a reused run dir's earlier journal may be being synced: wait this long
 
@@ -155,9 +156,15 @@ class Recorder:
 
     def push(self, *, where: str = "") -> bool:
         """Send the unacknowledged records; True when the store holds them all."""
-        if self.uploader is None:
+        if self.uploader is None or not self.backoff.due():
             return False
-        if not self.backoff.due():
+        store = self.uploader.store
+        # A server that is down or hung (it takes connections, never answers) costs the
+        # descent one short /health, not the HTTP client's 10 s timeout and retries.
+        if (self.backoff.down_since is not None or store.db is None) and not store.reachable(
+            PROBE_SECONDS
+        ):
+            self._mark_down(TimeoutError(f"no answer from /health in {PROBE_SECONDS:g} s"), where)
             return False
         try:
             self.journal.flush()
