@@ -95,7 +95,7 @@ def test_python_dash_m_and_help(workdir):
     ).stdout
     for group in ("data:", "gradient:", "optimizer:", "tracking:"):
         assert group in help_text
-    assert "article, blobs, file, iris" in help_text
+    assert "article, blobs, digits, file, iris" in help_text
 
 
 def bad(workdir, *overrides):

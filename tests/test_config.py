@@ -13,19 +13,18 @@ from omegaconf import OmegaConf
 
 from numgrad.config import (
     ConfigError,
-    DataSource,
     DType,
     Init,
     Method,
-    Scaling,
     register_configs,
     validate,
 )
 from numgrad.data import load_data
+from numgrad.data.iris import Scaling
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = {
-    "data": ["article", "blobs", "iris", "file"],
+    "data": ["article", "blobs", "iris", "file", "digits"],
     "net": ["simple"],
     "gradient": ["central"],
     "optimizer": ["sgd"],
@@ -60,7 +59,7 @@ def test_every_option_composes(group, option):
 def test_defaults_are_the_book_example():
     cfg = compose_cfg()
     assert cfg.seed == 0
-    assert cfg.data.name is DataSource.article
+    assert cfg.data.name == "article"
     assert list(cfg.data.x) == [0.6, 0.9] and list(cfg.data.t) == [0, 0, 1]
     assert list(cfg.net.shape) == [2, 3] and cfg.net.init is Init.normal and cfg.net.scale == 1.0
     assert cfg.gradient.method is Method.vectorized and cfg.gradient.h == 1e-4
@@ -79,7 +78,7 @@ def test_overrides_reach_the_config():
     )  # fmt: skip
     assert cfg.gradient.dtype is DType.float32
     assert cfg.optimizer.lr == 0.5 and cfg.gradient.h == 1e-3 and cfg.seed == 7
-    assert list(cfg.net.shape) == [4, 3] and cfg.data.name is DataSource.blobs
+    assert list(cfg.net.shape) == [4, 3] and cfg.data.name == "blobs"
     assert cfg.gradient.method is Method.loop and cfg.gradient.check
     assert cfg.optimizer.steps == 0 and cfg.data.spread == 0.25 and not cfg.tracking.enabled
     x, t = load_data(cfg.data, list(cfg.net.shape), np.random.default_rng(cfg.seed))
@@ -114,11 +113,13 @@ def test_inline_data_and_given_weights():
     "override",
     ["optimizer.lr=abc", "optimizer.steps=1.5", "net.init=uniform", "gradient.method=forward",
      "optimizer.momentum=0.9", "data=nope", "net.shape=[2,x]", "gradient.h=[1",
-     "gradient.dtype=float16", "seed=1.5"],
+     "gradient.dtype=float16", "seed=1.5", "data=blobs data.x=[1]", "data=iris data.path=a.csv",
+     "data=file data.n_samples=5", "data=article data.scaling=none"],
 )  # fmt: skip
 def test_type_errors_fail_at_composition(override):
+    # A field another data source has does not exist for this one (one schema per option).
     with pytest.raises((ConfigCompositionException, OverrideParseException)):
-        compose_cfg(override)
+        compose_cfg(*override.split())
 
 
 @pytest.mark.parametrize(
@@ -140,6 +141,11 @@ def test_type_errors_fail_at_composition(override):
         ("net.init=given", r"invalid net.W=None: net.init=given needs net.W"),
         ("net.W=[[1,2,3],[4,5,6]]", r"invalid net.init='normal': net.W is given"),
         ("data=file", r"invalid data.path=None: data=file needs data.path"),
+        ("data.x=null", r"^invalid data.x=None: give both x and t$"),
+        ("data.t=null", r"^invalid data.t=None: give both x and t$"),
+        ("data.x=null data.t=null", r"^invalid data.x=None: data=article needs data.x and data.t$"),
+        ("data=blobs data.spread=nan", r"^invalid data.spread=nan: must be a finite number$"),
+        ("data=iris data.name=blobs", r"^invalid data.name='blobs': choose a source with data="),
         ("data=blobs data.n_samples=0", r"invalid data.n_samples=0: must be >= 1"),
         ("tracking.log_every=0", r"invalid tracking.log_every=0: must be >= 1"),
     ],

@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from numgrad.config import ConfigError, DataConfig, DataSource, Scaling
-from numgrad.data import load_data, make_blobs, scale_features
+from numgrad.config import ConfigError
+from numgrad.data import SOURCES, load_data
+from numgrad.data.blobs import make_blobs
+from numgrad.data.iris import Scaling, scale_features
 from numgrad.net import SimpleNet
 
 
-def cfg(**fields):
-    return OmegaConf.structured(DataConfig(**fields))
+def cfg(name="article", **fields):
+    return OmegaConf.structured(SOURCES[name].Schema(**fields))
 
 
 def test_blobs_follow_the_shape_and_the_generator():
@@ -26,7 +28,7 @@ def test_blobs_follow_the_shape_and_the_generator():
 
 
 def test_iris_is_the_fisher_table():
-    x, t = load_data(cfg(name=DataSource.iris, scaling=Scaling.none), [4, 3], None)
+    x, t = load_data(cfg(name="iris", scaling=Scaling.none), [4, 3], None)
     assert x.shape == (150, 4) and x.dtype == np.float64 and t.dtype == np.int64
     assert x[0].tolist() == [5.1, 3.5, 1.4, 0.2] and t[0] == 0
     np.testing.assert_allclose(x.mean(axis=0), [5.843333, 3.057333, 3.758, 1.199333], atol=1e-6)
@@ -44,18 +46,18 @@ def test_npz_and_csv_files(tmp_path):
     x = np.arange(12.0).reshape(4, 3)
     t = np.array([0, 1, 1, 0])
     np.savez(tmp_path / "d.npz", x=x, t=t)
-    got = load_data(cfg(name=DataSource.file, path=str(tmp_path / "d.npz")), [3, 2], None)
+    got = load_data(cfg(name="file", path=str(tmp_path / "d.npz")), [3, 2], None)
     assert np.array_equal(got[0], x) and np.array_equal(got[1], t)
     lines = ["0.5,1,0", "2,3.5,1"]
     (tmp_path / "plain.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "header.csv").write_text("a,b,label\n" + "\n".join(lines) + "\n")
     for name in ("plain.csv", "header.csv"):
-        got = load_data(cfg(name=DataSource.file, path=str(tmp_path / name)), [2, 2], None)
+        got = load_data(cfg(name="file", path=str(tmp_path / name)), [2, 2], None)
         assert got[0].tolist() == [[0.5, 1.0], [2.0, 3.5]] and got[1].tolist() == [0, 1]
 
 
 def read_file(path):
-    return load_data(cfg(name=DataSource.file, path=str(path)), [2, 2], None)
+    return load_data(cfg(name="file", path=str(path)), [2, 2], None)
 
 
 def file_error(path) -> str:
@@ -227,3 +229,110 @@ def test_the_command_trains_on_a_csv_with_a_byte_order_mark_as_without(workdir, 
                            "optimizer.steps=5", "tracking.enabled=false")  # fmt: skip
         final[name] = re.search(r"final loss (\S+),", proc.stdout).group(1)
     assert final["excel.csv"] == final["plain.csv"]
+
+
+# ------------------------------------------- as before the sources became modules
+# Each message below is what the code of commit 200e988 (one data.py, a DataSource enum)
+# printed for the same overrides; the data/ package must read the same, source by source.
+
+BEFORE_ERRORS = [
+    (["data=file"], "invalid data.path=None: data=file needs data.path=<file.npz|.csv>"),
+    (["data=file", "data.path={d}/missing.npz"], "invalid data.path='{d}/missing.npz': no such file"),
+    (["data=file", "data.path={d}/dir.csv"],
+     "invalid data.path='{d}/dir.csv': is a directory, not a .npz or .csv file"),
+    (["data=file", "data.path={d}/only_x.npz"],
+     "invalid data.path='{d}/only_x.npz': needs arrays x and t (found: x)"),
+    (["data=file", "data.path={d}/text.npz"], "invalid data.path='{d}/text.npz': not a .npz "
+     "archive (np.savez writes one, with arrays x and t)"),
+    (["data=file", "data.path={d}/ok.npz"], "invalid data.path='{d}/ok.npz': label 9 at t[3] is "
+     "out of range: W has 3 classes, so labels must be in 0..2"),
+    (["data=file", "data.path={d}/d.csv", "net.shape=[3,2]"], "invalid net.shape=[3, 2]: does "
+     "not fit data=file: x has 2 features (columns) but W has 3 rows"),
+    (["data.x=null"], "invalid data.x=None: give both x and t"),
+    (["data.t=null"], "invalid data.t=None: give both x and t"),
+    (["data.x=null", "data.t=null"], "invalid data.x=None: data=article needs data.x and data.t"),
+    (["data.x=[0.6,'a']"],
+     "invalid data.x=[0.6, 'a']: not a numeric array (could not convert string to float: 'a')"),
+    (["data.t=[0,0,7]"], "invalid data.t=[0, 0, 7]: t row 0 is not one-hot (exactly one 1, "
+     "zeros elsewhere): [0 0 7]"),
+    (["data.x=[[0.6,0.9]]", "data.t=[3]"], "invalid data.t=[3]: label 3 at t[0] is out of "
+     "range: W has 3 classes, so labels must be in 0..2"),
+    (["data.x=[0.6,nan]"], "invalid data.x=[0.6, nan]: x has 1 non-finite value(s) (nan or "
+     "inf), first at sample 0, feature 1: nan"),
+    (["net.shape=[3,3]"], "invalid net.shape=[3, 3]: does not fit data=article: x has 2 "
+     "features (columns) but W has 3 rows"),
+    (["data=blobs", "data.n_samples=0"], "invalid data.n_samples=0: must be >= 1"),
+    (["data=blobs", "data.spread=nan"], "invalid data.spread=nan: must be a finite number"),
+    (["data=blobs", "data.spread=-1"], "invalid data.spread=-1.0: must be >= 0"),
+    (["data=iris", "data.test_fraction=0", "net.shape=[3,3]"], "invalid net.shape=[3, 3]: does "
+     "not fit data=iris: x has 4 features (columns) but W has 3 rows"),
+    (["data=iris", "data.test_fraction=0", "net.shape=[4,2]"], "invalid data='iris': label 2 at "
+     "t[100] is out of range: W has 2 classes, so labels must be in 0..1"),
+]  # fmt: skip
+BEFORE_REFUSALS = [  # (bytes available, overrides, message)
+    (0, ["data=blobs", "data.n_samples=100000000"], "invalid data.n_samples=100000000: the run "
+     "would need about 38.4 GB of memory, 0 B are available"),
+    (0, ["data=blobs", "data.n_samples=3000"], "invalid data.n_samples=3000: the run would need "
+     "about 3.06 MB of memory, 0 B are available"),
+    (0, ["data=blobs", "net.shape=[100000,100000]"], "invalid net.shape=[100000, 100000]: the run "
+     "would need about 561 GB of memory, 0 B are available"),
+    (0, ["data.x=" + str([[0.5, 0.5]] * 3000), "data.t=" + str([0] * 3000)], "invalid data.x=[[0.5, "
+     "0.5], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.5...: the run would "
+     "need about 3.06 MB of memory, 0 B are available"),
+    (0, ["data=iris", "data.test_fraction=0"], "invalid net.shape=[4, 3]: the run would need "
+     "about 1.2 MB of memory, 0 B are available"),
+    (0, ["data=file", "data.path={d}/big.csv"], "invalid net.shape=[2, 3]: the run would need "
+     "about 1.05 MB of memory, 0 B are available"),  # before the file is read
+    (1_500_000, ["data=file", "data.path={d}/big.csv"], "invalid data.path='{d}/big.csv': the run "
+     "would need about 2.99 MB of memory, 1.5 MB are available"),  # once it is read
+]  # fmt: skip
+BEFORE_NAMES = [
+    ([], "article"), (["data.x=[[0.6,0.9],[0.1,0.4]]", "data.t=[2,0]"], "article(custom)"),
+    (["data=blobs", "seed=7"], "blobs(seed=7,n=60)"),
+    (["data=blobs", "data.n_samples=9", "data.spread=0.5", "seed=1"], "blobs(seed=1,n=9,spread=0.5)"),
+    (["data=iris"], "iris"), (["data=iris", "data.scaling=zscore"], "iris(zscore)"),
+    (["data=file", "data.path=/d/my data.npz"], "my data.npz"),
+]  # fmt: skip
+
+
+@pytest.fixture
+def files(tmp_path):
+    np.savez(tmp_path / "only_x.npz", x=np.ones((2, 2)))
+    np.savez(tmp_path / "ok.npz", x=np.ones((4, 2)), t=np.array([0, 1, 0, 9]))
+    (tmp_path / "d.csv").write_text("1,2,0\n3,4,1\n")
+    (tmp_path / "big.csv").write_text("1,2,0\n" * 3000)
+    (tmp_path / "dir.csv").mkdir()
+    (tmp_path / "text.npz").write_text("hello")
+    return tmp_path
+
+
+def refusal(overrides, d):
+    from numgrad.runner import execute
+    from tests.test_config import compose_cfg
+
+    cfg = compose_cfg(*[o.format(d=d) for o in overrides], "tracking.enabled=false")
+    with pytest.raises(ConfigError) as info:
+        execute(cfg)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(("overrides", "message"), BEFORE_ERRORS)
+def test_every_data_error_reads_as_before_the_sources_were_modules(files, overrides, message):
+    assert refusal(overrides, files) == message.format(d=files)
+
+
+@pytest.mark.parametrize(("available", "overrides", "message"), BEFORE_REFUSALS)
+def test_every_memory_refusal_reads_as_before(files, monkeypatch, available, overrides, message):
+    from numgrad import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: available)
+    assert refusal(overrides, files) == message.format(d=files)
+
+
+@pytest.mark.parametrize(("overrides", "name"), BEFORE_NAMES)
+def test_every_dataset_name_reads_as_before(overrides, name):
+    from numgrad.tracking.dataset import dataset_name
+    from tests.test_config import compose_cfg
+
+    cfg = compose_cfg(*overrides)
+    assert dataset_name(cfg.data, cfg.seed) == name

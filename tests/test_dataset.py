@@ -17,42 +17,40 @@ from mlflow.data.numpy_dataset import from_numpy
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from numgrad.config import DataConfig, DataSource, Scaling
-from numgrad.data import load_data
+from numgrad.data import SOURCES, load_data
+from numgrad.data.iris import Scaling
 from numgrad.tracking.dataset import dataset_name, dataset_record, dataset_source, digest
 from tests.test_sink import article_descent, run_tracked
 
-IRIS = Path(__file__).resolve().parents[1] / "src" / "numgrad" / "datasets" / "iris.csv"
+IRIS = Path(__file__).resolve().parents[1] / "src" / "numgrad" / "data" / "iris.csv"
 
 
 def data(**fields) -> OmegaConf:
-    return OmegaConf.structured(DataConfig(**fields))
+    return OmegaConf.structured(SOURCES[fields.pop("name", "article")].Schema(**fields))
 
 
 def test_names_say_which_data():
     assert dataset_name(data(x=[0.6, 0.9], t=[0, 0, 1]), seed=0) == "article"
     assert dataset_name(data(x=[[0.6, 0.9], [0.1, 0.4]], t=[2, 0]), seed=0) == "article(custom)"
     assert dataset_name(data(x=[0.6, 0.8], t=[0, 0, 1]), seed=0) == "article(custom)"
-    assert dataset_name(data(name=DataSource.blobs), seed=7) == "blobs(seed=7,n=60)"
-    assert dataset_name(data(name=DataSource.blobs, n_samples=9, spread=0.5), seed=1) == (
+    assert dataset_name(data(name="blobs"), seed=7) == "blobs(seed=7,n=60)"
+    assert dataset_name(data(name="blobs", n_samples=9, spread=0.5), seed=1) == (
         "blobs(seed=1,n=9,spread=0.5)"
     )
-    assert dataset_name(data(name=DataSource.iris), seed=0) == "iris"
-    assert (
-        dataset_name(data(name=DataSource.iris, scaling=Scaling.zscore), seed=0) == "iris(zscore)"
-    )
-    assert dataset_name(data(name=DataSource.file, path="/d/my data.npz"), seed=0) == "my data.npz"
+    assert dataset_name(data(name="iris"), seed=0) == "iris"
+    assert dataset_name(data(name="iris", scaling=Scaling.zscore), seed=0) == "iris(zscore)"
+    assert dataset_name(data(name="file", path="/d/my data.npz"), seed=0) == "my data.npz"
 
 
 def test_sources():
-    assert dataset_source(data(name=DataSource.iris)).resolve() == IRIS
-    assert dataset_source(data(name=DataSource.file, path="rel/x.csv")) == Path.cwd() / "rel/x.csv"
-    assert dataset_source(data(name=DataSource.blobs)) is None
+    assert dataset_source(data(name="iris")).resolve() == IRIS
+    assert dataset_source(data(name="file", path="rel/x.csv")) == Path.cwd() / "rel/x.csv"
+    assert dataset_source(data(name="blobs")) is None
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_record_matches_what_mlflow_writes_for_the_same_arrays(dtype):
-    cfg = data(name=DataSource.iris)
+    cfg = data(name="iris")
     x, t = load_data(cfg, [4, 3], np.random.default_rng(0))
     x = x.astype(dtype)
     ours = dataset_record(x, t, name="iris", source=IRIS)

@@ -6,6 +6,7 @@ with the logged values: the checks do not trust the module's own round trip.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -16,6 +17,7 @@ from omegaconf import OmegaConf
 
 from numgrad.cli import CONFIG_DIR
 from numgrad.config import ConfigError, NumgradConfig, register_configs
+from numgrad.data.article import ArticleData
 from numgrad.logged_config import (
     NOT_CARRIED,
     carried_values,
@@ -138,15 +140,43 @@ def test_what_is_not_carried():
     )
     assert NOT_CARRIED.isdisjoint(values)
     assert values["tracking.experiment"] == "numgrad" and values["optimizer.lr"] == 0.1
-    assert set(values) | NOT_CARRIED == {k for k, leaf in schema_keys().items() if leaf}
+    article = {f"data.{f.name}" for f in dataclasses.fields(ArticleData)}
+    leaves = {k for k, leaf in schema_keys().items() if leaf}
+    assert set(values) | NOT_CARRIED == {k for k in leaves if not k.startswith("data.")} | article
+
+
+def test_schema_keys_hold_every_data_source_s_fields():
+    keys = schema_keys()
+    assert all(keys[k] for k in ("data.x", "data.n_samples", "data.scaling", "data.path"))
+
+
+def test_a_field_of_another_source_is_refused_by_the_run_s_schema():
+    config = logged_config("data=blobs")
+    config["data"]["x"] = [1.0, 2.0]
+    with pytest.raises(ConfigError, match=r"^invalid data.x=\[1.0, 2.0\]: in run abc's config.yaml: "
+                       r"Key 'x' not in 'BlobsData'"):  # fmt: skip
+        carried_values(config, WHERE)
+
+
+def test_a_run_logged_with_the_single_data_schema_still_reruns():
+    """Before each source had its schema, config.yaml held every source's fields at their
+    defaults; those had no effect, and are left out."""
+    old = logged_config("data=iris")
+    old["data"] = {"name": "iris", "x": None, "t": None, "n_samples": 60, "spread": 1.0,
+                   "path": None, "scaling": "rms"}  # fmt: skip
+    overrides, composed = replanned(old, ["data"])
+    assert overrides == ["data=iris", "data.test_fraction=0.0"]  # nothing was held out then
+    assert composed["data.test_fraction"] == 0.0
+    old["data"]["n_samples"] = 61  # not a default: it said something, and iris has no such field
+    with pytest.raises(ConfigError, match=r"^invalid data.n_samples=61: .*not in 'IrisData'"):
+        carried_values(old, WHERE)
 
 
 def test_schema_keys_follow_the_dataclasses():
     keys = schema_keys()
     assert keys["net"] is False and keys["net.from_run"] is True and keys["rerun_of"] is True
-    assert set(OmegaConf.to_container(OmegaConf.structured(NumgradConfig))) == {
-        k for k in keys if "." not in k
-    }
+    cfg = OmegaConf.structured(NumgradConfig(data=ArticleData()))
+    assert set(OmegaConf.to_container(cfg)) == {k for k in keys if "." not in k}
 
 
 # ------------------------------------------------------------------ refusals
@@ -196,7 +226,7 @@ def tampered(path: str, value):
         ("optimizer.lr", "abc",
          "invalid optimizer.lr='abc': in run abc's config.yaml: Value 'abc' of type 'str' could not be converted to Float"),
         ("data.name", "../../../tmp/evil",
-         "invalid data.name='../../../tmp/evil': in run abc's config.yaml: Invalid value '../../../tmp/evil', expected one of [article, blobs, iris, file]"),
+         "invalid data.name='../../../tmp/evil': in run abc's config.yaml: Invalid value '../../../tmp/evil', expected one of [article, blobs, iris, file, digits]"),
         ("seed", 1.5,
          "invalid seed=1.5: in run abc's config.yaml: Value '1.5' of type 'float' could not be converted to Integer"),
     ],

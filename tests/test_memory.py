@@ -14,8 +14,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from numgrad import memory
-from numgrad.config import ConfigError, DataSource, DType, Method, NumgradConfig
-from numgrad.data import load_data
+from numgrad.config import ConfigError, DType, Method, NumgradConfig
+from numgrad.data import SOURCES, load_data
 from numgrad.descent import Descent
 from numgrad.gradient import ENGINES
 from numgrad.memory import available_bytes, check_memory, required_bytes
@@ -25,10 +25,11 @@ from tests.conftest import numgrad_env
 GB = 10**9
 
 
-def config(shape=(2, 3), n_samples=60, source=DataSource.blobs, **gradient):
-    cfg = OmegaConf.structured(NumgradConfig)
+def config(shape=(2, 3), n_samples=60, source="blobs", **gradient):
+    cfg = OmegaConf.structured(NumgradConfig(data=SOURCES[source].Schema()))
     cfg.net.shape = list(shape)
-    cfg.data.name, cfg.data.n_samples = source, n_samples
+    if source == "blobs":
+        cfg.data.n_samples = n_samples
     for key, value in gradient.items():
         cfg.gradient[key] = value
     return cfg
@@ -206,7 +207,7 @@ def test_few_samples_of_many_inputs_blame_the_shape():
 
 
 def test_a_loaded_file_is_checked_by_its_size_less_what_it_holds(tmp_path):
-    cfg = config((2, 1000), source=DataSource.file)
+    cfg = config((2, 1000), source="file")
     cfg.data.path = "big.npz"
     check_memory(cfg)  # before loading: only the weights are known, and small
     x, t = np.ones((10**5, 2)), np.zeros(10**5, dtype=np.int64)
@@ -222,7 +223,7 @@ def test_a_loaded_file_is_checked_by_its_size_less_what_it_holds(tmp_path):
 
 
 def test_inline_data_is_counted_by_its_rows():
-    cfg = config((2, 3), source=DataSource.article)
+    cfg = config((2, 3), source="article")
     cfg.data.x, cfg.data.t = [[0.6, 0.9]] * 4, [0, 1, 2, 0]
     assert memory.sample_count(cfg.data) == (4, 0)
     cfg.data.x = [0.6, 0.9]
@@ -231,10 +232,10 @@ def test_inline_data_is_counted_by_its_rows():
 
 @pytest.mark.parametrize("method", list(Method))
 def test_every_default_sized_run_fits(method):
-    for source in DataSource:
-        cfg = config((4, 3) if source == DataSource.iris else (2, 3), source=source)
+    for source in SOURCES:
+        cfg = config((4, 3) if source == "iris" else (2, 3), source=source)
         cfg.gradient.method = method
-        if source == DataSource.article:
+        if source == "article":
             cfg.data.x, cfg.data.t = [0.6, 0.9], [0, 0, 1]
         check_memory(cfg)  # the real available memory
 
@@ -292,3 +293,12 @@ def test_a_run_that_fits_runs_under_the_same_cap(workdir):
                       "optimizer.steps=2")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "finished after 2 steps" in proc.stdout
+
+
+def test_a_source_that_knows_its_features_is_counted_by_them_while_it_loads():
+    # digits loads 64 pixels per image whatever net.shape says (the mismatch is refused
+    # once loaded): the loading phase counts them, the blobs' centres and two labels.
+    loading = (2 * 2 * 10 + 3 * 1797 * 64) * 8 + 2 * 1797 * 8
+    assert memory._phases([2, 10], 1797, "vectorized", 8, False, 64)[0] == loading
+    assert memory._phases([2, 10], 1797, "vectorized", 8, False)[0] < loading  # by net.shape
+    assert memory.sources.sizes(config((2, 10), source="digits").data) == (1797, 64)

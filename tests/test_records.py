@@ -13,7 +13,6 @@ from numgrad.tracking.records import (
     run_name_from,
     sampled_steps,
     short_message,
-    swept_values,
 )
 
 
@@ -36,17 +35,6 @@ def test_run_name_from_overrides(overrides, name):
 def test_run_names_fit_mlflow():
     name = run_name_from([f"k{i}.value={i}" for i in range(200)])
     assert len(name) == 250 and name.endswith("...")
-
-
-def test_swept_values_leave_out_hydra_and_deletions():
-    overrides = [
-        "optimizer.lr=0.1",
-        "+data.x=1",
-        "hydra.run.dir=/x",
-        "~net.W",
-        "hydra/launcher=ray",
-    ]
-    assert swept_values(overrides) == {"optimizer.lr": "0.1", "data.x": "1"}
 
 
 def test_params_flattened_within_limits():

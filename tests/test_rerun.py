@@ -34,6 +34,8 @@ CASES = {
     "default": [],
     "iris": ["data=iris"],
     "blobs": ["data=blobs", "seed=3", "net.shape=[3,4]"],
+    # Batches drawn from the seed's generator, after W0: the same draws again.
+    "minibatch": ["data=blobs", "seed=4", "data.n_samples=90", "optimizer.batch_size=16"],
     "given": [
         "net.init=given",
         "net.W=[[0.5,-1,2],[0.25,0,-0.75]]",
@@ -295,7 +297,8 @@ def test_cli_rerun_is_bit_identical_on_sqlite(originals):
         last,
     ), last
     code, stdout, stderr = results["gone"]
-    assert (code, stderr) == (2, "numgrad: error: invalid data.path='gone.csv': no such file\n")
+    refusal = "numgrad-rerun: error: invalid data.path='gone.csv': no such file\n"
+    assert (code, stderr) == (2, refusal)
     assert not (path / "rerun-gone").exists()
     assert len(all_runs(uri)[1]) == len(ids) + len(jobs)  # originals, gone, 5 reruns
 

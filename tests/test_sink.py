@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from numgrad import signals
-from numgrad.config import DataConfig
+from numgrad.data.article import ArticleData
 from numgrad.descent import Descent, Diverged
 from numgrad.gradient import vectorized_gradient
 from numgrad.tracking.journal import JOURNAL_FILE, read_journal
@@ -48,7 +48,7 @@ CONFIG = {
 }
 
 
-ARTICLE = OmegaConf.structured(DataConfig(x=[0.6, 0.9], t=[0, 0, 1]))  # the book's sample
+ARTICLE = OmegaConf.structured(ArticleData(x=[0.6, 0.9], t=[0, 0, 1]))  # the book's sample
 
 
 def article_descent(steps: int, *, lr: float = 0.5, tol: float = 0.0, check: bool = True,
@@ -389,10 +389,10 @@ def test_offline_run_writes_only_its_journal(tmp_path):
         "d = Descent(np.zeros((2, 3)), np.array([[0.6, 0.9]]), np.array([2]),"
         " vectorized_gradient, h=1e-4, lr=0.5, steps=3)\n"
         "from omegaconf import OmegaConf\n"
-        "from numgrad.config import DataConfig\n"
+        "from numgrad.data.article import ArticleData\n"
         "with s:\n"
         "    s.log_start(d.W.copy())\n"
-        "    s.log_data(d.x, d.labels, OmegaConf.structured(DataConfig(x=[.6, .9], t=[2])), 0)\n"
+        "    s.log_data(d.x, d.labels, OmegaConf.structured(ArticleData(x=[.6, .9], t=[2])), 0)\n"
         "    for r in d: s.log_step(r)\n"
         "    s.log_end(d)\n"
         "print(s.synced, 'mlflow' in sys.modules)\n"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import time
 
-from numgrad.jobs import FINISHED_NOT_SYNCED, write_job_status
+from numgrad.sweep.jobs import FINISHED_NOT_SYNCED, write_job_status
+from numgrad.sweep.progress import report
 from numgrad.sweep.summary import (
     SweepOutcome,
     collect_rows,
     description,
     read_summary,
-    report,
     write_summary,
     write_table,
 )
@@ -86,12 +86,14 @@ def test_a_stopped_sweep_counts_the_jobs_it_never_started(tmp_path, capsys):
         (0, "KILLED", "optimizer.lr=1"), (1, "NOT_STARTED", "optimizer.lr=2"),
         (2, "NOT_STARTED", "optimizer.lr=3"), (3, "NOT_STARTED", "optimizer.lr=4"),
     ]  # fmt: skip
-    report(SweepOutcome("KILLED", rows), "")
-    err = capsys.readouterr().err.splitlines()
-    assert (
-        err[0] == "numgrad: sweep KILLED: 4 of 4 jobs did not finish (3 never started); no summary"
+    report(SweepOutcome("KILLED", rows, elapsed=2.5), [], None)
+    out, err = capsys.readouterr()
+    err = err.splitlines()
+    assert err[0] == (
+        "numgrad: sweep KILLED: 4 of 4 jobs did not finish (1 KILLED, 3 NOT_STARTED) in 2.5 s"
     )
     assert err[2] == "numgrad:   job 1 (optimizer.lr=2) NOT_STARTED"
+    assert out.splitlines() == ["numgrad: no summary"]
 
 
 def test_summary_csv_round_trips_and_names_every_parameter(tmp_path):
@@ -111,7 +113,7 @@ def test_the_parent_description_names_the_best_child(tmp_path):
 
 
 def test_job_status_files_are_written_whole(tmp_path):
-    from numgrad.jobs import JOB_STATUS_FILE, read_job_status
+    from numgrad.sweep.jobs import JOB_STATUS_FILE, read_job_status
 
     write_job_status(tmp_path, ["a=1"], "FINISHED", final_loss=0.5)
     assert read_job_status(tmp_path / JOB_STATUS_FILE) == {
@@ -138,3 +140,22 @@ def test_the_table_json_holds_the_csv_rows_with_ui_safe_columns(tmp_path):
     as_text = {k: "" if v is None else repr(v) if isinstance(v, float) else str(v)
                for k, v in by_name[0].items()}  # fmt: skip
     assert as_text == {k.replace(".", "/"): v for k, v in csv_rows[0].items()}  # the CSV's cells
+
+
+def test_the_best_job_is_the_one_of_least_held_out_loss_when_all_have_one(tmp_path):
+    def row(job, loss, test_loss):
+        return {"job": job, "overrides": f"seed={job}", "status": "FINISHED", "run_name": "",
+                "final_loss": loss, "final_test_loss": test_loss, "final_test_accuracy": 0.9,
+                "params": {}}  # fmt: skip
+
+    # Job 0 fits its training data best; job 1 does best on the held-out part.
+    outcome = SweepOutcome("FINISHED", [row(0, 0.1, 0.5), row(1, 0.2, 0.3)])
+    assert outcome.best()["job"] == 1
+    assert "Best: seed=1 (held-out loss 0.3)." in description(outcome, tmp_path)
+    # Without a held-out loss for every finished job, the training loss decides.
+    outcome = SweepOutcome("FINISHED", [row(0, 0.1, 0.5), row(1, 0.2, None)])
+    assert outcome.best()["job"] == 0
+    assert "Best: seed=0 (final loss 0.1)." in description(outcome, tmp_path)
+    header = write_summary(outcome.rows, tmp_path / "s.csv").read_text().splitlines()[0]
+    assert header.startswith("job,overrides,status,final_loss,final_accuracy,final_test_loss,"
+                             "final_test_accuracy,")  # fmt: skip

@@ -126,9 +126,8 @@ def test_grid_sweep_parent_children_and_summary(workdir):
     assert f"Best: {best.info.run_name} (final loss {best.data.metrics['final_loss']:.6g})" in note
     page = f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
     assert (
-        f"parent run {parent.info.run_id} (sweep lr=0.1,1.0 h=1e-2,1e-4) on {workdir.uri}; "
-        f"page: {page}?workflowType=machine_learning in numgrad-ui (http://127.0.0.1:5000); "
-        "summary "
+        f"numgrad: parent run {parent.info.run_id} (sweep lr=0.1,1.0 h=1e-2,1e-4) on "
+        f"{workdir.uri}; page: http://127.0.0.1:5000/{page}?workflowType=machine_learning\n"
     ) in proc.stdout
     # The same summary sits in the sweep dir, for a sweep without a store at hand.
     assert read_summary(workdir.path / "multirun" / "sweep_summary.csv") == rows
@@ -364,6 +363,16 @@ def test_ray_launcher_children_on_a_tracking_server(workdir, mlflow_server):
     for child in children:
         assert steps_of(client, child) == list(range(21))
     assert {r["run_id"] for r in summary(client, parent)} == {c.info.run_id for c in children}
+    # One line per job as it ended (its status file, on this machine's disk), none of
+    # the job's own output; the best child's page on the tracking server.
+    ends = [x for x in proc.stdout.splitlines() if x.startswith("numgrad: [")]
+    assert len(ends) == 4 and all(" FINISHED after " in x for x in ends), proc.stdout
+    assert "W_final" not in proc.stdout + proc.stderr
+    best = min(children, key=lambda c: c.data.metrics["final_loss"])
+    assert (
+        f"; page: {mlflow_server.uri}/#/experiments/{best.info.experiment_id}/runs/"
+        f"{best.info.run_id}?workflowType=machine_learning\n"
+    ) in proc.stdout
 
 
 @pytest.mark.slow
@@ -522,10 +531,30 @@ def test_sigterm_during_a_basic_sweep_counts_the_jobs_never_started(workdir):
             proc.kill()
             proc.communicate()
     assert proc.returncode == 143, err
-    assert "numgrad: sweep KILLED: 4 of 4 jobs did not finish (3 never started)" in err
+    assert "numgrad: sweep KILLED: 4 of 4 jobs did not finish (1 KILLED, 3 NOT_STARTED)" in err
     assert err.strip().splitlines()[-1] == "numgrad: terminated"
     client, parent, children = sweep_runs(workdir.uri)
     assert parent.info.status == "KILLED" and [c.info.status for c in children] == ["KILLED"]
     rows = summary(client, parent)
     assert [r["status"] for r in rows] == ["KILLED", "NOT_STARTED", "NOT_STARTED", "NOT_STARTED"]
     assert [r["optimizer.lr"] for r in rows] == ["0.1", "0.2", "0.3", "0.4"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("swept", "field"),
+    [("tracking.uri=sqlite:///{d}/a.db,sqlite:///{d}/b.db", "tracking.uri"),
+     ("tracking.offline=true,false", "tracking.offline")],
+)  # fmt: skip
+def test_a_swept_sweep_wide_tracking_setting_is_refused_before_anything_runs(workdir, swept, field):
+    proc = workdir.run(swept.format(d=workdir.path), "optimizer.steps=1", multirun=True,
+                       check=False)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert (
+        line.startswith(f"numgrad: error: invalid {field}=")
+        and "one value for the whole sweep" in line
+    )
+    assert not (workdir.path / "a.db").exists() and not (workdir.path / "b.db").exists()
+    assert not workdir.store.exists()
+    assert not list((workdir.path / "multirun").glob("*/tracking_journal.jsonl"))

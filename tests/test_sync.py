@@ -173,9 +173,12 @@ def test_an_offline_sweep_keeps_its_parent_and_children_after_sync(workdir):
     proc = workdir.run("tracking.offline=true", "optimizer.lr=0.1,1.0", "optimizer.steps=5",
                        multirun=True)  # fmt: skip
     assert proc.returncode == 0  # offline by choice
-    sweep_line = proc.stdout.splitlines()[-1]
-    assert sweep_line.startswith("numgrad: sweep of 2 jobs FINISHED; recorded locally; ")
-    assert f"upload it with: numgrad-sync {workdir.path / 'multirun'}; summary " in sweep_line
+    last = proc.stdout.splitlines()[-4:]
+    assert last[0].startswith("numgrad: sweep FINISHED: 2 jobs (2 FINISHED_NOT_SYNCED) in ")
+    assert last[2] == (
+        f"numgrad: recorded locally; upload it with: numgrad-sync {workdir.path / 'multirun'}"
+    )
+    assert last[3].startswith("numgrad: summary ")
     target = f"sqlite:///{workdir.path / 'm.db'}"
     out = sync(workdir.path, "--uri", target, str(workdir.path / "multirun"))
     assert out.returncode == 0, out.stderr
@@ -208,8 +211,11 @@ def test_an_offline_run_gets_its_dataset_and_model_at_sync_and_only_once(workdir
         )
 
     first = inputs_and_models()
-    (dataset,), (model,), outputs = first
-    assert dataset[0] == "iris" and model[1:] == ("READY", 3) and outputs == [model[0]]
+    datasets, (model,), outputs = first
+    # Training and held-out parts (data.test_fraction=0.2); final loss, accuracy, steps and
+    # the held-out loss and accuracy on the model.
+    assert [d[0] for d in datasets] == ["iris", "iris"] and len(set(datasets)) == 2
+    assert model[1:] == ("READY", 5) and outputs == [model[0]]
     # A crash between the upload and its acknowledgement: the next sync sends it all again.
     journal = run_dir / JOURNAL_FILE
     lines = journal.read_text().splitlines(keepends=True)

@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 import yaml
 
+from numgrad import processes
 from numgrad.ui import UsageError, experiment_url, ui_argv
 from tests.conftest import all_runs, free_port, listening, numgrad_env, wait_for
 
@@ -52,6 +53,11 @@ def test_ui_command_line():
         ["-h", "0.0.0.0"],
         ["--uvicorn-opts", "--host 0.0.0.0"],
         ["--gunicorn-opts=--bind 0.0.0.0:80"],
+        ["--gunicorn-opts", "-b 0.0.0.0:5898"],  # gunicorn's short form was let through
+        ["--gunicorn-opts", "-b0.0.0.0:5898"],
+        ["--gunicorn-opts", "--workers 2 --bind=[::]:5898"],
+        ["--uvicorn-opts=--uds /tmp/ui.sock"],
+        ["--waitress-opts", "--listen=*:5898"],
     ):
         with pytest.raises(UsageError, match=r"127\.0\.0\.1 only"):
             ui_argv(refused, environ={})
@@ -150,3 +156,25 @@ def test_a_port_it_cannot_serve_on_is_one_line_and_no_server(workdir, port):
     assert line.startswith(f"numgrad-ui: error: cannot serve on 127.0.0.1:{number}: ")
     assert ("address already in use" in line) if port == "busy" else ("not a TCP port" in line)
     assert not (workdir.path / "outputs").exists()  # no server started: no store made
+
+
+@pytest.mark.slow
+def test_a_server_listening_beyond_127_0_0_1_is_refused_whatever_its_options(monkeypatch, capsys):
+    # What the server listens on is checked, not only its options: a stand-in server on
+    # another loopback address (127.0.0.2, so nothing is exposed) counts as exposed.
+    import argparse
+
+    from numgrad import ui
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.2",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)  # fmt: skip
+    try:
+        wait_for(lambda: ("127.0.0.2", port) in processes.listening(server.pid), timeout=60)
+        monkeypatch.setattr(ui, "START_TIMEOUT", 1.0)
+        options = argparse.Namespace(port=port, open=False)
+        with pytest.raises(UsageError, match=r"127\.0\.0\.1 only.*listened on 127\.0\.0\.2"):
+            ui._serve(server, "http://127.0.0.1/", options)
+    finally:
+        ui.stop(server)

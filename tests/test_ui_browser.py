@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from numgrad.tracking import pages
 from tests.conftest import Workdir, answers, free_port, numgrad_env, wait_for
 
 pytestmark = pytest.mark.slow
@@ -75,7 +76,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """Make the store with ``numgrad``, serve it with ``numgrad-ui``; stop it afterwards."""
     _playwright()  # skip before spending a minute on the store
     work = Workdir(tmp_path_factory.mktemp("reviewed"))
-    work.run("data=iris", "optimizer.steps=60", "gradient.check=true")
+    # All 150 samples for training: one dataset input, the page's "iris (150 samples)".
+    work.run("data=iris", "data.test_fraction=0", "optimizer.steps=60", "gradient.check=true")
     work.run("optimizer.lr=0.1,1.0", "gradient.h=1e-2,1e-4", "data=blobs", "optimizer.steps=20",
              multirun=True)  # fmt: skip
     client = MlflowClient(work.uri)
@@ -273,3 +275,31 @@ def test_the_experiments_models_tab_lists_every_model(served, page):
     links = page.get_by_role("link", name="simplenet")
     expect(links).to_have_count(1 + len(served.children))
     shot(page, "8_experiment_models")
+
+
+def test_the_url_a_run_and_a_sweep_end_with_opens_the_runs_page(served, page, tmp_path):
+    from playwright.sync_api import expect
+
+    # numgrad-ui's server is a tracking server too: runs logged to it end with a URL on
+    # it, opened here as printed. Their own experiment leaves the others' counts alone.
+    work = Workdir(tmp_path)
+    logged = (f"tracking.uri={served.base}", "tracking.experiment=printed", "optimizer.steps=5")
+    run = work.run(*logged).stdout.splitlines()[-1]  # the URL ends the run's last line
+    sweep = work.run(*logged, "optimizer.lr=0.1,1.0", multirun=True).stdout.splitlines()
+    best = next(line for line in sweep if line.startswith("numgrad: best job "))
+    client = MlflowClient(served.base)
+    experiment = client.get_experiment_by_name("printed").experiment_id
+    runs = client.search_runs([experiment])
+    single = next(r for r in runs if r.info.run_name == "steps=5")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    child = min(children, key=lambda r: r.data.metrics["final_loss"])
+    for line, shown in ((run, single), (best, child)):
+        url = line.rsplit("page: ", 1)[1]
+        assert url == f"{served.base}/#/experiments/{experiment}/runs/{shown.info.run_id}?{ML}"
+        page.goto(url, wait_until="load")
+        expect(page.get_by_role("heading", name=shown.info.run_name, level=2)).to_be_visible()
+        expect(page.get_by_role("tab", name="Overview")).to_have_attribute("aria-selected", "true")
+    shot(page, "9_printed_best_child")
+    # A local store's run names numgrad-ui's port; where a UI answers there, no hint.
+    port = int(served.base.rsplit(":", 1)[1])
+    assert pages.serve_hint(f"sqlite:///{work.store}", port) is None

@@ -1,56 +1,28 @@
-"""The ``numgrad`` command: Hydra composes the config, :func:`numgrad.runner.run` runs it.
+"""The ``numgrad`` command: Hydra composes the config, :func:`numgrad.runner.execute` runs it.
 
-Here live only the entry point, the table of which outcome gives which exit status,
-and :func:`one_line` for Hydra's multi-line messages. Everything heavy is imported
-inside :func:`main`, after SIGINT and SIGTERM are routed to numgrad: a Ctrl-C at any
-moment prints one line, never a traceback.
-
-Exit statuses: 0 done; 1 a run failed or diverged (or a sweep's job did); 2 bad input
-or tracking settings, nothing run; 75 finished, but recorded only locally (the
-tracking store was unreachable; ``numgrad-sync`` uploads it); 130 Ctrl-C; 143 SIGTERM.
+Here live only the entry point and Hydra's task function :func:`job`. Everything heavy
+is imported inside :func:`main`, under :func:`numgrad.command.run_command`: SIGINT and
+SIGTERM are routed to numgrad first, so a Ctrl-C at any moment prints one line, never a
+traceback. The exit statuses are :mod:`numgrad.command`'s table; a sweep's comes from
+its summary (:attr:`numgrad.sweep.summary.SweepOutcome.exit_status`).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from numgrad import signals, speed
+from numgrad import command, signals, speed
+from numgrad.command import INTERRUPTED, TERMINATED, USAGE
+
+if TYPE_CHECKING:
+    from numgrad.runner import RunOutcome
 
 CONFIG_DIR = str(Path(__file__).parent / "conf")
-FAILED, USAGE, NOT_SYNCED, INTERRUPTED, TERMINATED = 1, 2, 75, 130, 143
-
-
-# Which exception ends numgrad with which status, first match wins. Classes are named
-# by module, and looked up only where that module is loaded: an exception cannot come
-# from a module that was never imported, and a Ctrl-C in the middle of importing one
-# must not import it again here.
-EXIT_STATUS: tuple[tuple[str, str, int], ...] = (
-    ("numgrad.tracking.recorder", "NotSynced", NOT_SYNCED),
-    ("numgrad.config", "ConfigError", USAGE),
-    ("hydra.errors", "HydraException", USAGE),
-    ("omegaconf.errors", "OmegaConfBaseException", USAGE),
-    ("numgrad.tracking.uri", "TrackingError", USAGE),
-    ("numgrad.tracking.journal", "JournalError", FAILED),
-    ("builtins", "ArithmeticError", FAILED),  # Diverged, StepTooSmall
-)
-
-
-def exit_status(exc: BaseException) -> int | None:
-    """The exit status for an exception that ends ``numgrad``; None if it is a bug."""
-    if isinstance(exc, KeyboardInterrupt):
-        return INTERRUPTED
-    if isinstance(exc, signals.Terminated):
-        return TERMINATED
-    for module, name, status in EXIT_STATUS:
-        kind = getattr(sys.modules.get(module), name, None)
-        if kind is not None and isinstance(exc, kind):
-            return status
-    return None
+NOTHING_RAN = (USAGE, INTERRUPTED, TERMINATED)  # statuses after which no run dir is kept
 
 
 def main() -> None:
@@ -61,37 +33,26 @@ def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     os.environ["NUMGRAD_PID"] = str(os.getpid())  # in the run dir's name (conf/config.yaml)
     speed.skip_exit_collections()
-    with signals.raising():
-        try:
-            status = _compose_and_run()
-        except BaseException as exc:
-            not_started = getattr(sys.modules.get("numgrad.sweep.callback"), "SweepNotStarted", ())
-            if isinstance(exc, not_started):
-                exc = exc.error  # the reason, reported like any other
-            status = exit_status(exc) if own_errors or _is_signal(exc) else None
-            if status is None:
-                raise
-            if status in (USAGE, INTERRUPTED, TERMINATED):
-                _remove_hydras_run_dir()  # a signal may land before job() could do it
-            print(f"numgrad: {_describe(exc)}", file=sys.stderr)
-    sys.exit(status)
+    command.run_command("numgrad", lambda: _compose_and_run(own_errors))
 
 
 def _remove_hydras_run_dir() -> None:
     """The run dir Hydra made for a single run that never got going, if it made one."""
-    hydra_config = getattr(sys.modules.get("hydra.core.hydra_config"), "HydraConfig", None)
-    if hydra_config is None or not hydra_config.initialized():
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
         return
-    hc = hydra_config.get()
-    if str(hc.mode) == "RunMode.RUN" and hc.runtime.output_dir:
-        _remove_unused_output_dir(Path(hc.runtime.output_dir))
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.RUN and hc.runtime.output_dir:
+        remove_unused_output_dir(Path(hc.runtime.output_dir))
 
 
-def _compose_and_run() -> int:
+def _compose_and_run(own_errors: bool) -> int:
     import hydra
 
     from numgrad.config import register_configs
-    from numgrad.sweep.callback import end_sweep
+    from numgrad.sweep.callback import SweepNotStarted, end_sweep
 
     register_configs()
     try:
@@ -100,9 +61,25 @@ def _compose_and_run() -> int:
         # Hydra calls no on_multirun_end when the sweeper raises (a job's unexpected
         # error, Ctrl-C, SIGTERM): end the sweep's parent run here, KILLED or FAILED.
         end_sweep(exc)
-        raise
+        error = exc.error if isinstance(exc, SweepNotStarted) else exc  # the reason
+        error = _as_usage(error) if own_errors else error
+        if command.exit_status(error) in NOTHING_RAN:
+            _remove_hydras_run_dir()  # a signal may land before job() could do it
+        if error is exc:
+            raise
+        raise error from None
     outcome = end_sweep()  # a no-op after on_multirun_end; None for a single run
     return 0 if outcome is None else outcome.exit_status
+
+
+def _as_usage(exc: BaseException) -> BaseException:
+    """Hydra's and OmegaConf's errors (composition, overrides, types) as numgrad's bad input."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(exc, HydraException | OmegaConfBaseException):
+        return command.UsageError(command.one_line(exc))
+    return exc
 
 
 def job(cfg: Any) -> float:
@@ -110,45 +87,72 @@ def job(cfg: Any) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from numgrad.jobs import FINISHED_NOT_SYNCED, write_job_status
-    from numgrad.runner import execute
-    from numgrad.tracking.recorder import NotSynced
-
     hc = HydraConfig.get()
     output_dir, overrides = Path(hc.runtime.output_dir), list(hc.overrides.task)
-    multirun = hc.mode == RunMode.MULTIRUN
-    show = sys.stderr.isatty() and not multirun if cfg.progress is None else cfg.progress
+    if hc.mode == RunMode.MULTIRUN:
+        return _sweep_job(cfg, hc.job.num, output_dir, overrides)
+    try:
+        return single_run(cfg, output_dir, overrides).final_loss
+    except BaseException as exc:
+        if command.exit_status(exc) in (None, INTERRUPTED, TERMINATED):
+            raise  # a bug (with its traceback), or a signal for main() to report
+        # Exit here: an exception would make Hydra print its own lines first.
+        sys.exit(command.report("numgrad", exc))
+
+
+def single_run(cfg: Any, output_dir: Path, overrides: list[str]) -> RunOutcome:
+    """One run in its run dir, as ``numgrad`` and ``numgrad-rerun`` make it; its outcome.
+
+    Raises what ended it (:mod:`numgrad.command` says which exit status that is), and
+    :class:`~numgrad.command.NotSynced` for a run its store does not hold. When nothing
+    ran (bad input, a signal before the run's journal), the run dir is removed.
+    """
+    show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
+    try:
+        from numgrad.runner import execute  # a signal during this import is in the try too
+
+        outcome = execute(cfg, output_dir=output_dir, overrides=overrides, progress=show)
+    except BaseException as exc:
+        error = _as_usage(exc)  # an interpolation that fails as validate() reads it
+        if command.exit_status(error) in NOTHING_RAN:
+            remove_unused_output_dir(output_dir)  # nothing ran: leave nothing
+        if error is exc:
+            raise
+        raise error from None
+    if outcome.offline:
+        print(f"numgrad: {outcome.local_note}")  # what the user asked for: not a problem
+    elif not outcome.synced:
+        raise command.NotSynced(outcome.local_note)
+    return outcome
+
+
+def _sweep_job(cfg: Any, num: int, output_dir: Path, overrides: list[str]) -> float:
+    """One job of a sweep: its outcome in its status file; a failure is the worst value."""
+    from numgrad.runner import execute
+    from numgrad.sweep.jobs import FINISHED_NOT_SYNCED, write_job_status
+
+    show = bool(cfg.progress)  # None: no bars from jobs running side by side
     with signals.raising():  # a pool worker's main thread needs it as much as ours
         try:
             outcome = execute(cfg, output_dir=output_dir, overrides=overrides, progress=show)
         except BaseException as exc:
-            status = exit_status(exc)
-            if status in (USAGE, INTERRUPTED, TERMINATED) and not multirun:
-                _remove_unused_output_dir(output_dir)  # nothing ran: leave nothing
-            if status in (None, INTERRUPTED, TERMINATED):
+            exc = _as_usage(exc)
+            if command.exit_status(exc) in (None, INTERRUPTED, TERMINATED):
                 raise  # a bug (with its traceback), or a signal for main() to report
-            if not multirun:
-                # Exit here: an exception would make Hydra print its own lines first.
-                print(f"numgrad: {_describe(exc)}", file=sys.stderr)
-                sys.exit(status)
             # One bad cell must not stop the sweep: record it, tell the user, and give
             # sweepers the worst value (never NaN, which they cannot rank).
-            print(f"numgrad: job {hc.job.num} ({' '.join(overrides)}) failed: {exc}",
-                  file=sys.stderr)  # fmt: skip
-            write_job_status(output_dir, overrides, "FAILED", job=hc.job.num, pid=os.getpid(),
+            print(f"numgrad: job {num} ({' '.join(overrides)}) failed: {exc}", file=sys.stderr)
+            write_job_status(output_dir, overrides, "FAILED", job=num, pid=os.getpid(),
                              error=f"{type(exc).__name__}: {exc}")  # fmt: skip
             return float("inf")
     if outcome.offline:
         print(f"numgrad: {outcome.local_note}")  # what the user asked for: not a problem
     elif not outcome.synced:
-        if not multirun:
-            raise NotSynced(outcome.local_note)
-        print(f"numgrad: job {hc.job.num}: {outcome.local_note}", file=sys.stderr)
-    if multirun:  # only the sweep callback reads it
-        write_job_status(
-            output_dir, overrides, "FINISHED" if outcome.synced else FINISHED_NOT_SYNCED,
-            job=hc.job.num, pid=os.getpid(), **_job_fields(outcome),
-        )  # fmt: skip
+        print(f"numgrad: job {num}: {outcome.local_note}", file=sys.stderr)
+    write_job_status(
+        output_dir, overrides, "FINISHED" if outcome.synced else FINISHED_NOT_SYNCED,
+        job=num, pid=os.getpid(), **_job_fields(outcome),
+    )  # fmt: skip
     return outcome.final_loss
 
 
@@ -160,7 +164,7 @@ def _job_fields(outcome: Any) -> dict[str, Any]:
     return fields
 
 
-def _remove_unused_output_dir(output_dir: Path) -> None:
+def remove_unused_output_dir(output_dir: Path) -> None:
     """Remove what Hydra wrote for a run that never started, and its now-empty parents.
 
     Only Hydra's own files, only when no run journal is there, and no folder above the
@@ -180,42 +184,3 @@ def _remove_unused_output_dir(output_dir: Path) -> None:
         except OSError:
             return
         directory = directory.parent
-
-
-def _is_signal(exc: BaseException) -> bool:
-    return isinstance(exc, KeyboardInterrupt | signals.Terminated)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
-    if isinstance(exc, signals.Terminated):
-        return "terminated"
-    if exit_status(exc) == NOT_SYNCED:
-        return str(exc)
-    return f"error: {one_line(exc)}"
-
-
-def one_line(exc: BaseException) -> str:
-    """Hydra's and OmegaConf's multi-line messages folded into one line.
-
-    Examples
-    --------
-    >>> nl, tab = chr(10), chr(9)
-    >>> one_line(ValueError(f"Could not find 'data/x'{nl}Options:{nl}{tab}a{nl}{tab}b"))
-    "Could not find 'data/x'; Options: a, b"
-    """
-    parts = [str(exc)]
-    cause = exc.__cause__
-    if cause is not None and str(cause) and str(cause) not in parts[0]:
-        parts.append(str(cause))
-    text = "; ".join(parts)
-    text = re.sub(r"\n\s*(full_key|object_type|reference_type)=?:?.*", "", text)
-    text = re.sub(r":\s*\n\s*\t", ": ", text)
-    text = re.sub(r"\n\s*\t", ", ", text)
-    text = re.sub(r"\s*\n+\s*", "; ", text).strip("; ")
-    text = re.sub(r"; (Config search path|See https://hydra\.cc).*", "", text)
-    override = getattr(exc, "override", None)  # Hydra's OverrideParseException
-    if override is not None and str(override) not in text:
-        text = f"cannot parse override {str(override)!r}: {text}"
-    return text

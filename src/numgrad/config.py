@@ -8,26 +8,20 @@ is checked by :func:`validate` before any work starts, and reported as a
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
+from numgrad import data as sources
+from numgrad.data import DataConfig
+from numgrad.errors import ConfigError
+from numgrad.errors import finite_positive as _finite_positive
 
-class DataSource(Enum):
-    article = "article"
-    blobs = "blobs"
-    iris = "iris"
-    file = "file"
-
-
-class Scaling(Enum):
-    rms = "rms"
-    zscore = "zscore"
-    none = "none"
+__all__ = ["ConfigError", "DataConfig", "NumgradConfig", "register_configs", "validate"]
 
 
 class Init(Enum):
@@ -48,22 +42,6 @@ class DType(Enum):
 
     float32 = "float32"
     float64 = "float64"
-
-
-@dataclass
-class DataConfig:
-    name: DataSource = DataSource.article
-    # Inline arrays (data=article, or given on the command line): a list of rows or one row.
-    x: Any = None
-    t: Any = None
-    # data=blobs: Gaussian clusters around random class centres.
-    n_samples: int = 60
-    spread: float = 1.0
-    # data=file: a .npz with arrays x and t, or a .csv whose last column is the integer label.
-    path: str | None = None
-    # data=iris: per-feature scaling. rms (unit root-mean-square, mean kept) suits a
-    # net without a bias; zscore centres the features, which caps it near 85% accuracy.
-    scaling: Scaling = Scaling.rms
 
 
 @dataclass
@@ -90,6 +68,8 @@ class OptimizerConfig:
     lr: float = 0.1
     steps: int = 100
     tol: float = 0.0
+    # Samples per update, drawn from the run's generator each step; null: all of them.
+    batch_size: int | None = None
 
 
 @dataclass
@@ -113,7 +93,8 @@ class TrackingConfig:
 @dataclass
 class NumgradConfig:
     seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
+    # One schema per option of the data group (numgrad.data): data=<name> sets it.
+    data: DataConfig = MISSING
     net: NetConfig = field(default_factory=NetConfig)
     gradient: GradientConfig = field(default_factory=GradientConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -125,16 +106,12 @@ class NumgradConfig:
 
 
 def register_configs() -> None:
-    """Register the schema that ``conf/config.yaml`` names first in its defaults list."""
-    ConfigStore.instance().store(name="numgrad_schema", node=NumgradConfig)
-
-
-class ConfigError(ValueError):
-    """A config value that composes but makes no sense; the message names the field."""
-
-    def __init__(self, field: str, value: Any, reason: str) -> None:
-        self.field, self.value, self.reason = field, value, reason
-        super().__init__(f"invalid {field}={_show(value)}: {reason}")
+    """Register the schema that ``conf/config.yaml`` names first in its defaults list,
+    and each data option's, which ``conf/data/<name>.yaml`` names in its own."""
+    store = ConfigStore.instance()
+    store.store(name="numgrad_schema", node=NumgradConfig)
+    for name, schema in sources.schemas().items():
+        store.store(name=name, node=schema)
 
 
 #: An MLflow run id: 32 lowercase hex digits (a uuid4's hex).
@@ -150,22 +127,10 @@ def check_run_id(name: str, value: Any) -> None:
     >>> check_run_id("net.from_run", "latest")
     Traceback (most recent call last):
     ...
-    numgrad.config.ConfigError: invalid net.from_run='latest': not an MLflow run id (32 hex digits)
+    numgrad.errors.ConfigError: invalid net.from_run='latest': not an MLflow run id (32 hex digits)
     """
     if not isinstance(value, str) or not RUN_ID.fullmatch(value):
         raise ConfigError(name, value, "not an MLflow run id (32 hex digits)")
-
-
-def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _finite_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    if not math.isfinite(value):
-        raise ConfigError(name, value, "must be a finite number")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(name, value, "must be >= 0" if allow_zero else "must be > 0")
 
 
 def validate(cfg: Any) -> None:
@@ -178,13 +143,14 @@ def validate(cfg: Any) -> None:
     Examples
     --------
     >>> from omegaconf import OmegaConf
-    >>> cfg = OmegaConf.structured(NumgradConfig)
+    >>> from numgrad.data import article
+    >>> cfg = OmegaConf.structured(NumgradConfig(data=article.Schema(x=[0.6, 0.9], t=[2])))
     >>> validate(cfg)
     >>> cfg.optimizer.lr = -1.0
     >>> validate(cfg)
     Traceback (most recent call last):
     ...
-    numgrad.config.ConfigError: invalid optimizer.lr=-1.0: must be > 0
+    numgrad.errors.ConfigError: invalid optimizer.lr=-1.0: must be > 0
     """
     # numpy's default_rng refuses a negative seed with a traceback of its own.
     if cfg.seed < 0:
@@ -213,15 +179,9 @@ def validate(cfg: Any) -> None:
     _finite_positive("optimizer.tol", cfg.optimizer.tol, allow_zero=True)
     if cfg.optimizer.steps < 0:
         raise ConfigError("optimizer.steps", cfg.optimizer.steps, "must be >= 0")
-    if cfg.data.n_samples < 1:
-        raise ConfigError("data.n_samples", cfg.data.n_samples, "must be >= 1")
-    _finite_positive("data.spread", cfg.data.spread, allow_zero=True)
-    if cfg.data.name == DataSource.file and not cfg.data.path:
-        raise ConfigError("data.path", cfg.data.path, "data=file needs data.path=<file.npz|.csv>")
-    if cfg.data.name != DataSource.article and (cfg.data.x is not None or cfg.data.t is not None):
-        raise ConfigError("data.x", cfg.data.name.name, "inline data.x/data.t need data=article")
-    if (cfg.data.x is None) != (cfg.data.t is None):
-        raise ConfigError("data.t" if cfg.data.t is None else "data.x", None, "give both x and t")
+    if cfg.optimizer.batch_size is not None and cfg.optimizer.batch_size < 1:
+        raise ConfigError("optimizer.batch_size", cfg.optimizer.batch_size, "must be >= 1")
+    sources.check(cfg.data)  # the source's own ranges
     tracking = cfg.tracking
     if tracking.log_every < 1:
         raise ConfigError("tracking.log_every", tracking.log_every, "must be >= 1")

@@ -105,7 +105,9 @@ class Descent:
     With ``steps=N`` it evaluates ``W_0 .. W_N`` (``N + 1`` records, ``N`` updates),
     so the last record describes the final weights; ``steps=0`` only evaluates W0.
     It stops early when the gradient norm falls below ``tol`` (``tol=0`` never),
-    and raises :class:`Diverged` when the loss or gradient is not finite.
+    and raises :class:`Diverged` when the loss or gradient is not finite. With
+    ``batch_size``, each record (loss, gradient, accuracy) is that of ``batch_size``
+    samples drawn from ``rng`` for it (:meth:`_batch`); else of all samples.
 
     Exact zeros in a numerical gradient are checked, not trusted. When some entries
     are exactly 0 and either all are or ``h`` no longer resolves ``W``
@@ -148,10 +150,13 @@ class Descent:
         steps: int,
         tol: float = 0.0,
         check: bool = False,
+        batch_size: int | None = None,
+        rng: np.random.Generator | None = None,
     ) -> None:
         self.W, self.x, self.labels = W, np.asarray(x, dtype=working_dtype(W)), labels
         self.engine, self.h, self.lr = engine, h, lr
         self.steps, self.tol, self.check = steps, tol, check
+        self.batch_size, self.rng = batch_size, rng
         self.stop_reason: str | None = None
         self.steps_taken = 0
         self.last_gradient: np.ndarray | None = None
@@ -173,9 +178,10 @@ class Descent:
             self.steps_taken = step + 1
 
     def _evaluate(self, step: int, start: float) -> tuple[StepRecord, np.ndarray]:
+        x, labels = self._batch()
         with np.errstate(all="ignore"):  # non-finite values are checked just below
-            loss = loss_from_labels(self.W, self.x, self.labels)
-            grad = self.engine(self.W, self.x, self.labels, self.h)
+            loss = loss_from_labels(self.W, x, labels)
+            grad = self.engine(self.W, x, labels, self.h)
         if not math.isfinite(loss):
             raise Diverged(step, "loss", loss)
         if not np.isfinite(grad).all():
@@ -185,20 +191,28 @@ class Descent:
             raise Diverged(step, "weight norm", weight_norm)
         reference = rel_error = None
         if self.check:
-            reference = self._analytic64()
+            reference = self._analytic64(x, labels)
             rel_error = relative_error(grad, reference)
-        self._check_zeros(step, grad, reference)
+        self._check_zeros(step, grad, reference, x, labels)
         record = StepRecord(
             step=step,
             loss=float(loss),
             grad_norm=_norm(grad),
             grad_max_abs=float(np.abs(grad).max()),
             weight_norm=weight_norm,
-            accuracy=accuracy_from_labels(self.W, self.x, self.labels),
+            accuracy=accuracy_from_labels(self.W, x, labels),
             grad_rel_error=rel_error,
             seconds=time.perf_counter() - start,
         )
         return record, grad
+
+    def _batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """This step's samples: all of them, or ``batch_size`` rows drawn from ``rng`` with
+        replacement, as the book's ``np.random.choice(train_size, batch_size)``."""
+        if self.batch_size is None:
+            return self.x, self.labels
+        rows = self.rng.choice(len(self.labels), self.batch_size)
+        return self.x[rows], self.labels[rows]
 
     def _converged(self, grad_norm: float) -> bool:
         return grad_norm < self.tol
@@ -210,11 +224,18 @@ class Descent:
         with np.errstate(over="ignore", invalid="ignore"):
             return self.W - self.lr * grad
 
-    def _analytic64(self) -> np.ndarray:
+    def _analytic64(self, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """The analytic gradient at ``W`` in float64 (it casts ``x`` to ``W``'s dtype)."""
-        return analytic_gradient(np.asarray(self.W, dtype=np.float64), self.x, self.labels)
+        return analytic_gradient(np.asarray(self.W, dtype=np.float64), x, labels)
 
-    def _check_zeros(self, step: int, grad: np.ndarray, reference: np.ndarray | None) -> None:
+    def _check_zeros(
+        self,
+        step: int,
+        grad: np.ndarray,
+        reference: np.ndarray | None,
+        x: np.ndarray,
+        labels: np.ndarray,
+    ) -> None:
         """Raise :class:`StepTooSmall` where exact zeros in ``grad`` hide a gradient."""
         zero = grad == 0
         if not zero.any():
@@ -223,7 +244,7 @@ class Descent:
         if not (zero.all() or self.h < h_min):
             return
         if reference is None:
-            reference = self._analytic64()
+            reference = self._analytic64(x, labels)
         # Would the update with the true gradient, in W's dtype, move a weight left at 0?
         moved = self._updated(reference.astype(self.W.dtype))[zero] != self.W[zero]
         # All zeros would stop the run on tol where the true gradient would not.

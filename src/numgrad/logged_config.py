@@ -33,7 +33,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from numgrad.config import ConfigError, DataSource, NumgradConfig
+from numgrad.config import ConfigError, DataConfig, NumgradConfig
+from numgrad.data import SOURCES
 
 NOT_CARRIED = frozenset(
     {"tracking.enabled", "tracking.offline", "tracking.uri", "progress", "rerun_of"}
@@ -59,7 +60,10 @@ def schema_keys(node: type = NumgradConfig, prefix: str = "") -> dict[str, bool]
         key, kind = prefix + field.name, hints[field.name]
         if dataclasses.is_dataclass(kind):
             out[key] = False
-            out.update(schema_keys(kind, key + "."))
+            # The data node: every source's fields (the logged data.name picks its schema).
+            options = [s.Schema for s in SOURCES.values()] if kind is DataConfig else [kind]
+            for option in options:
+                out.update(schema_keys(option, key + "."))
         else:
             out[key] = True
     return out
@@ -77,7 +81,7 @@ def carried_values(config: Any, where: str) -> dict[str, Any]:
     >>> carried_values({"hydra": {"run": {"dir": "/tmp"}}}, "run 1's config.yaml")
     Traceback (most recent call last):
     ...
-    numgrad.config.ConfigError: invalid hydra={'run': {'dir': '/tmp'}}: in run 1's config.yaml: \
+    numgrad.errors.ConfigError: invalid hydra={'run': {'dir': '/tmp'}}: in run 1's config.yaml: \
 hydra settings are never taken from a logged run
     """
     if not isinstance(config, Mapping):
@@ -98,8 +102,30 @@ hydra settings are never taken from a logged run
                 out[key] = value
 
     walk(config, "")
+    _drop_other_sources_defaults(out)
     _check_types(out, where)
     return out
+
+
+#: Runs logged before each data source had its own schema carry every source's fields;
+#: another source's field at its old default had no effect on the run.
+OLD_DATA_DEFAULTS = {"data.x": None, "data.t": None, "data.n_samples": 60, "data.spread": 1.0,
+                     "data.path": None, "data.scaling": "rms"}  # fmt: skip
+
+
+def _drop_other_sources_defaults(values: dict[str, Any]) -> None:
+    """Drop, in place, fields the run's data source does not have, where they hold the old
+    defaults (any other value is left for :func:`_check_types` to refuse); no held-out
+    part where none is logged."""
+    if "data.name" in values:  # nothing held out before data.test_fraction existed
+        values.setdefault("data.test_fraction", 0.0)
+    source = SOURCES.get(values.get("data.name", "article"))
+    if source is None:
+        return
+    own = {f"data.{f.name}" for f in dataclasses.fields(source.Schema)}
+    for key, default in OLD_DATA_DEFAULTS.items():
+        if key in values and key not in own and _same(values[key], default):
+            del values[key]
 
 
 def _check_value(key: str, value: Any, where: str) -> None:
@@ -128,7 +154,10 @@ def _check_types(values: Mapping[str, Any], where: str) -> None:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    cfg = OmegaConf.structured(NumgradConfig)
+    name = values.get("data.name", "article")
+    if name not in SOURCES:  # a group option: only numgrad's own data sources
+        raise ConfigError("data.name", name, f"in {where}: {_expected(name)}")
+    cfg = OmegaConf.structured(NumgradConfig(data=SOURCES[name].Schema()))
     for key, value in values.items():
         try:
             OmegaConf.update(cfg, key, value, merge=False)
@@ -147,7 +176,7 @@ def check_overrides(overrides: Any, where: str) -> list[str]:
     >>> check_overrides(["hydra/launcher=joblib"], "run 1's overrides.yaml")
     Traceback (most recent call last):
     ...
-    numgrad.config.ConfigError: invalid hydra/launcher='joblib': in run 1's overrides.yaml: \
+    numgrad.errors.ConfigError: invalid hydra/launcher='joblib': in run 1's overrides.yaml: \
 hydra settings are never taken from a logged run
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -172,6 +201,11 @@ hydra settings are never taken from a logged run
             raise ConfigError(key, text.partition("=")[2], f"in {where}: {_stranger(key)}")
         named.append(key)
     return named
+
+
+def _expected(name: Any) -> str:
+    """OmegaConf's words for a value outside a choice, as when data.name was an enum."""
+    return f"Invalid value '{name}', expected one of [{', '.join(SOURCES)}]"
 
 
 def _stranger(key: str) -> str:
@@ -252,10 +286,8 @@ def plan(
     ['data=blobs', 'seed=7']
     """
     name = values.get("data.name", base.get("data.name"))
-    if name not in DataSource.__members__:  # a group option: only numgrad's own data sources
-        raise ConfigError(
-            "data.name", name, f"in {where}: not one of {list(DataSource.__members__)}"
-        )
+    if name not in SOURCES:  # a group option: only numgrad's own data sources
+        raise ConfigError("data.name", name, f"in {where}: {_expected(name)}")
     order = {key: i for i, key in reversed(list(enumerate(named)))}  # first mention counts
     rest = len(order)
     entries = [

@@ -3,7 +3,7 @@
 A run that does not fit is not stopped by a ``MemoryError``: Linux overcommits, the
 process grows until the kernel's OOM killer ends it (and whatever else it picks).
 So the runner asks first, :func:`check_memory`, and refuses with a one-line
-:class:`~numgrad.config.ConfigError` naming the field that makes the run big.
+:class:`~numgrad.errors.ConfigError` naming the field that makes the run big.
 
 Where the runner calls it::
 
@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
 
-from numgrad.config import ConfigError, DataSource
+from numgrad import data as sources
+from numgrad.errors import ConfigError
 
 #: W-sized arrays alive at the descent's peak, in the run's dtype, W_init and W_final
 #: copies included. Calibrated on the cases of tests/test_memory.py with tracemalloc:
@@ -63,7 +62,6 @@ USABLE_FRACTION = 0.9
 
 _LABEL_BYTES = 8  # labels are int64 whatever the float precision
 _SOURCE_BYTES = 8  # data sources return float64; the runner casts to gradient.dtype
-_IRIS_SAMPLES = 150
 # (limit, usage) of a container's memory cgroup, v2 then v1.
 _CGROUP_FILES = (
     ("memory.max", "memory.current"),
@@ -105,12 +103,20 @@ def required_bytes(
 
 
 def _phases(
-    shape: list[int], n_samples: int, method: str, itemsize: int, check: bool
+    shape: list[int],
+    n_samples: int,
+    method: str,
+    itemsize: int,
+    check: bool,
+    n_features: int | None = None,
 ) -> tuple[int, ...]:
     n_inputs, n_classes = shape
     weights = n_inputs * n_classes
     x = n_samples * n_inputs
-    loading = (2 * weights + 3 * x) * _SOURCE_BYTES + 2 * n_samples * _LABEL_BYTES
+    # A source that knows its features loads that many, whatever net.shape says (a
+    # mismatch is refused once loaded); the others follow net.shape.
+    loaded = n_samples * (n_features or n_inputs)
+    loading = (2 * weights + 3 * loaded) * _SOURCE_BYTES + 2 * n_samples * _LABEL_BYTES
     initial = 2 * weights * _SOURCE_BYTES + weights * itemsize
     cast = x * itemsize if itemsize != _SOURCE_BYTES else 0  # x kept as loaded, and cast
     extra64 = (CHECK_W64_ARRAYS * check + FLOAT32_W64_ARRAYS * (itemsize != _SOURCE_BYTES)) * (
@@ -213,20 +219,23 @@ def check_memory(cfg: Any, data: tuple[np.ndarray, np.ndarray] | None = None) ->
     --------
     >>> from omegaconf import OmegaConf
     >>> from numgrad.config import NumgradConfig
-    >>> cfg = OmegaConf.structured(NumgradConfig)
+    >>> from numgrad.data.blobs import BlobsData
+    >>> cfg = OmegaConf.structured(NumgradConfig(data=BlobsData()))
     >>> check_memory(cfg)
     >>> cfg.net.shape = [10**6, 10**6]
     >>> check_memory(cfg)
     Traceback (most recent call last):
     ...
-    numgrad.config.ConfigError: invalid net.shape=[1000000, 1000000]: the run would need ...
+    numgrad.errors.ConfigError: invalid net.shape=[1000000, 1000000]: the run would need ...
     """
     shape = [int(n) for n in cfg.net.shape]
     method = cfg.gradient.method.value
     itemsize = np.dtype(cfg.gradient.dtype.value).itemsize
     check = bool(cfg.gradient.check)
     n_samples, allocated = sample_count(cfg.data, data)
-    phases = _phases(shape, n_samples, method, itemsize, check)
+    sizes = sources.sizes(cfg.data)
+    features = sizes.features if sizes is not None else None
+    phases = _phases(shape, n_samples, method, itemsize, check, features)
     # Once loaded, the loading is over and what it holds is allocated (and available
     # memory has shrunk by as much): count only what is still to come.
     need = max(phases[1:]) - allocated if data is not None else max(phases)
@@ -243,27 +252,21 @@ def sample_count(
 ) -> tuple[int, int]:
     """The number of samples a run will have, and the bytes of them already allocated.
 
-    Before loading (``data`` None) from the config alone; a file not read yet counts
+    Before loading (``data`` None) from the source's sizes; a file not read yet counts
     as one sample: only its weights are checked then.
 
     Examples
     --------
     >>> from omegaconf import OmegaConf
-    >>> from numgrad.config import DataConfig
-    >>> sample_count(OmegaConf.structured(DataConfig(x=[[0.6, 0.9]] * 4, t=[0, 1, 2, 0])))
+    >>> from numgrad.data.article import ArticleData
+    >>> sample_count(OmegaConf.structured(ArticleData(x=[[0.6, 0.9]] * 4, t=[0, 1, 2, 0])))
     (4, 0)
     """
     if data is not None:
         x, t = (np.asarray(a) for a in data)
         return (len(x) if x.ndim > 1 else 1), x.nbytes + t.nbytes
-    if data_cfg.name == DataSource.blobs:
-        return data_cfg.n_samples, 0
-    if data_cfg.name == DataSource.iris:
-        return _IRIS_SAMPLES, 0
-    if data_cfg.name == DataSource.article and data_cfg.x is not None:
-        x = data_cfg.x  # a list of rows, or one row (one sample)
-        return (len(x) if len(x) and isinstance(x[0], Sequence) else 1), 0
-    return 1, 0  # a file, not read yet: the weights alone are checked now
+    sizes = sources.sizes(data_cfg)
+    return (1 if sizes is None else sizes.samples), 0  # a file: the weights alone, now
 
 
 def _blame(
@@ -281,14 +284,8 @@ def _blame(
     )
     if by_samples <= by_shape or n_samples <= sum(shape):
         return "net.shape", shape
-    source = cfg.data.name
-    if source == DataSource.blobs:
-        return "data.n_samples", n_samples
-    if source == DataSource.file:
-        return "data.path", cfg.data.path
-    if source == DataSource.article:
-        return "data.x", OmegaConf.to_container(cfg.data.x)
-    return "net.shape", shape
+    # The field that sets the number of samples; a shipped table has none to change.
+    return sources.blame(cfg.data, "samples") or ("net.shape", shape)
 
 
 def _size(n_bytes: float) -> str:

@@ -1,4 +1,4 @@
-"""Process facts from psutil: is a process alive, when did it start, its pool workers.
+"""Process facts from psutil: alive, started when, its pool workers, what it listens on.
 
 Every question numgrad asks about a process (a run's writer, a sweep's sender, a
 joblib worker) is answered here, by psutil, never by parsing ``/proc`` by hand.
@@ -79,6 +79,19 @@ def pool_workers() -> list[int]:
     return found
 
 
-def available_memory() -> int:
-    """Bytes of memory the system can still hand out (psutil's ``available``)."""
-    return int(psutil.virtual_memory().available)
+def listening(pid: int) -> set[tuple[str, int]]:
+    """The ``(address, port)`` pairs that ``pid`` and its descendants listen on."""
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return set()
+    found = set()
+    for process in family:
+        try:
+            for conn in process.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.add((conn.laddr.ip, conn.laddr.port))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found

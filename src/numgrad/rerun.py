@@ -3,49 +3,43 @@
 It reads the run's ``config.yaml``, ``overrides.yaml`` and ``weights/W_final.npy`` from
 its store (``--uri``, else ``$MLFLOW_TRACKING_URI``, else numgrad's embedded store),
 turns numgrad's own keys of that config into safe overrides
-(:mod:`numgrad.logged_config`), and runs ``numgrad rerun_of=<id> <those> <yours>`` in
-this process: the run dir, the tracking, the messages and the exit statuses are
-numgrad's, and your overrides apply on top as on numgrad's command line. The new run
-is tagged ``numgrad.rerun_of=<id>``; its W_final is then compared with the original's,
-bit for bit.
+(:mod:`numgrad.logged_config`), composes ``rerun_of=<id> <those> <yours>`` with Hydra's
+compose API and runs it in this process through :func:`numgrad.cli.single_run`, as
+``numgrad`` runs one: the same run dir (``hydra.run.dir``, with ``.hydra/`` and the job's
+log), tracking, messages and exit statuses, and your overrides apply on top as on
+numgrad's command line. The new run is tagged ``numgrad.rerun_of=<id>``; its W_final,
+read back from the run :func:`~numgrad.runner.execute` reports, is then compared with
+the original's, bit for bit.
 
 Exit statuses: 0 W_final bit-identical (or different, with extra overrides: expected);
 1 different without extra overrides (not reproduced here), or the rerun failed; 2 bad
 input, nothing run: a malformed or unknown run id, a run without its config or its
 W_final, a logged config refused (not numgrad's own, or invalid), a bad extra
-override; 75, 130, 143 as ``numgrad``.
+override; 75, 130, 143 as ``numgrad`` (:mod:`numgrad.command`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from numgrad import signals
-
-FAILED, USAGE = 1, 2
+from numgrad import command, speed
+from numgrad.command import FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (``numgrad-rerun``, ``python -m numgrad.rerun``)."""
-    args = _parser().parse_intermixed_args(argv)  # --uri before or after the overrides
-    with signals.raising():
-        try:
-            status = rerun(args.run_id, args.overrides, uri=args.uri)
-        except BaseException as exc:
-            from numgrad.cli import exit_status, one_line
+    speed.skip_exit_collections()
+    os.environ["NUMGRAD_PID"] = str(os.getpid())  # in the run dir's name, as numgrad's
+    command.run_command("numgrad-rerun", lambda: _command(argv))
 
-            status = exit_status(exc)
-            if status is None:
-                raise
-            what = {KeyboardInterrupt: "interrupted", signals.Terminated: "terminated"}
-            print(f"numgrad-rerun: {what.get(type(exc)) or 'error: ' + one_line(exc)}",
-                  file=sys.stderr)  # fmt: skip
-    sys.exit(status)
+
+def _command(argv: Sequence[str] | None) -> int:
+    args = _parser().parse_intermixed_args(argv)  # --uri before or after the overrides
+    return rerun(args.run_id, args.overrides, uri=args.uri)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,36 +64,39 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def rerun(run_id: str, extras: Sequence[str], *, uri: str | None = None) -> int:
-    """Run the logged run ``run_id`` again with ``extras`` on top; return the exit status."""
+    """Run the logged run ``run_id`` again with ``extras`` on top; return the exit status.
+
+    Raises what :mod:`numgrad.command` reports: ConfigError or UsageError before anything
+    runs, and the run's own errors (Diverged, NotSynced, a signal) as ``numgrad`` would.
+    """
+    from numgrad.cli import NOTHING_RAN, remove_unused_output_dir, single_run
     from numgrad.config import ConfigError, check_run_id, validate
     from numgrad.logged_config import hydra_value
-    from numgrad.tracking.logged import find_run, read_weights
+    from numgrad.tracking.logged import read_weights
     from numgrad.tracking.uri import resolve_uri
 
     check_run_id("run_id", run_id)
-    W_old, overrides, cfg = logged_experiment(run_id, resolve_uri(uri))
+    W_old, overrides, _ = logged_experiment(run_id, resolve_uri(uri))
     args = [f"rerun_of={hydra_value(run_id)}", *overrides]
     args += [f"tracking.uri={hydra_value(uri)}"] if uri else []
     args += list(extras)
-    if extras:  # refused here as numgrad would refuse them, before anything runs
-        cfg = _compose(args)
-        validate(cfg)
-    if not cfg.tracking.enabled:
+    cfg = _compose(args, with_hydra=True)
+    task = _task_config(cfg)
+    validate(task)  # extra overrides are refused as numgrad would refuse them: nothing ran
+    if not task.tracking.enabled:
         raise ConfigError("tracking.enabled", False, "a rerun is compared through its store")
-    if cfg.tracking.offline:
+    if task.tracking.offline:
         raise ConfigError("tracking.offline", True, "a rerun is compared through its store")
-    target = resolve_uri(cfg.tracking.uri if extras else uri)
-    started_ms = int(time.time() * 1000)
-    status = _run_numgrad(args)
-    if status != 0:
-        return status  # numgrad said why
-    tags = {"numgrad.rerun_of": run_id, "numgrad.pid": str(os.getpid())}
-    new_id = find_run(target, cfg.tracking.experiment, tags, started_ms)
-    if new_id is None:
-        print(f"numgrad-rerun: the rerun is not in {target}: W_final not compared",
-              file=sys.stderr)  # fmt: skip
-        return FAILED
-    same, line = compare(read_weights(target, new_id), W_old, run_id)
+    output_dir = Path(str(cfg.hydra.run.dir)).absolute()
+    try:
+        _make_run_dir(cfg, task, output_dir)
+        outcome = single_run(task, output_dir, list(cfg.hydra.overrides.task))
+    except BaseException as exc:
+        if command.exit_status(exc) in NOTHING_RAN:  # a signal while the dir is being made
+            remove_unused_output_dir(output_dir)
+        raise
+    target = resolve_uri(task.tracking.uri)
+    same, line = compare(read_weights(target, outcome.run_id), W_old, run_id)
     changes = changing(extras)
     if not same:
         line += f" (extra overrides: {' '.join(changes)})" if changes else (
@@ -145,7 +142,7 @@ def changing(extras: Sequence[str]) -> list[str]:
     >>> changing(["hydra.run.dir=/tmp/x", "optimizer.lr=0.5", "tracking.run_name=b"])
     ['optimizer.lr=0.5']
     """
-    from numgrad.tracking.records import is_under, parse_override
+    from numgrad.overrides import is_under, parse_override
 
     return [
         o for o in extras if not is_under(parse_override(o)[0], ["hydra", "tracking", "progress"])
@@ -199,16 +196,65 @@ def _read_yaml(run: Any, name: str) -> Any:
         raise LoggedRunError(f"{name} of run {run.run_id} is not plain YAML: {reason}") from None
 
 
-def _compose(overrides: Sequence[str]) -> Any:
-    """numgrad's config for ``overrides``, composed as the ``numgrad`` command would."""
+def _compose(overrides: Sequence[str], *, with_hydra: bool = False) -> Any:
+    """numgrad's config for ``overrides``, composed as the ``numgrad`` command would.
+
+    ``with_hydra`` keeps the ``hydra`` node (the run dir, the job's logging). Hydra's and
+    OmegaConf's errors are bad input here: :class:`~numgrad.command.UsageError`.
+    """
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from numgrad.cli import CONFIG_DIR
     from numgrad.config import register_configs
 
     register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="numgrad"):
-        return compose(config_name="config", overrides=list(overrides))
+    try:
+        with initialize_config_dir(
+            config_dir=CONFIG_DIR, version_base="1.3", job_name="numgrad"
+        ):  # fmt: skip
+            return compose(
+                config_name="config", overrides=list(overrides), return_hydra_config=with_hydra
+            )
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise command.UsageError(command.one_line(exc)) from None
+
+
+def _task_config(cfg: Any) -> Any:
+    """The composed config without its ``hydra`` node: what numgrad's task function gets."""
+    import copy
+
+    from omegaconf import open_dict, read_write
+
+    task = copy.deepcopy(cfg)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task
+
+
+def _make_run_dir(cfg: Any, task: Any, output_dir: Path) -> None:
+    """Hydra's run dir for the composed ``cfg`` (``output_dir``), made as Hydra makes numgrad's.
+
+    Its ``.hydra/`` with ``config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, and
+    Hydra's job logging (``numgrad.log`` there).
+    """
+    from hydra.core.utils import configure_log
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict, read_write
+
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.RUN
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    saved = output_dir / str(cfg.hydra.output_subdir)
+    saved.mkdir(parents=True, exist_ok=True)
+    for name, node in (
+        ("config.yaml", task),
+        ("hydra.yaml", OmegaConf.masked_copy(cfg, "hydra")),
+        ("overrides.yaml", cfg.hydra.overrides.task),
+    ):
+        (saved / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")
+    configure_log(cfg.hydra.job_logging, cfg.hydra.verbose)
 
 
 def _flat(cfg: Any) -> dict[str, Any]:
@@ -234,21 +280,6 @@ def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     return a == b
-
-
-def _run_numgrad(overrides: Sequence[str]) -> int:
-    """``numgrad <overrides>`` in this process; its exit status."""
-    from numgrad import cli
-
-    saved = sys.argv
-    sys.argv = ["numgrad", *overrides]
-    try:
-        cli.main()
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else FAILED
-    finally:
-        sys.argv = saved
-    return 0
 
 
 if __name__ == "__main__":

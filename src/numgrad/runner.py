@@ -1,4 +1,4 @@
-"""``run(cfg)``: one experiment, from a composed config to its final loss.
+"""``execute(cfg)``: one experiment, from a composed config to its outcome.
 
 validate → memory check → data → initial weights → SimpleNet → descent → sink. The config is
 a DictConfig composed by Hydra (or the dataclass schema itself); the CLI adds the
@@ -7,6 +7,7 @@ output dir and the overrides that the run's records name.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +16,16 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from numgrad.config import ConfigError, DataSource, Init, Method, validate
+from numgrad import data as sources
+from numgrad.config import ConfigError, Init, Method, validate
 from numgrad.data import load_data
 from numgrad.descent import Descent
+from numgrad.evaluation import Evaluation
 from numgrad.gradient import ENGINES
 from numgrad.memory import check_memory
 from numgrad.net import InputError, SimpleNet
 from numgrad.precision import smallest_resolving_h
+from numgrad.tracking.dataset import EVALUATION
 from numgrad.tracking.sink import open_sink
 from numgrad.tracking.uri import TrackingError, resolve_uri
 
@@ -37,6 +41,9 @@ class RunOutcome:
     steps_taken: int
     grad_rel_error: float | None
     dtype: str
+    # On the held-out part (data.test_fraction > 0); None without one.
+    final_test_loss: float | None
+    final_test_accuracy: float | None
     run_id: str | None
     run_name: str | None
     synced: bool
@@ -70,11 +77,17 @@ def execute(
         x2d, labels = net.prepare(x, t)
     except InputError as exc:
         raise data_error(cfg, shape, exc) from None
+    # After W0, so that W0 is that of the same run without a held-out part.
+    train, test = sources.split(x2d, labels, cfg.data.test_fraction, rng)
     check_step(cfg.gradient, net.W)
+    batch = check_batch(cfg.optimizer.batch_size, len(train[1]))
+    # Logged beside the curve: the held-out part; with mini-batches, the whole training set.
+    sets = {"test": test, "train": train if batch else None}
+    evaluation = Evaluation({k: v for k, v in sets.items() if v is not None}, net.W)
     descent = Descent(
-        net.W, x2d, labels, ENGINES[cfg.gradient.method.value],
+        net.W, *train, ENGINES[cfg.gradient.method.value],
         h=cfg.gradient.h, lr=cfg.optimizer.lr, steps=cfg.optimizer.steps,
-        tol=cfg.optimizer.tol, check=cfg.gradient.check,
+        tol=cfg.optimizer.tol, check=cfg.gradient.check, batch_size=batch, rng=rng,
     )  # fmt: skip
     sink = open_sink(
         cfg.tracking,
@@ -85,32 +98,42 @@ def execute(
     )
     with sink:
         sink.log_start(net.W.copy())
-        sink.log_data(x2d, labels, cfg.data, cfg.seed)
-        _descend(descent, sink, show=progress)
-        sink.log_end(descent, W_final=net.W)
-    print_summary(descent, net, sink.describe())
+        sink.log_data(*train, cfg.data, cfg.seed)
+        if test is not None:
+            sink.log_data(*test, cfg.data, cfg.seed, context=EVALUATION)
+        _descend(descent, sink, evaluation, show=progress)
+        final = evaluation(net.W)
+        sink.log_end(descent, W_final=net.W, evaluation=final)
+    print_summary(descent, net, sink.describe(), final, test)
     last = descent.last_record
     return RunOutcome(
-        final_loss=last.loss, final_accuracy=last.accuracy, steps_taken=descent.steps_taken,
-        grad_rel_error=last.grad_rel_error, dtype=str(net.W.dtype), run_id=sink.run_id,
+        final_loss=final.get("train_loss", last.loss), steps_taken=descent.steps_taken,
+        final_accuracy=final.get("train_accuracy", last.accuracy),
+        grad_rel_error=last.grad_rel_error, dtype=str(net.W.dtype),
+        final_test_loss=final.get("test_loss"), final_test_accuracy=final.get("test_accuracy"),
+        run_id=sink.run_id,
         run_name=getattr(sink, "run_name", None), synced=sink.synced,
         offline=bool(cfg.tracking.enabled and cfg.tracking.offline),
-        local_note="" if sink.synced else sink.local_note(),
+        local_note="" if sink.synced else sink.recorder.local_note(),
     )  # fmt: skip
 
 
-def _descend(descent: Descent, sink: Any, *, show: bool) -> None:
-    """Iterate the descent into the sink, with a progress bar on stderr when asked."""
-    if not show or descent.steps == 0:
-        for record in descent:
-            sink.log_step(record)
-        return
-    from tqdm import tqdm
+def _descend(descent: Descent, sink: Any, evaluation: Evaluation, *, show: bool) -> None:
+    """Iterate the descent into the sink, with a progress bar on stderr when asked.
 
-    with tqdm(total=descent.steps, file=sys.stderr, ascii=True, mininterval=0.1) as bar:
+    At the steps the sink keeps, ``evaluation`` of the record's weights goes with the
+    record (the descent updates ``W`` only when asked for the next record).
+    """
+    bar = None
+    if show and descent.steps:
+        from tqdm import tqdm
+
+        bar = tqdm(total=descent.steps, file=sys.stderr, ascii=True, mininterval=0.1)
+    with bar if bar is not None else contextlib.nullcontext():
         for record in descent:
-            sink.log_step(record)
-            if record.step and bar.update():  # True when the bar was just redrawn
+            wanted = evaluation and record.step in sink.selected
+            sink.log_step(record, evaluation(descent.W) if wanted else None)
+            if bar is not None and record.step and bar.update():  # True when just redrawn
                 bar.set_postfix_str(f"loss {record.loss:.6g}", refresh=False)
 
 
@@ -157,6 +180,20 @@ def logged_weights(run_id: str, tracking: Any, shape: list[int]) -> np.ndarray:
     return W
 
 
+def check_batch(batch_size: int | None, n_train: int) -> int | None:
+    """``optimizer.batch_size`` if it is fewer than the training samples; None for all of them.
+
+    A batch of all of them or more (drawn with replacement) would cost as much as the full
+    batch and add only noise: refused, naming the number there is.
+    """
+    if batch_size is not None and batch_size >= n_train:
+        raise ConfigError(
+            "optimizer.batch_size", batch_size,
+            f"must be less than the {n_train} training samples (null: all of them)",
+        )  # fmt: skip
+    return batch_size
+
+
 def check_step(gradient_cfg: Any, W: np.ndarray) -> None:
     """Refuse an ``h`` below the float resolution of W: every quotient would be 0 or wrong."""
     if gradient_cfg.method == Method.analytic:
@@ -173,7 +210,6 @@ def check_step(gradient_cfg: Any, W: np.ndarray) -> None:
 
 def data_error(cfg: Any, shape: list[int], exc: InputError) -> ConfigError:
     """Name the field to fix: the shape when the sizes disagree, else where the values came from."""
-    data_cfg, source = cfg.data, cfg.data.name
     if exc.input == "W":  # beyond float32's range, or not finite
         field, value = "net.scale", cfg.net.scale
         if cfg.net.init == Init.given:
@@ -182,24 +218,34 @@ def data_error(cfg: Any, shape: list[int], exc: InputError) -> ConfigError:
             field, value = "net.from_run", cfg.net.from_run
         return ConfigError(field, value, f"{exc} (gradient.dtype={cfg.gradient.dtype.value})")
     if exc.input == "shape":
-        return ConfigError("net.shape", shape, f"does not fit data={source.name}: {exc}")
-    if source == DataSource.file:
-        return ConfigError("data.path", data_cfg.path, str(exc))
-    if source == DataSource.article:
-        field = "data.x" if exc.input == "x" else "data.t"
-        return ConfigError(field, OmegaConf.to_container(data_cfg[field[5:]]), str(exc))
-    return ConfigError("data", source.name, str(exc))
+        return ConfigError("net.shape", shape, f"does not fit data={cfg.data.name}: {exc}")
+    field, value = sources.blame(cfg.data, exc.input) or ("data", cfg.data.name)
+    return ConfigError(field, value, str(exc))
 
 
-def print_summary(descent: Descent, net: SimpleNet, where: str | None) -> None:
-    """The run's one-line result, the final W when small, and where the run is stored."""
-    last = descent.last_record
+def print_summary(
+    descent: Descent,
+    net: SimpleNet,
+    where: str | None,
+    final: dict[str, float] | None = None,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
+    """The run's one-line result (held-out numbers too), the final W when small, and
+    where the run is stored."""
+    last, final = descent.last_record, final or {}
     rel = "" if last.grad_rel_error is None else f", grad rel. error {last.grad_rel_error:.3g}"
+    # With mini-batches, the final numbers are those of the whole training set.
+    loss, accuracy = final.get("train_loss", last.loss), final.get("train_accuracy", last.accuracy)
     print(
         f"numgrad: finished after {descent.steps_taken} steps "
-        f"(stop reason: {descent.stop_reason}); final loss {last.loss:.10g}, "
-        f"accuracy {last.accuracy:.4f}, grad norm {last.grad_norm:.3g}{rel}"
+        f"(stop reason: {descent.stop_reason}); final loss {loss:.10g}, "
+        f"accuracy {accuracy:.4f}, grad norm {last.grad_norm:.3g}{rel}"
     )
+    if final and test is not None:
+        print(
+            f"numgrad: held out {len(test[1])} samples: loss {final['test_loss']:.10g}, "
+            f"accuracy {final['test_accuracy']:.4f}"
+        )
     if net.W.size <= SHOW_W_MAX:
         print("W_final =\n" + np.array2string(net.W, precision=8, max_line_width=100))
     if where:

@@ -61,7 +61,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def raising() -> Iterator[None]:
-    """Route SIGTERM (and SIGINT, where Python's default is in place) through numgrad.
+    """Route SIGTERM and SIGHUP (and SIGINT, where Python's default is in place) through numgrad.
 
     Only in the main thread; nested uses keep the outer handlers. The previous
     handlers are restored on exit. SIGINT is left alone where someone else set it
@@ -73,6 +73,8 @@ def raising() -> Iterator[None]:
     previous = {}
     if signal.getsignal(signal.SIGTERM) is not _handler:
         previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _handler)
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:  # a closed terminal: like SIGTERM
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _handler)  # (nohup ignores it)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, _handler)
     try:

@@ -7,8 +7,9 @@ as a child process in its own process group (the server's workers go with it), w
 the URL of the experiment's runs in MLflow's model-training view (the UI's own default
 is its GenAI view, which shows no runs) and, with ``--open``, opens it in a browser
 (Python's ``webbrowser``: ``$BROWSER`` chooses) once the server answers. Ctrl-C or
-SIGTERM stop the server's whole group. Other options go through to ``mlflow ui``;
-``--host`` is refused: expose a store with ``mlflow server`` deliberately, not by accident.
+SIGTERM stop the server's whole group, then numgrad-ui ends with one line and 130 or 143
+(:mod:`numgrad.command`). Other options go through to ``mlflow ui``; ``--host`` is
+refused: expose a store with ``mlflow server`` deliberately, not by accident.
 """
 
 from __future__ import annotations
@@ -23,16 +24,16 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
-from numgrad import signals
+from numgrad import command, signals
+from numgrad.command import UsageError
+from numgrad.processes import listening
 from numgrad.tracking.pages import DEFAULT_PORT, HOST, experiment_page, local_url
 from numgrad.tracking.uri import is_http, resolve_uri, server_alive, sqlite_path
 
 EXPERIMENT = "numgrad"  # tracking.experiment's default
-START_TIMEOUT = 180.0  # seconds --open waits for the server to answer
-
-
-class UsageError(Exception):
-    """A command line ``numgrad-ui`` will not run."""
+EXPOSED = "numgrad-ui binds 127.0.0.1 only; use `mlflow server --host ...` to expose a store"
+START_TIMEOUT = 180.0  # seconds to wait for the server to answer
+LOOPBACK = {"127.0.0.1", "::1"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,10 +65,8 @@ def ui_argv(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> lis
      '--host', '127.0.0.1', '--port', '5001', '--workers', '1']
     """
     options, rest = parser().parse_known_args(list(args))
-    if options.host is not None or any("host" in o or "bind" in o for o in _server_opts(rest)):
-        raise UsageError(
-            "numgrad-ui binds 127.0.0.1 only; use `mlflow server --host ...` to expose a store"
-        )
+    if options.host is not None or any(_binds(o) for o in _server_opts(rest)):
+        raise UsageError(EXPOSED)
     uri = options.backend_store_uri or resolve_uri(None, environ)
     if is_http(uri):
         raise UsageError(f"MLFLOW_TRACKING_URI is a tracking server: open {uri} in a browser")
@@ -75,6 +74,14 @@ def ui_argv(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> lis
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", HOST,
         "--port", str(options.port), "--workers", str(options.workers), *rest,
     ]  # fmt: skip
+
+
+def _binds(opts: str) -> bool:
+    """Do a server's options choose where it listens (gunicorn ``-b``/``--bind``, uvicorn
+    ``--host``/``--uds``/``--fd``, waitress ``--listen``/``--unix-socket``), in any spelling?"""
+    words = opts.replace("=", " ").split()
+    return any(w.startswith(("-b", "--b", "--host", "--listen", "--uds", "--fd", "--unix"))
+               or (w.startswith("-") and "host" in w) for w in words)  # fmt: skip
 
 
 def _server_opts(args: Sequence[str]) -> list[str]:
@@ -115,16 +122,20 @@ def find_experiment(uri: str, name: str) -> str | None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: serve, print the page, open it if asked, stop on Ctrl-C."""
     args = list(sys.argv[1:] if argv is None else argv)
+    command.run_command("numgrad-ui", lambda: serve(args))
+
+
+def serve(args: Sequence[str]) -> int:
+    """Run ``mlflow ui`` for ``numgrad-ui args`` until it ends or a signal stops it; its status."""
     try:
-        command = ui_argv(args)
+        argv = ui_argv(args)
     except UsageError as exc:
         parser().error(str(exc))  # prints usage and the reason, exit 2
     options, _ = parser().parse_known_args(args)
     busy = port_in_use(options.port)
     if busy:  # mlflow ui would log the bind error among its start-up lines and exit 0
-        print(f"numgrad-ui: error: cannot serve on {HOST}:{options.port}: {busy}", file=sys.stderr)
-        sys.exit(2)
-    uri = command[command.index("--backend-store-uri") + 1]
+        raise UsageError(f"cannot serve on {HOST}:{options.port}: {busy}")
+    uri = argv[argv.index("--backend-store-uri") + 1]
     db = sqlite_path(uri)
     if db is not None and not db.exists():
         print(f"numgrad-ui: no store at {db} yet: run numgrad from this directory first",
@@ -132,17 +143,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     # MLflow's job runner (GenAI scorers, ~8 more processes) serves nothing numgrad logs.
     env = {**os.environ}
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    with signals.raising():
-        server = subprocess.Popen(command, env=env, start_new_session=True)
-        try:
-            status = _serve(server, uri, options)
-        except (KeyboardInterrupt, signals.Terminated) as exc:
-            stop(server)
-            status = 130 if isinstance(exc, KeyboardInterrupt) else 128 + exc.signum
-        except BaseException:
-            stop(server)
-            raise
-    sys.exit(status)
+    # Our lines first (flushed): a log reading numgrad-ui's output meets its URL, not the
+    # server's start-up lines.
+    url = experiment_url(uri, options.experiment, options.port)
+    print(f"numgrad-ui: experiment '{options.experiment}' in MLflow's model-training view: {url}",
+          flush=True)  # fmt: skip
+    print(f"numgrad-ui: MLflow UI on {local_url('', options.port).rstrip('/')} (Ctrl-C stops it)",
+          file=sys.stderr, flush=True)  # fmt: skip
+    server = None
+    try:
+        with signals.held():  # a signal now would leave a server nobody stops
+            server = subprocess.Popen(argv, env=env, start_new_session=True)
+        return _serve(server, url, options)
+    finally:
+        if server is not None:
+            with signals.held():  # a second Ctrl-C must not cut the stop short either
+                stop(server)
 
 
 def port_in_use(port: int) -> str | None:
@@ -158,13 +174,12 @@ def port_in_use(port: int) -> str | None:
     return None
 
 
-def _serve(server: subprocess.Popen, uri: str, options: argparse.Namespace) -> int:
-    url = experiment_url(uri, options.experiment, options.port)
-    print(f"numgrad-ui: experiment '{options.experiment}' in MLflow's model-training view: {url}",
-          flush=True)  # fmt: skip
-    print(f"numgrad-ui: MLflow UI on {local_url('', options.port).rstrip('/')} (Ctrl-C stops it)",
-          file=sys.stderr, flush=True)  # fmt: skip
-    if options.open and _answers(server, local_url("", options.port)):
+def _serve(server: subprocess.Popen, url: str, options: argparse.Namespace) -> int:
+    answers = _answers(server, local_url("", options.port))
+    exposed = {ip for ip, _ in listening(server.pid)} - LOOPBACK
+    if exposed:  # whatever the options said, the server must not be reachable from outside
+        raise UsageError(f"{EXPOSED} (the server listened on {', '.join(sorted(exposed))})")
+    if options.open and answers:
         import webbrowser
 
         if not webbrowser.open(url):

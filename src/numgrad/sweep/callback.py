@@ -9,8 +9,9 @@ serves any sweeper (basic, Optuna) and launcher (basic, joblib, Ray):
   in this process (basic-launcher jobs run here; joblib's workers start later and
   inherit it) and, for Ray, in ``hydra.launcher.ray.init.runtime_env.env_vars`` of
   the config received here, the object Hydra then instantiates the launcher from.
-- ``on_job_end`` (wherever the job ran) records a job that failed with an unexpected
-  exception in its status file; :func:`numgrad.cli.job` writes it for the others.
+- ``on_job_start``/``on_job_end`` (wherever the job runs) send its prints to its log
+  and back; ``on_job_end`` records a job that failed with an unexpected exception in
+  its status file; :func:`numgrad.cli.job` writes it for the others.
 - ``on_multirun_end`` calls :func:`end_sweep`. Hydra skips it when the sweeper raises
   (a job's unexpected error, Ctrl-C, SIGTERM), so ``numgrad``'s entry point calls
   :func:`end_sweep` on those paths too; it runs once.
@@ -30,22 +31,20 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from numgrad import signals
-from numgrad.jobs import JOB_STATUS_FILE, write_job_status
-from numgrad.sweep import workers
+from numgrad.sweep import progress, workers
+from numgrad.sweep.jobs import JOB_STATUS_FILE, job_error, write_job_status
 from numgrad.sweep.parent import FIGURES_DIR, SweepParent
-from numgrad.sweep.plan import planned_jobs, short_target, sweep_name
+from numgrad.sweep.plan import job_count, planned_jobs, refuse_sweep_wide, short_target, sweep_name
 from numgrad.sweep.summary import (
     SUMMARY_FILE,
     TABLE_FILE,
     SweepOutcome,
     collect_rows,
-    report,
     write_summary,
     write_table,
 )
-from numgrad.tracking import pages
 from numgrad.tracking.records import describe_error, fit_tag
-from numgrad.tracking.uri import resolve_uri
+from numgrad.tracking.uri import is_local, resolve_uri
 
 REMOTE_LAUNCHERS = ("ray",)  # launchers whose jobs may run on other machines
 
@@ -90,22 +89,30 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         end_sweep()
 
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        from hydra.core.utils import JobStatus
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        progress.job_output_to_log(config)
 
-        if "MULTIRUN" not in str(OmegaConf.select(config, "hydra.mode")):
-            return
-        output_dir = Path(str(config.hydra.runtime.output_dir))
-        if job_return.status != JobStatus.FAILED or (output_dir / JOB_STATUS_FILE).exists():
-            return
-        # The public return_value property re-raises the job's exception and writes a
-        # line to stderr; here we only want to record it.
-        exc = job_return._return_value
-        with contextlib.suppress(OSError):
-            write_job_status(
-                output_dir, list(job_return.overrides or []), "FAILED",
-                error=describe_error(exc), job=int(config.hydra.job.num), pid=os.getpid(),
-            )  # fmt: skip
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        progress.job_output_back()
+        if "MULTIRUN" in str(OmegaConf.select(config, "hydra.mode")):
+            _record_failure(config, job_return)
+            if _SWEEP is not None:  # the job ran in the sweep's own process: its line at once
+                _SWEEP.watch.poll()
+
+
+def _record_failure(config: DictConfig, job_return: Any) -> None:
+    """A job that failed with an unexpected exception, in its status file."""
+    from hydra.core.utils import JobStatus
+
+    output_dir = Path(str(config.hydra.runtime.output_dir))
+    if job_return.status != JobStatus.FAILED or (output_dir / JOB_STATUS_FILE).exists():
+        return
+    exc = job_error(job_return)
+    with contextlib.suppress(OSError):
+        write_job_status(
+            output_dir, list(job_return.overrides or []), "FAILED",
+            error=describe_error(exc), job=int(config.hydra.job.num), pid=os.getpid(),
+        )  # fmt: skip
 
 
 def end_sweep(exc: BaseException | None = None) -> SweepOutcome | None:
@@ -136,10 +143,12 @@ class Sweep:
         self.settings = config.tracking
         self.name = sweep_name(self.overrides, self.params, self.settings.run_name)
         self.parent: SweepParent | None = None
+        self.watch: progress.JobWatch | None = None
         self._env_before: dict[str, str | None] = {}
         self._exits = contextlib.ExitStack()
 
     def start(self, config: DictConfig) -> None:
+        refuse_sweep_wide(self.params, self.overrides)
         if self.settings.enabled:
             self.parent = SweepParent(self.settings, self.sweep_dir, self.name)
             self.parent.open(self._parent_tags(), remote_jobs=self.remote)
@@ -149,6 +158,11 @@ class Sweep:
             # On Ctrl-C joblib SIGKILLs its workers at once; first let them end their runs.
             hook = lambda signum: workers.stop_workers(self._running_by_pid)  # noqa: E731
             self._exits.enter_context(signals.on_signal(hook))
+        self._exits.enter_context(progress.launchers_quiet())
+        bar = progress.bar_wanted(OmegaConf.select(config, "progress"), sys.stderr)
+        total = job_count(config, planned_jobs(self.sweeper, self.params, self.overrides))
+        self.watch = progress.JobWatch(self.sweep_dir, self.started, total, bar=bar)
+        self.watch.start()
 
     def _running_by_pid(self) -> dict[int, str]:
         return self.parent.running_by_pid() if self.parent is not None else {}
@@ -197,7 +211,7 @@ class Sweep:
         if not self.settings.enabled or not self.remote:
             return
         uri = self.parent.uri if self.parent is not None else resolve_uri(self.settings.uri)
-        if uri.lower().startswith(("sqlite:", "file:")) or "://" not in uri:
+        if is_local(uri):
             print(
                 f"numgrad: warning: hydra/launcher={self.launcher} with the local store {uri}: "
                 "jobs on other machines cannot reach it; use a tracking server "
@@ -207,8 +221,9 @@ class Sweep:
 
     def end(self, exc: BaseException | None) -> SweepOutcome:
         """Summary, figures, the parent's status, a report; never raises."""
+        progress.job_output_back()  # a job here stopped by a signal had no on_job_end
         interrupted = isinstance(exc, KeyboardInterrupt | signals.Terminated)
-        outcome = SweepOutcome(status="FAILED", rows=[], offline=bool(self.settings.offline))
+        outcome = SweepOutcome("FAILED", [], offline=bool(self.settings.offline))
         parent = self.parent if self.parent is not None and self.parent.recorder else None
         try:
             children: list[dict[str, Any]] = []
@@ -240,15 +255,9 @@ class Sweep:
             if parent is not None:
                 parent.stop_sender()
             self._restore()
-        where = ""
-        if parent is not None and parent.run_id is not None:
-            experiment = (parent.state.get("parent") or {}).get("experiment_id")
-            page = pages.run_page(experiment, parent.run_id) if experiment else None
-            where = f"parent run {parent.run_id} ({self.name}) on {parent.uri}; "
-            where += f"page: {pages.where(parent.uri, page)}; " if page else ""
-        elif parent is not None and outcome.offline:
-            where = f"recorded locally; upload it with: numgrad-sync {self.sweep_dir}; "
-        report(outcome, where)
+        outcome.elapsed = time.time() - self.started
+        self.watch.finish(outcome.rows)  # set by start(): a sweep that never started never ends
+        progress.report(outcome, *progress.where(parent, self.name, self.sweep_dir))
         return outcome
 
     def abort(self) -> None:

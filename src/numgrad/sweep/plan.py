@@ -2,28 +2,83 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from numgrad.tracking.records import run_name_from, swept_values
+from omegaconf import OmegaConf
+
+from numgrad.overrides import swept_values
+from numgrad.tracking.records import run_name_from
 
 
 def planned_jobs(
     sweeper: str, params: Mapping[str, str], overrides: Sequence[str]
 ) -> list[list[str]] | None:
-    """Every job's overrides, in Hydra's order, for the basic sweeper; None for others."""
+    """Every job's overrides, in Hydra's order, for the basic sweeper; None for others.
+
+    The basic sweeper's own split is private to Hydra (``BasicSweeper.split_arguments``);
+    this is the same product from Hydra's public override parser: one list of values per
+    key, in the order the keys first appear (a later override of a key replaces the
+    earlier one's values), the last key varying fastest.
+    ``test_sweep_plan.py::test_planned_jobs_match_the_basic_sweepers_own_split`` holds
+    the two together.
+
+    Examples
+    --------
+    >>> planned_jobs("basic", {"seed": "1,2"}, ["optimizer.lr=0.1"])
+    [['seed=1', 'optimizer.lr=0.1'], ['seed=2', 'optimizer.lr=0.1']]
+    """
     if sweeper != "basic":
         return None
-    try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        parsed = OverridesParser.create().parse_overrides(
+    values: dict[str, list[str]] = {}
+    try:
+        for override in OverridesParser.create().parse_overrides(
             [*(f"{k}={v}" for k, v in params.items()), *overrides]
-        )
-        return BasicSweeper.split_arguments(parsed, None)[0]
-    except Exception:  # a sweep the basic sweeper will refuse itself, with its own message
-        return None
+        ):
+            key = override.get_key_element()
+            if not override.is_sweep_override():
+                values[key] = [f"{key}={override.get_value_element_as_str()}"]
+            elif override.is_discrete_sweep():
+                values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            else:
+                return None  # interval(): the basic sweeper refuses it with its own message
+    except Exception:  # a sweep the basic sweeper will refuse itself (or glob, which needs
+        return None  # Hydra's config loader to list the options it matches)
+    return [list(job) for job in itertools.product(*values.values())]
+
+
+# Settings the sweep's parent run and its sender share with every job: one value a sweep.
+SWEEP_WIDE = ("tracking.enabled", "tracking.uri", "tracking.offline", "tracking.experiment")
+
+
+def refuse_sweep_wide(params: Mapping[str, str], overrides: Sequence[str]) -> None:
+    """A ConfigError (one line, exit 2, before anything runs) for a swept :data:`SWEEP_WIDE`
+    setting: its jobs would go to one store and experiment under one parent anyway.
+
+    Examples
+    --------
+    >>> refuse_sweep_wide({"optimizer.lr": "0.1,1.0"}, ["tracking.uri=sqlite:///a.db"])
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from numgrad.config import ConfigError
+
+    texts = [*(f"{k}={v}" for k, v in params.items()), *overrides]
+    for text, override in zip(texts, OverridesParser.create().parse_overrides(texts), strict=True):
+        key = override.get_key_element()
+        if key in SWEEP_WIDE and override.is_sweep_override():
+            why = "one value for the whole sweep (its parent and sender share it with every job)"
+            raise ConfigError(key, text.split("=", 1)[1], f"{why}; run one sweep per value")
+
+
+def job_count(config: Any, planned: Sequence[Sequence[str]] | None) -> int | None:
+    """How many jobs the sweep will launch, where its sweeper says so in advance: the
+    basic sweeper's ``planned`` jobs, Optuna's ``n_trials``."""
+    trials = OmegaConf.select(config, "hydra.sweeper.n_trials")
+    return len(planned) if planned is not None else trials if isinstance(trials, int) else None
 
 
 def short_target(target: Any) -> str:

@@ -1,9 +1,9 @@
-"""A sweep's summary: one row per job, ``sweep_summary.csv``, and what the user is told.
+"""A sweep's summary: one row per job, ``sweep_summary.csv``, the best job.
 
 A row comes from the job's folder (its ``.hydra/overrides.yaml`` and the status file
-it left, :mod:`numgrad.jobs`) and from its MLflow run, where there is one: a job that
-failed before its run existed has only its folder, a job on another machine only its
-run, a job the sweep never started only its place in the sweeper's plan.
+it left, :mod:`numgrad.sweep.jobs`) and from its MLflow run, where there is one: a job
+that failed before its run existed has only its folder, a job on another machine only
+its run, a job the sweep never started only its place in the sweeper's plan.
 """
 
 from __future__ import annotations
@@ -19,18 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from numgrad.jobs import FINISHED_NOT_SYNCED, JOB_STATUS_FILE, read_job_status
-from numgrad.tracking.records import swept_values
+from numgrad.command import FAILED, NOT_SYNCED
+from numgrad.overrides import swept_values
+from numgrad.sweep.jobs import FINISHED_NOT_SYNCED, JOB_STATUS_FILE, read_job_status
 
 SUMMARY_FILE = "sweep_summary.csv"
 TABLE_FILE = "sweep_summary.json"  # the same, as an MLflow table
 NOT_STARTED = "NOT_STARTED"
-FIELDS = (
-    "job", "overrides", "status", "final_loss", "final_accuracy", "steps_taken",
-    "grad_rel_error", "dtype", "run_id", "run_name",
+NUMBERS = (
+    "final_loss", "final_accuracy", "final_test_loss", "final_test_accuracy", "steps_taken",
+    "grad_rel_error",
 )  # fmt: skip
+FIELDS = ("job", "overrides", "status", *NUMBERS, "dtype", "run_id", "run_name")
 DONE = ("FINISHED", FINISHED_NOT_SYNCED)
-NUMBERS = ("final_loss", "final_accuracy", "steps_taken", "grad_rel_error")
+RANKING = ("final_test_loss", "final_loss")  # lower is better; see best_job
 
 
 @dataclass
@@ -44,6 +46,7 @@ class SweepOutcome:
     parent_synced: bool = True
     parent_run_id: str | None = None
     offline: bool = False  # tracking.offline=true: records only local, by choice
+    elapsed: float | None = None  # seconds from the sweep's start to its end
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -54,17 +57,36 @@ class SweepOutcome:
     def exit_status(self) -> int:
         """1 when a job failed, else 75 when some records are only local (not by choice)."""
         if self.failed or self.status != "FINISHED":
-            return 1
+            return FAILED
         if self.offline:
             return 0
         if not self.parent_synced or any(r["status"] == FINISHED_NOT_SYNCED for r in self.rows):
-            return 75
+            return NOT_SYNCED
         return 0
 
     def best(self) -> dict[str, Any] | None:
-        """The finished job with the lowest final loss."""
-        done = [r for r in self.rows if r["status"] in DONE and _finite(r.get("final_loss"))]
-        return min(done, key=lambda r: r["final_loss"]) if done else None
+        """The best finished job (:func:`best_job`), None if no job finished."""
+        ranked = best_job(self.rows)
+        return ranked[0] if ranked else None
+
+
+def best_job(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], str] | None:
+    """The finished job with the lowest value in the first of :data:`RANKING` that every
+    finished job has (the training loss whatever they have), and that column; None when
+    no finished job has any.
+
+    Examples
+    --------
+    >>> best_job([{"status": "FINISHED", "final_loss": 0.5}, {"status": "FAILED", "final_loss": 0}])
+    ({'status': 'FINISHED', 'final_loss': 0.5}, 'final_loss')
+    """
+    done = [r for r in rows if r["status"] in DONE]
+    for column in RANKING:
+        ranked = [r for r in done if _finite(r.get(column))]
+        # A held-out loss ranks only when every finished job has one (the same data).
+        if ranked and (len(ranked) == len(done) or column == RANKING[-1]):
+            return min(ranked, key=lambda r: r[column]), column
+    return None
 
 
 def collect_rows(
@@ -155,9 +177,8 @@ def _finish_row(row: dict[str, Any], interrupted: bool) -> dict[str, Any]:
 def _empty_row(job_dir: Path | None) -> dict[str, Any]:
     return {
         "job": int(job_dir.name) if job_dir is not None and job_dir.name.isdigit() else None,
-        "overrides_list": [], "status": None, "final_loss": None, "final_accuracy": None,
-        "steps_taken": None, "grad_rel_error": None, "dtype": "", "run_id": "", "run_name": "",
-        "error": "",
+        "overrides_list": [], "status": None, **dict.fromkeys(NUMBERS), "dtype": "",
+        "run_id": "", "run_name": "", "error": "",
         "output_dir": str(job_dir) if job_dir is not None else None,
     }  # fmt: skip
 
@@ -188,11 +209,11 @@ def write_summary(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     >>> with tempfile.TemporaryDirectory() as d:
     ...     print(write_summary(rows, Path(d) / "s.csv").read_text().splitlines()[1])
     ...     table = json.loads(write_table(rows, Path(d) / "s.json").read_text())
-    0,optimizer.lr=0.1,FINISHED,0.25,1.0,3,,,abc,lr=0.1,0.1,,/x/0
+    0,optimizer.lr=0.1,FINISHED,0.25,1.0,,,3,,,abc,lr=0.1,0.1,,/x/0
     >>> table["columns"][:5]
     ['job', 'run_name', 'optimizer/lr', 'status', 'final_loss']
-    >>> table["data"][0][:8]
-    [0, 'lr=0.1', '0.1', 'FINISHED', 0.25, 1.0, 3, None]
+    >>> table["data"][0][:10]
+    [0, 'lr=0.1', '0.1', 'FINISHED', 0.25, 1.0, None, None, 3, None]
     """
     header, body = _table(rows)
     tmp = path.with_name(path.name + ".tmp")
@@ -260,26 +281,6 @@ def _finite(value: Any) -> bool:
     return isinstance(value, float | int) and math.isfinite(value)
 
 
-def report(outcome: SweepOutcome, where: str) -> None:
-    """One line for the sweep (stdout when all is well), one per job that did not finish."""
-    n, failed = len(outcome.rows), outcome.failed
-    summary = f"summary {outcome.summary}" if outcome.summary else "no summary"
-    for note in outcome.notes:
-        print(f"numgrad: {note}", file=sys.stderr)
-    if not failed and outcome.status == "FINISHED":
-        print(f"numgrad: sweep of {n} jobs FINISHED; {where}{summary}")
-        return
-    never = sum(r["status"] == "NOT_STARTED" for r in failed)
-    counted = f"{len(failed)} of {n} jobs did not finish" + (
-        f" ({never} never started)" if never else ""
-    )
-    print(f"numgrad: sweep {outcome.status}: {counted}; {where}{summary}", file=sys.stderr)
-    for row in failed:
-        job = "?" if row["job"] is None else row["job"]
-        error = f": {row['error']}" if row["error"] else ""
-        print(f"numgrad:   job {job} ({row['overrides']}) {row['status']}{error}", file=sys.stderr)
-
-
 def description(outcome: SweepOutcome, sweep_dir: Path) -> str:
     """The parent run's description in the MLflow UI: the sweep, its count, its best job."""
     done = sum(r["status"] in DONE for r in outcome.rows)
@@ -288,8 +289,10 @@ def description(outcome: SweepOutcome, sweep_dir: Path) -> str:
         f"Sweep `{command}`: {len(outcome.rows)} jobs, {done} finished, "
         f"{len(outcome.rows) - done} did not finish."
     )
-    best = outcome.best()
-    if best is not None:
+    ranked = best_job(outcome.rows)
+    if ranked is not None:
+        best, column = ranked
         name = best["run_name"] or best["overrides"] or f"job {best['job']}"
-        text += f" Best: {name} (final loss {best['final_loss']:.6g})."
+        what = {"final_loss": "final loss", "final_test_loss": "held-out loss"}.get(column, column)
+        text += f" Best: {name} ({what} {best[column]:.6g})."
     return text + f" One row per job in `{SUMMARY_FILE}`; sweep dir `{sweep_dir}`."

@@ -1,9 +1,11 @@
-"""When to try a store that did not answer again: one capped back-off, never blocking.
+"""When to try a store again: a capped back-off that never blocks, and blocking retries.
 
 A live run and a sweep's sender must not stop for a store that went away: they ask
 :meth:`Backoff.due` before each send and go on with their work when it says no.
-(Blocking retries, where a process has nothing else to do, use tenacity:
-:meth:`numgrad.tracking.mlflow_store.MlflowStore.call`.)
+A call to a store that is only busy (a locked SQLite file) is retried where it is made,
+through tenacity (:data:`BUSY_RETRY`, used by
+:meth:`numgrad.tracking.mlflow_store.MlflowStore.call`). Retries decide by an
+exception's type or MLflow's error code, never by its text.
 
 Examples
 --------
@@ -14,7 +16,10 @@ Examples
 
 from __future__ import annotations
 
+import random
 import time
+
+import tenacity
 
 FIRST_SECONDS, CAP_SECONDS = 1.0, 30.0  # 1 s, 2 s, ... 30 s between tries while down
 
@@ -50,3 +55,31 @@ class Backoff:
         """The store may be back any moment (a run's end): try at most every ``cap`` s."""
         self.cap = self.delay = cap
         self.retry_at = min(self.retry_at, time.monotonic() + cap)
+
+
+def _busy(exc: BaseException) -> bool:
+    """A store too busy to answer now: SQLAlchemy's OperationalError ("database is
+    locked"), raw or as MLflow's TEMPORARILY_UNAVAILABLE."""
+    if getattr(exc, "error_code", None) == "TEMPORARILY_UNAVAILABLE":
+        return True
+    return any(type(e).__name__ == "OperationalError" for e in (exc, exc.__cause__) if e)
+
+
+def lost_a_race(exc: BaseException) -> bool:
+    """An insert that another writer made first: the database's IntegrityError, in process
+    (its cause) or behind a server (MLflow answers it as BAD_REQUEST or INTERNAL_ERROR)."""
+    cause = exc.__cause__
+    if cause is not None and type(cause).__name__ == "IntegrityError":
+        return True
+    return getattr(exc, "error_code", None) in ("BAD_REQUEST", "INTERNAL_ERROR")
+
+
+_jitter = random.Random()
+BUSY_RETRY = tenacity.Retrying(
+    retry=tenacity.retry_if_exception(_busy),
+    # 0.05 s, 0.1 s, ... 2 s, jittered from a generator of its own: never the global
+    # random state, which MLflow draws run names from.
+    wait=lambda state: min(2.0, 0.05 * 2 ** (state.attempt_number - 1)) * (0.5 + _jitter.random()),
+    stop=tenacity.stop_after_attempt(10),
+    reraise=True,
+)

@@ -1,6 +1,7 @@
 """The training data as an MLflow dataset input: name, digest, source, schema, profile.
 
-Everything here is plain numpy, hashlib and json: the record goes into the run's
+The name and the source file are the data source's (:mod:`numgrad.data`); the rest is
+plain numpy, hashlib and json: the record goes into the run's
 journal (kind ``input``) before any store is contacted, offline runs included, and
 the uploader (:mod:`numgrad.tracking.uploader`) hands its strings to MLflow unchanged. The
 ``source``, ``schema`` and ``profile`` strings are those ``mlflow.data.from_numpy``
@@ -26,12 +27,15 @@ from typing import Any
 
 import numpy as np
 
+from numgrad import data
+
 CONTEXT = "training"  # the input tag mlflow.data.context: the UI's badge
+EVALUATION = "evaluation"  # the held-out part's (data.test_fraction)
 SOURCE_NAME = "numgrad"
 
 
 def dataset_name(data_cfg: Any, seed: int) -> str:
-    """The name a reviewer sees in the runs table's Dataset column.
+    """The name a reviewer sees in the runs table's Dataset column: the source's own.
 
     ``article`` (the book's sample; ``article(custom)`` for other inline data),
     ``blobs(seed=7,n=60)`` (with ``spread`` when it is not 1), ``iris`` (with the
@@ -41,37 +45,19 @@ def dataset_name(data_cfg: Any, seed: int) -> str:
     Examples
     --------
     >>> from omegaconf import OmegaConf
-    >>> from numgrad.config import DataConfig, DataSource
-    >>> cfg = OmegaConf.structured(DataConfig(name=DataSource.blobs, n_samples=60))
-    >>> dataset_name(cfg, seed=7)
+    >>> from numgrad.data.blobs import BlobsData
+    >>> from numgrad.data.file import FileData
+    >>> dataset_name(OmegaConf.structured(BlobsData(n_samples=60)), seed=7)
     'blobs(seed=7,n=60)'
-    >>> dataset_name(OmegaConf.structured(DataConfig(name=DataSource.file, path="d/my.csv")), 0)
+    >>> dataset_name(OmegaConf.structured(FileData(path="d/my.csv")), 0)
     'my.csv'
     """
-    from numgrad.config import DataSource, Scaling
-
-    source = data_cfg.name
-    if source == DataSource.blobs:
-        spread = "" if data_cfg.spread == 1.0 else f",spread={data_cfg.spread:g}"
-        return f"blobs(seed={seed},n={data_cfg.n_samples}{spread})"
-    if source == DataSource.iris:
-        return "iris" if data_cfg.scaling == Scaling.rms else f"iris({data_cfg.scaling.value})"
-    if source == DataSource.file:
-        return Path(str(data_cfg.path)).name
-    return "article" if _is_book_sample(data_cfg) else "article(custom)"
+    return data.dataset_name(data_cfg, seed)
 
 
 def dataset_source(data_cfg: Any) -> Path | None:
     """The file the data came from (iris's shipped CSV, ``data.path``); None if made in code."""
-    from numgrad.config import DataSource
-
-    if data_cfg.name == DataSource.iris:
-        from importlib import resources
-
-        return Path(str(resources.files("numgrad") / "datasets" / "iris.csv"))
-    if data_cfg.name == DataSource.file:
-        return Path(str(data_cfg.path)).absolute()
-    return None
+    return data.dataset_source(data_cfg)
 
 
 def dataset_record(x: np.ndarray, t: np.ndarray, *, name: str, source: Path | None) -> dict:
@@ -112,20 +98,3 @@ def _tensor_spec(a: np.ndarray) -> str:
     """An MLflow tensor schema (JSON in JSON) for ``a``: any number of rows."""
     spec = {"type": "tensor", "tensor-spec": {"dtype": a.dtype.name, "shape": [-1, *a.shape[1:]]}}
     return json.dumps([spec])
-
-
-def _is_book_sample(data_cfg: Any) -> bool:
-    """True when the inline data are those of ``conf/data/article.yaml`` (the book's)."""
-    from importlib import resources
-
-    from omegaconf import OmegaConf
-
-    book = OmegaConf.load(str(resources.files("numgrad") / "conf" / "data" / "article.yaml"))
-    given = OmegaConf.to_container(data_cfg) if OmegaConf.is_config(data_cfg) else dict(data_cfg)
-    try:
-        return all(
-            np.array_equal(np.asarray(given[k], dtype=float), np.asarray(book[k], dtype=float))
-            for k in ("x", "t")
-        )
-    except (TypeError, ValueError):
-        return False

@@ -27,6 +27,28 @@ METHODS = {
 }
 
 
+def end_of(
+    descent: Any, W_final: np.ndarray | None = None, evaluation: Mapping[str, float] | None = None
+) -> dict[str, Any]:
+    """The outcome of a completed descent, as the end's records need it: stop reason,
+    steps, final numbers (and held-out ones, from ``evaluation``), weights, gradient."""
+    last, grad = descent.last_record, descent.last_gradient
+    evaluation = evaluation or {}
+    return {
+        "stop_reason": descent.stop_reason,
+        "steps_taken": int(descent.steps_taken),
+        # A mini-batch run's on its whole training set (evaluation), else the last record's.
+        "final_loss": evaluation.get("train_loss", float(last.loss) if last else math.nan),
+        "final_accuracy": evaluation.get(
+            "train_accuracy", float(last.accuracy) if last else math.nan
+        ),
+        "final_test_loss": evaluation.get("test_loss"),
+        "final_test_accuracy": evaluation.get("test_accuracy"),
+        "W_final": np.array(descent.W if W_final is None else W_final, copy=True),
+        "gradient": None if grad is None else np.array(grad, copy=True),
+    }
+
+
 def outcome(exc: BaseException | None, end: Mapping[str, Any] | None) -> tuple[str, dict]:
     """Final status and tags for how the run ended (``exc``: what stopped it, if anything)."""
     from numgrad.descent import Diverged, StepTooSmall
@@ -79,6 +101,9 @@ def final_metrics(end: Mapping[str, Any]) -> list[list[Any]]:
         ["final_accuracy", end["final_accuracy"], ms, 0],
         ["steps_taken", float(end["steps_taken"]), ms, 0],
     ]
+    for key in ("final_test_loss", "final_test_accuracy"):  # with a held-out part only
+        if end.get(key) is not None:
+            out.append([key, float(end[key]), ms, 0])
     W = end["W_final"]
     if W.size <= W_METRICS_MAX:  # sortable and filterable in the runs table
         for index, value in np.ndenumerate(W):
@@ -134,9 +159,13 @@ Final loss 0.0588, accuracy 1.0000.
         f"{_g(optimizer.get('steps'))} steps, stopped: {reason}."
     )
     if end:
-        return text + (
-            f" Final loss {end['final_loss']:.6g}, accuracy {end['final_accuracy']:.4f}."
-        )
+        text += f" Final loss {end['final_loss']:.6g}, accuracy {end['final_accuracy']:.4f}."
+        if end.get("final_test_loss") is not None:
+            text += (
+                f" Held out: loss {end['final_test_loss']:.6g},"
+                f" accuracy {end['final_test_accuracy']:.4f}."
+            )
+        return text
     if last is not None:
         return text + f" At step {last.step}: loss {last.loss:.6g}, accuracy {last.accuracy:.4f}."
     return text

@@ -44,6 +44,10 @@ def _str_map(value: Any) -> bool:
     return isinstance(value, dict) and all(_str(k) and _str(v) for k, v in value.items())
 
 
+def _id(value: Any) -> bool:
+    return _str(value) and value.isascii() and value.isalnum() and len(value) <= 64
+
+
 def _metric_row(row: Any) -> bool:
     if not (isinstance(row, list) and len(row) == 4 and _str(row[0])):
         return False
@@ -72,14 +76,14 @@ _WHAT = {
     _int: "a whole number", _str: "a string", _opt_str: "a string or null",
     _str_map: "a mapping of strings to strings", _metric_rows: "a list of [key, finite value, "
     "timestamp, step] rows", _status: f"one of {sorted(STATUSES)}",
-    _format: f"format {FORMAT} (this numgrad's)", dict: "a mapping",
+    _format: f"format {FORMAT} (this numgrad's)", _id: "an id (letters and digits)",
 }  # fmt: skip
 
 # kind -> {field: check}; a field in ``_OPTIONAL`` may be absent.
 _FIELDS: dict[str, dict[str, Callable[[Any], bool]]] = {
     "start": {"uri": _str, "experiment": _str, "run_name": _str, "start_time": _int,
               "tags": _str_map, "format": _format, "type": _str, "parent_journal": _str,
-              "handed_over": lambda v: isinstance(v, bool)},
+              "handed_over": lambda v: isinstance(v, bool), "key": _id},
     "params": {"params": _str_map},
     "tags": {"tags": _str_map},
     "metrics": {"metrics": _metric_rows},
@@ -91,10 +95,10 @@ _FIELDS: dict[str, dict[str, Callable[[Any], bool]]] = {
               "tags": _str_map, "requirements": lambda v: isinstance(v, list)
               and all(_str(r) for r in v)},
     "end": {"status": _status, "end_time": _optional(_int)},
-    "run": {"uri": _str, "run_id": lambda v: _str(v) and v.isalnum() and len(v) <= 64},
+    "run": {"uri": _str, "run_id": _id},
     "ack": {"uri": _str, "seq_acked": _int, "rows": _int},
 }  # fmt: skip
-_OPTIONAL = {"start": {"format", "type", "parent_journal", "handed_over", "tags"},
+_OPTIONAL = {"start": {"format", "type", "parent_journal", "handed_over", "tags", "key"},
              "ack": {"rows"}, "end": {"end_time"}}  # fmt: skip
 DATA_KINDS = frozenset(_FIELDS) - {"run", "ack"}  # the run's own records; the rest is bookkeeping
 
@@ -139,7 +143,7 @@ def check_paths(entry: Mapping[str, Any], base: Path) -> None:
         try:
             check_npy(inside(base, entry["weights"], what="model weights"))
         except WeightsError as exc:
-            raise PathError(f"the model weights {entry['weights']!r}: {exc}") from None
+            raise PathError(f"the model weights {entry['weights']!r} {exc}") from None
 
 
 def inside(base: Path, relative: str, *, what: str) -> Path:

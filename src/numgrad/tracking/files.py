@@ -1,8 +1,8 @@
 """The files a run keeps in its ``artifacts/`` folder and uploads: inputs, weights, figures.
 
 ``config.yaml`` and ``overrides.yaml`` when the run starts; ``weights/W_final.npy`` and
-``.json`` (a finished run) and ``figures/`` when it ends. ``history.csv`` is
-:mod:`numgrad.tracking.history`'s; ``weights/W_init.npy`` the sink's, at the start.
+``.json`` (a finished run) and ``figures/`` when it ends; ``weights/W_init.npy`` at the
+start of the descent. ``history.csv`` is :mod:`numgrad.tracking.history`'s.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from numgrad.tracking.journal import JournalError
 from numgrad.tracking.records import describe_error
 
 
@@ -26,6 +27,14 @@ def write_inputs(folder: Path, config: Mapping[str, Any], overrides: Sequence[st
         yaml.safe_dump(dict(config), f, sort_keys=False)
     with open(folder / "overrides.yaml", "w") as f:
         yaml.safe_dump(list(overrides), f)
+
+
+def save_initial(folder: Path, W_init: np.ndarray) -> None:
+    """``weights/W_init.npy``, when the run starts."""
+    try:
+        np.save(folder / "weights" / "W_init.npy", W_init)
+    except OSError as exc:  # disk full, a read-only dir: one line naming the file
+        raise JournalError.writing(exc) from None
 
 
 def write_outputs(

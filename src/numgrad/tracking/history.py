@@ -16,10 +16,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-FIELDS = (
-    "step", "loss", "grad_norm", "grad_max_abs", "weight_norm", "accuracy",
-    "grad_rel_error", "seconds",
-)  # fmt: skip
+from numgrad.tracking.journal import JournalError
+from numgrad.tracking.records import STEP_FIELDS
+
+FIELDS = STEP_FIELDS  # one column per field of the step record
 
 
 class History:
@@ -72,8 +72,11 @@ class History:
     def _write(self, rows: list[Any]) -> None:
         if not rows:
             return
-        with open(self.path, "a", newline="") as f:
-            csv.writer(f).writerows(_row(r) for r in rows)
+        try:
+            with open(self.path, "a", newline="") as f:
+                csv.writer(f).writerows(_row(r) for r in rows)
+        except OSError as exc:  # disk full, a read-only dir: one line naming the file
+            raise JournalError.writing(exc) from None
         for r in rows:
             self.steps.append(int(r.step))
             self.loss.append(float(r.loss))
@@ -96,9 +99,6 @@ class History:
 
 
 def _row(r: Any) -> tuple[Any, ...]:
-    # float() first: a numpy scalar would be written as "np.float64(...)".
-    rel = "" if r.grad_rel_error is None else float(r.grad_rel_error)
-    return (
-        int(r.step), float(r.loss), float(r.grad_norm), float(r.grad_max_abs),
-        float(r.weight_norm), float(r.accuracy), rel, float(r.seconds),
-    )  # fmt: skip
+    # float() first: a numpy scalar would be written as "np.float64(...)"; None is "".
+    values = (getattr(r, name) for name in FIELDS[1:])
+    return (int(r.step), *("" if v is None else float(v) for v in values))

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from numgrad import signals
+from numgrad.command import FAILED
 from numgrad.tracking.entries import (
     DATA_KINDS,
     FORMAT,
@@ -53,7 +54,17 @@ JOURNAL_FILE = "tracking_journal.jsonl"
 
 
 class JournalError(Exception):
-    """A journal that cannot be read (or written); the message names the file."""
+    """A journal that cannot be read (or a run's file written); the message names the file."""
+
+    exit_status = FAILED
+
+    @classmethod
+    def writing(cls, exc: BaseException, what: str | None = None) -> JournalError:
+        """A failed write (disk full, read-only) in one line: the path and the reason."""
+        if isinstance(exc, cls):
+            return exc
+        what = what or getattr(exc, "filename", None) or "a run file"
+        return cls(f"cannot write {what}: {getattr(exc, 'strerror', None) or exc}")
 
 
 class Journal:
@@ -128,6 +139,11 @@ class Journal:
             with contextlib.suppress(OSError):  # the error is the one sync() raised
                 self._file.close()
 
+    def close_quietly(self) -> None:
+        """Close after a failure: what could not be written is lost, and no error is added."""
+        with contextlib.suppress(JournalError, OSError):
+            self.close()
+
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         """Signals wait for the write; a failed write (disk full, read-only) is one line."""
@@ -135,8 +151,7 @@ class Journal:
             with signals.held():
                 yield
         except OSError as exc:
-            why = exc.strerror or str(exc)
-            raise JournalError(f"cannot write the run journal {self.path}: {why}") from None
+            raise JournalError.writing(exc, f"the run journal {self.path}") from None
 
 
 class JournalReader:

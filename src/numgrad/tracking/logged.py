@@ -1,10 +1,9 @@
-"""A logged run read back from its store: its final weights, its config, the run repeating it.
+"""A logged run read back from its store: its final weights, its config.
 
 A warm start (``net.init=run``) reads the run's ``weights/W_final.npy``;
-``numgrad-rerun`` reads its ``config.yaml`` and ``overrides.yaml`` too, and then finds
-the run it started. Reading never creates anything: a SQLite store that does not
-exist is "no such run", not a new empty store, and the files go to a temporary folder
-removed afterwards.
+``numgrad-rerun`` reads its ``config.yaml`` and ``overrides.yaml`` too. Reading never
+creates anything: a SQLite store that does not exist is "no such run", not a new empty
+store, and the files go to a temporary folder removed afterwards.
 
 Every failure is a :class:`LoggedRunError` with a one-line message; the caller names
 the setting it came from (``net.from_run``, numgrad-rerun's run id).
@@ -14,9 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from numgrad.tracking.uri import (
     server_alive,
     sqlite_path,
 )
+from numgrad.tracking.weights import HEADER_BYTES, MAX_ELEMENTS, WeightsError, load_weights
 
 W_FINAL = "weights/W_final.npy"
 
@@ -66,7 +65,7 @@ class LoggedRun:
 
     def has(self, path: str) -> bool:
         """Does the run have the artifact file ``path`` (e.g. ``weights/W_final.npy``)?"""
-        return self.store.has_artifact(self.run_id, path)
+        return self.store.artifact_size(self.run_id, path) is not None
 
     def download(self, path: str) -> Path:
         """The artifact ``path`` as a local file; LoggedRunError when the run lacks it."""
@@ -74,17 +73,21 @@ class LoggedRun:
             raise LoggedRunError(f"run {self.run_id} has no {path}{self._why_missing(path)}")
         return self._call(self.store.download, self.run_id, path, self.folder)
 
-    def weights(self) -> np.ndarray:
-        """``weights/W_final.npy``: a float32 or float64 matrix, as the run saved it."""
+    def weights(self, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
+        """``weights/W_final.npy``: a float32 or float64 matrix, as the run saved it.
+
+        Untrusted: a file larger than a matrix of ``max_elements`` is refused before it
+        is downloaded, and its header is checked before anything is allocated.
+        """
+        size = self._call(self.store.artifact_size, self.run_id, W_FINAL)
+        if size is not None and size > HEADER_BYTES + 8 * max_elements:
+            raise LoggedRunError(f"{W_FINAL} of run {self.run_id} holds {size:,} bytes: more "
+                                 f"than a W of {max_elements:,} elements")  # fmt: skip
         path = self.download(W_FINAL)
         try:
-            W = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise LoggedRunError(f"{W_FINAL} of run {self.run_id} is unreadable: {exc}") from None
-        if not isinstance(W, np.ndarray) or W.ndim != 2 or W.dtype not in (np.float32, np.float64):
-            kind = f"{W.dtype} array of shape {list(W.shape)}" if isinstance(W, np.ndarray) else "?"
-            raise LoggedRunError(f"{W_FINAL} of run {self.run_id} is not a float matrix: {kind}")
-        return W
+            return load_weights(path, max_elements=max_elements)
+        except (WeightsError, OSError) as exc:
+            raise LoggedRunError(f"{W_FINAL} of run {self.run_id} {exc}") from None
 
     def _why_missing(self, path: str) -> str:
         if self.run.data.tags.get("numgrad.kind") == "sweep":
@@ -116,35 +119,21 @@ def logged_run(uri: str, run_id: str) -> Iterator[LoggedRun]:
         raise LoggedRunError(f"cannot read run {run_id} from {uri}: {short_message(exc)}") from None
     if run is None:
         raise LoggedRunError(f"no run {run_id} in {store.uri}")
+    if run.info.lifecycle_stage != "active":  # deleted: its files may be gone any moment
+        raise LoggedRunError(f"run {run_id} is deleted in {store.uri}; restore it first "
+                             f"(mlflow runs restore --run-id {run_id})")  # fmt: skip
     # MLflow draws a progress bar per download on stderr: not for one small file.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="numgrad-logged-") as folder:
         yield LoggedRun(store, run, Path(folder))
 
 
-def read_weights(uri: str, run_id: str) -> np.ndarray:
+def read_weights(uri: str, run_id: str, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
     """``W_final`` of a logged run, as saved (float32 or float64).
 
     Raises :class:`LoggedRunError`: no such store or run, a run without the file (it
-    failed or was killed before its end), a file that is not a float matrix.
+    failed or was killed before its end), a file that is not a float matrix of at most
+    ``max_elements`` elements.
     """
     with logged_run(uri, run_id) as run:
-        return run.weights()
-
-
-def find_run(uri: str, experiment: str, tags: Mapping[str, str], since_ms: int) -> str | None:
-    """The newest run of ``experiment`` started since ``since_ms`` with these tags, on this host.
-
-    ``tags`` values must not hold a quote (run ids and pids do not).
-    """
-    store = open_store(uri)
-    exp = store.call(store.client.get_experiment_by_name, experiment)
-    if exp is None:
-        return None
-    host = socket.gethostname()
-    wanted = {**tags, **({"numgrad.host": host} if "'" not in host else {})}
-    where = [f"tags.`{key}` = '{value}'" for key, value in wanted.items()]
-    where.append(f"attributes.start_time >= {int(since_ms)}")
-    runs = store.search_runs([exp.experiment_id], " and ".join(where))
-    runs.sort(key=lambda run: run.info.start_time, reverse=True)
-    return runs[0].info.run_id if runs else None
+        return run.weights(max_elements)

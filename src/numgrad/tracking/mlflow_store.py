@@ -17,22 +17,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import socket
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from numgrad import signals, speed
+from numgrad.tracking.backoff import BUSY_RETRY, lost_a_race
 from numgrad.tracking.provenance import orphaned
 from numgrad.tracking.records import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAMS_TAGS_PER_BATCH,
     short_message,
 )
-from numgrad.tracking.uri import HTTP_ENV, TrackingError, is_http, sqlite_path, store_lock
+from numgrad.tracking.uri import (
+    HTTP_ENV,
+    TrackingError,
+    is_http,
+    server_alive,
+    sqlite_path,
+    store_lock,
+)
 
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 # MLflow error codes that a retry cannot mend (the request itself is wrong).
@@ -40,7 +46,6 @@ _CLIENT_ERRORS = frozenset({
     "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
     "INVALID_STATE", "PERMISSION_DENIED", "UNAUTHENTICATED", "BAD_REQUEST",
 })  # fmt: skip
-_jitter = random.Random()  # never the global random state: MLflow names runs from it
 
 Metric = tuple[str, float, int, int]  # key, value, timestamp (ms), step
 
@@ -96,8 +101,6 @@ class MlflowStore:
 
     def reachable(self) -> bool:
         """Does the store answer at all? (A server's ``/health``; a SQLite file's directory.)"""
-        from numgrad.tracking.uri import is_http, server_alive
-
         if is_http(self.uri):
             return server_alive(self.uri)
         return self.db is None or self.db.parent.is_dir()
@@ -115,17 +118,14 @@ class MlflowStore:
         )  # fmt: skip
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call the client, retrying with back-off while SQLite says "database is locked"."""
-        delay = 0.05
-        for attempt in range(10):
-            try:
-                return fn(*args, **kwargs)
-            except Exception as exc:
-                if "database is locked" not in str(exc) or attempt == 9:
-                    raise
-            time.sleep(delay * (0.5 + _jitter.random()))
-            delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+        """Call the client; a store that is busy (a locked SQLite database, error code
+        TEMPORARILY_UNAVAILABLE) is tried again, with jittered back-off, up to 10 times.
+
+        MLflow itself waits up to 20 s on a locked SQLite file (``busy_timeout`` on every
+        session); what reaches here is the rest: a read upgraded to a write that SQLite
+        refuses at once to avoid a deadlock.
+        """
+        return BUSY_RETRY(fn, *args, **kwargs)
 
     # ----------------------------------------------------------- experiments
 
@@ -263,23 +263,25 @@ class MlflowStore:
         inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
         # MLflow looks the dataset up, then inserts it: two runs logging the same data at
         # once (a sweep's sender and a run) race on that insert. The file lock serialises
-        # SQLite writers; the loser behind a SQLite-backed server is retried once.
+        # writers of a SQLite file; behind a server (SQLite, Postgres, MySQL) the loser gets
+        # MLflow's error for the database's integrity error, whatever its text: logging
+        # the same input again is harmless, so it is tried once more.
         with self.lock():
             try:
                 self.call(self.client.log_inputs, run_id, datasets=inputs)
             except Exception as exc:
-                if "UNIQUE constraint failed: datasets" not in str(exc):
+                if not lost_a_race(exc):
                     raise
                 self.call(self.client.log_inputs, run_id, datasets=inputs)
 
     def terminate(self, run_id: str, status: str, end_time: int | None = None) -> None:
         self.call(self.client.set_terminated, run_id, status, end_time)
 
-    def has_artifact(self, run_id: str, path: str) -> bool:
-        """Does the run have the artifact file ``path`` (``weights/W_final.npy``)?"""
-        folder = path.rpartition("/")[0] or None
-        listed = self.call(self.client.list_artifacts, run_id, folder)
-        return any(info.path == path and not info.is_dir for info in listed)
+    def artifact_size(self, run_id: str, path: str) -> int | None:
+        """The size in bytes of the run's artifact file ``path`` (``weights/W_final.npy``);
+        None when the run has no such file."""
+        listed = self.call(self.client.list_artifacts, run_id, path.rpartition("/")[0] or None)
+        return next((info.file_size for info in listed if info.path == path), None)
 
     def download(self, run_id: str, path: str, dst: Path) -> Path:
         """Download one artifact of a run into ``dst``; return its local path."""

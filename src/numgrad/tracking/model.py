@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from numgrad.tracking.ending import W_METRIC_PREFIX
+from numgrad.tracking.provenance import base_tags
 from numgrad.tracking.weights import load_weights
 
 MODEL_NAME = "simplenet"
@@ -45,13 +47,15 @@ def model_record(
     example: np.ndarray | None,
     metrics: Sequence[Sequence[Any]],
     dataset: Mapping[str, str] | None,
-    tags: Mapping[str, str],
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The fields of a ``model`` journal record.
 
     ``weights`` is the ``.npy`` file of the final W relative to the journal's folder;
     ``step`` the steps taken (the model's step in the run); ``example`` a few rows of
-    x; ``metrics`` ``[key, value, timestamp_ms, step]`` rows, as the run logged them.
+    x; ``metrics`` ``[key, value, timestamp_ms, step]`` rows, as the run logged them
+    (the final weights' own metrics are left to the run); ``tags`` by default the
+    run's ``mlflow.*`` source tags.
 
     Examples
     --------
@@ -66,11 +70,13 @@ def model_record(
         "step": int(step),
         "example": None if example is None else np.asarray(example).tolist(),
         "example_dtype": None if example is None else str(np.asarray(example).dtype),
-        "metrics": [list(m) for m in metrics],
+        "metrics": [list(m) for m in metrics if not m[0].startswith(W_METRIC_PREFIX)],
         "dataset": None if dataset is None else {k: dataset[k] for k in ("name", "digest")},
         # numpy as the run had it; the mlflow pin is added by whoever writes the model.
         "requirements": [f"numpy=={np.__version__}"],
-        "tags": dict(tags),
+        "tags": dict(tags)
+        if tags is not None
+        else {k: v for k, v in base_tags().items() if k.startswith("mlflow.")},
     }
 
 

@@ -22,10 +22,12 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from numgrad import signals
 from numgrad.tracking.backoff import Backoff
 from numgrad.tracking.entries import FORMAT
 from numgrad.tracking.journal import (
@@ -44,10 +46,6 @@ from numgrad.tracking.uri import TrackingError
 FINAL_RETRY = 1.0  # during the end-of-run grace period: retry every second
 AT_END = "at the end of the run"
 LOCK_SECONDS = 10.0  # a reused run dir's earlier journal may be being synced: wait this long
-
-
-class NotSynced(Exception):
-    """The run finished, but its records are only in its journal: exit status 75."""
 
 
 class Recorder:
@@ -101,17 +99,26 @@ class Recorder:
         A store that cannot be opened here raises :class:`TrackingError` and leaves no
         journal behind: nothing has run yet.
         """
-        if not self.handed_over:  # the run sends its own journal: it owns it
-            self._lock = journal_lock(self.journal_path, timeout=LOCK_SECONDS)
-        self.journal = Journal.create(self.journal_path)
-        self.record(
-            "start", format=FORMAT, type=kind, uri=self.uri, experiment=self.experiment,
-            run_name=self.run_name, start_time=int(time.time() * 1000), tags=dict(tags),
-            **identity, **({"handed_over": True} if self.handed_over else {}),
-        )  # fmt: skip
-        if params:
-            self.record("params", params=dict(params))
-        self.journal.sync()
+        try:
+            if not self.handed_over:  # the run sends its own journal: it owns it
+                with signals.held():  # held, or a signal could leave the lock file behind
+                    self._lock = journal_lock(self.journal_path, timeout=LOCK_SECONDS)
+            self.journal = Journal.create(self.journal_path)
+            self.record(
+                "start", format=FORMAT, type=kind, uri=self.uri, experiment=self.experiment,
+                run_name=self.run_name, start_time=int(time.time() * 1000), tags=dict(tags),
+                key=uuid.uuid4().hex, **identity,
+                **({"handed_over": True} if self.handed_over else {}),
+            )  # fmt: skip
+            if params:
+                self.record("params", params=dict(params))
+            self.journal.sync()
+        except BaseException:
+            if self.journal is not None:
+                self.journal.close_quietly()
+            self.journal_path.unlink(missing_ok=True)
+            self._release(remove=True)
+            raise
         if self.offline or self.handed_over:
             return
         try:
@@ -119,7 +126,12 @@ class Recorder:
             self.uploader = Uploader(store, JournalReader(self.journal_path), journal=self.journal)
             self.uploader.upload()
         except BaseException as exc:
-            self.journal.close()
+            if self.run_id is not None and isinstance(exc, Exception):  # never left RUNNING
+                self.abandon("FAILED", describe_error(exc))
+            elif self.run_id is not None:  # a signal: KILLED, like a run stopped later
+                why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+                self.abandon("KILLED", why, tag="numgrad.stop_reason")
+            self.journal.close_quietly()
             self.journal_path.unlink(missing_ok=True)
             self.journal, self.uploader = None, None
             self._release(remove=True)
@@ -167,8 +179,8 @@ class Recorder:
     def finish(self, status: str, *, end_time: int | None = None) -> bool:
         """Record the end, wait at most ``grace`` s for a store that is down; True if synced."""
         assert self.journal is not None
-        self.record("end", status=status, end_time=end_time or int(time.time() * 1000))
         try:
+            self.record("end", status=status, end_time=end_time or int(time.time() * 1000))
             self.journal.sync()
             if self.uploader is None:
                 self.synced = self.handed_over
@@ -183,10 +195,23 @@ class Recorder:
             self.synced = True
             return True
         finally:
-            self.journal.close()
+            self.journal.close_quietly()  # a failed write has raised already
             self._release()
             if self.run_id is not None:
                 ACTIVE_RUNS.discard(self.run_id)
+
+    def abandon(self, status: str, reason: str, tag: str = "numgrad.error") -> None:
+        """End the store's run without its journal (which cannot be written: disk full),
+        so that it is never left RUNNING; ``numgrad-sync`` completes it from the journal."""
+        if self.uploader is None or self.run_id is None:
+            return
+        try:
+            self.uploader.store.call(self.uploader.store.client.set_tag, self.run_id,
+                                     tag, reason[:5000])  # fmt: skip
+            self.uploader.store.terminate(self.run_id, status, int(time.time() * 1000))
+        except Exception as exc:
+            print(f"numgrad: could not end run {self.run_id}: {describe_error(exc)}",
+                  file=sys.stderr)  # fmt: skip
 
     def local_note(self) -> str:
         """The line that says where an unsynced run is, and how to upload it."""

@@ -6,6 +6,7 @@ before any store is contacted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import operator
@@ -14,6 +15,9 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from numgrad.descent import StepRecord
+from numgrad.overrides import is_under, parse_override
 
 # MLflow's limits (mlflow.utils.validation), repeated here so that checking them does
 # not import mlflow.
@@ -24,49 +28,10 @@ MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 
 LONG_VALUE = "<see config.yaml>"  # a param value too long for MLflow; config.yaml has it
-STEP_METRICS = ("loss", "grad_norm", "grad_max_abs", "weight_norm", "accuracy")
+# The per-step metrics are the step record's measurements: one definition, in descent.py.
+STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord))
+STEP_METRICS = tuple(name for name in STEP_FIELDS if name not in ("step", "seconds"))
 SET_LIMIT = 100_000  # sampled steps kept as a set up to this many
-
-
-def parse_override(text: str) -> tuple[str, str | None, bool]:
-    """``(key, value, deleted)`` of a Hydra override; ``value`` is None without ``=``.
-
-    Examples
-    --------
-    >>> parse_override("+data.x=1"), parse_override("~net.W"), parse_override("data=iris")
-    (('data.x', '1', False), ('net.W', None, True), ('data', 'iris', False))
-    """
-    key, sep, value = text.partition("=")
-    key = key.lstrip("+")
-    deleted = key.startswith("~")
-    return key.lstrip("~"), (value if sep else None), deleted
-
-
-def is_under(key: str, roots: Sequence[str]) -> bool:
-    """True when ``key`` is one of ``roots`` or inside one (``hydra.run.dir``, ``hydra/launcher``).
-
-    Examples
-    --------
-    >>> is_under("hydra/launcher", ["hydra"]), is_under("hydrant", ["hydra"])
-    (True, False)
-    """
-    return any(key == root or key.startswith((root + ".", root + "/")) for root in roots)
-
-
-def swept_values(overrides: Sequence[str]) -> dict[str, str]:
-    """``{key: value}`` of the overrides that set a value, ``hydra.*`` left out.
-
-    Examples
-    --------
-    >>> swept_values(["optimizer.lr=0.1", "hydra.run.dir=/x", "~net.W"])
-    {'optimizer.lr': '0.1'}
-    """
-    out = {}
-    for override in overrides:
-        key, value, _ = parse_override(override)
-        if value is not None and not is_under(key, ["hydra"]):
-            out[key] = value
-    return out
 
 
 def run_name_from(overrides: Sequence[str]) -> str:

@@ -36,8 +36,8 @@ import numpy as np
 from numgrad import signals
 from numgrad.tracking import pages
 from numgrad.tracking.dataset import CONTEXT, dataset_name, dataset_record, dataset_source
-from numgrad.tracking.ending import NOTE_TAG, W_METRIC_PREFIX, final_metrics, note, outcome
-from numgrad.tracking.files import write_inputs, write_outputs
+from numgrad.tracking.ending import NOTE_TAG, end_of, final_metrics, note, outcome
+from numgrad.tracking.files import save_initial, write_inputs, write_outputs
 from numgrad.tracking.history import History
 from numgrad.tracking.journal import JournalError
 from numgrad.tracking.model import model_record
@@ -47,6 +47,7 @@ from numgrad.tracking.records import (
     LONG_VALUE,
     MAX_KEY,
     STEP_METRICS,
+    clip,
     describe_error,
     fit_tag,
     flatten_params,
@@ -82,7 +83,7 @@ def open_sink(
     if output_dir is None:
         raise TrackingError("a tracked run needs an output dir for its journal")
     return MlflowSink(
-        settings, uri=uri, run_name=settings.run_name or run_name_from(overrides),
+        settings, uri=uri, run_name=clip(settings.run_name or run_name_from(overrides), MAX_KEY),
         config=config, overrides=list(overrides), output_dir=Path(output_dir),
         planned_steps=int(planned_steps), handed_over=bool(sweep_sender),
     )  # fmt: skip
@@ -103,13 +104,15 @@ class NullSink:
     def log_start(self, W_init: np.ndarray | None) -> None:
         pass
 
-    def log_data(self, x: Any, t: Any, data_cfg: Any, seed: int) -> None:
+    def log_data(self, x: Any, t: Any, data_cfg: Any, seed: int, *, context: str = "") -> None:
         pass
 
-    def log_step(self, record: Any) -> None:
+    selected: frozenset[int] = frozenset()  # no step goes anywhere
+
+    def log_step(self, record: Any, extra: Mapping[str, float] | None = None) -> None:
         pass
 
-    def log_end(self, descent: Any, W_final: np.ndarray | None = None) -> None:
+    def log_end(self, descent: Any, W_final: Any = None, evaluation: Any = None) -> None:
         pass
 
     def describe(self) -> str | None:
@@ -144,6 +147,7 @@ class MlflowSink:
         self._history: History | None = None
         self._metrics: list[list[Any]] = []  # [key, value, ms, step] not yet journaled
         self._last: Any = None
+        self._last_extra: Mapping[str, float] | None = None
         self._last_queued = -1
         self._wall0: float | None = None  # wall time of the descent's start
         self._next_flush = math.inf
@@ -159,9 +163,9 @@ class MlflowSink:
     # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> MlflowSink:
-        set_aside_previous(self.output_dir, [ARTIFACTS_DIR])
-        (self.artifacts / "weights").mkdir(parents=True, exist_ok=True)
         try:
+            set_aside_previous(self.output_dir, [ARTIFACTS_DIR])
+            (self.artifacts / "weights").mkdir(parents=True, exist_ok=True)
             write_inputs(self.artifacts, plain(self.config), self.overrides)
             self._history = History(self.artifacts / "history.csv", self.settings.history_max_rows)
             params = flatten_params(self.config)
@@ -173,8 +177,10 @@ class MlflowSink:
                 tags=tags, params={k: v for k, v in params.items() if len(k) <= MAX_KEY},
                 **parent_journal(self.output_dir),
             )  # fmt: skip
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(self.artifacts, ignore_errors=True)  # nothing ran: leave nothing
+            if isinstance(exc, OSError | JournalError):  # disk full, a read-only dir: no run yet
+                raise TrackingError(f"cannot start the run: {JournalError.writing(exc)}") from None
             raise
         self._next_flush = time.monotonic() + self.settings.flush_seconds
         return self
@@ -186,36 +192,33 @@ class MlflowSink:
     def log_start(self, W_init: np.ndarray) -> None:
         """Save the initial weights (``weights/W_init.npy``)."""
         self._W_init = np.array(W_init, copy=True)
-        np.save(self.artifacts / "weights" / "W_init.npy", self._W_init)
+        save_initial(self.artifacts, self._W_init)
 
-    def log_data(self, x: np.ndarray, t: np.ndarray, data_cfg: Any, seed: int) -> None:
-        """Record the data the run trains on (``x`` as used, integer labels ``t``) as its
-        dataset input, named after ``data_cfg`` (a :class:`numgrad.config.DataConfig`)."""
+    def log_data(self, x: Any, t: Any, data_cfg: Any, seed: int, *, context: str = CONTEXT) -> None:
+        """Record the data the run trains on (``x`` as used, integer labels ``t``), or with
+        ``context="evaluation"`` its held-out part, as a dataset input named after ``data_cfg``."""
         name, source = dataset_name(data_cfg, seed), dataset_source(data_cfg)
-        self._dataset = dataset_record(x, t, name=name, source=source)
-        self._example = np.array(x[:EXAMPLE_ROWS], copy=True)  # the logged model's example
-        self.recorder.record("input", dataset=self._dataset, context=CONTEXT)
+        record = dataset_record(x, t, name=name, source=source)
+        if context == CONTEXT:
+            self._dataset = record
+            self._example = np.array(x[:EXAMPLE_ROWS], copy=True)  # the logged model's example
+        self.recorder.record("input", dataset=record, context=context)
 
-    def log_step(self, record: Any) -> None:
-        """Take one :class:`~numgrad.descent.StepRecord`; flush every ``flush_seconds``."""
+    def log_step(self, record: Any, extra: Mapping[str, float] | None = None) -> None:
+        """Take one :class:`~numgrad.descent.StepRecord`, with ``extra`` metrics at its weights
+        (held-out loss, accuracy) at :attr:`selected` steps; flush every ``flush_seconds``."""
         self._history.add(record)
         if record.step in self.selected:
-            self._queue(record)
-        self._last = record
+            self._queue(record, extra)
+        self._last, self._last_extra = record, extra
         if time.monotonic() >= self._next_flush:
             self.flush()
 
-    def log_end(self, descent: Any, W_final: np.ndarray | None = None) -> None:
-        """Remember the outcome of a completed descent; it is written when the run ends."""
-        last, grad = descent.last_record, descent.last_gradient
-        self._end = {
-            "stop_reason": descent.stop_reason,
-            "steps_taken": int(descent.steps_taken),
-            "final_loss": float(last.loss) if last is not None else math.nan,
-            "final_accuracy": float(last.accuracy) if last is not None else math.nan,
-            "W_final": np.array(descent.W if W_final is None else W_final, copy=True),
-            "gradient": None if grad is None else np.array(grad, copy=True),
-        }
+    def log_end(self, descent: Any, W_final: Any = None, evaluation: Any = None) -> None:
+        """Remember a completed descent's outcome (:func:`~numgrad.tracking.ending.end_of`)
+        and the ``evaluation`` of its final weights; written when the run ends."""
+        self._end = end_of(descent, W_final, evaluation)
+        self._last_extra = evaluation or self._last_extra  # the last step's, if queued at the end
 
     def flush(self) -> None:
         """New rows to ``history.csv``, new metrics to the journal, then to the store."""
@@ -237,22 +240,18 @@ class MlflowSink:
         page = pages.where(self.uri, pages.run_page(self.recorder.experiment_id, self.run_id))
         return f"mlflow: run {self.run_id} ({self.run_name}) in {where}; page: {page}"
 
-    def local_note(self) -> str:
-        return self.recorder.local_note()
-
     # ------------------------------------------------------------------ records
 
-    def _queue(self, r: Any) -> None:
+    def _queue(self, r: Any, extra: Mapping[str, float] | None = None) -> None:
         if self._wall0 is None:
             self._wall0 = time.time() - r.seconds
         step, ms = int(r.step), int((self._wall0 + r.seconds) * 1000)
         add, isfinite = self._metrics.append, math.isfinite
-        for key in STEP_METRICS:
-            value = float(getattr(r, key))
-            if isfinite(value):  # MLflow stores inf as 1.8e308 and nan as 0: history.csv has it
-                add([key, value, ms, step])
-        if r.grad_rel_error is not None and isfinite(r.grad_rel_error):
-            add(["grad_rel_error", float(r.grad_rel_error), ms, step])
+        values = {key: getattr(r, key) for key in STEP_METRICS} | dict(extra or {})
+        for key, value in values.items():
+            # MLflow stores inf as 1.8e308 and nan as 0: history.csv has them. None: not measured.
+            if value is not None and isfinite(value):
+                add([key, float(value), ms, step])
         self._last_queued = step
 
     # -------------------------------------------------------------------- finish
@@ -268,7 +267,7 @@ class MlflowSink:
         try:
             self._history.close()
             if self._last is not None and self._last_queued != self._last.step:
-                self._queue(self._last)  # the last step of a run that stopped early or failed
+                self._queue(self._last, self._last_extra)  # a run stopped early, or failed
             finals = final_metrics(end) if end else []
             self._metrics.extend(finals)
             if self._metrics:
@@ -278,23 +277,22 @@ class MlflowSink:
             self.recorder.record("artifact", local=ARTIFACTS_DIR, path=None)
             self.recorder.record("tags", tags=tags)
             if finals and self.settings.log_model:
-                self._record_model(finals)
+                self.recorder.record("model", **model_record(
+                    ARTIFACTS_DIR + "/weights/W_final.npy", step=self._end["steps_taken"],
+                    example=self._example, metrics=finals, dataset=self._dataset,
+                ))  # fmt: skip
             self.synced = self.recorder.finish(status)
-        except (KeyboardInterrupt, signals.Terminated, TrackingError, JournalError) as err:
-            # Interrupted while waiting for the store, or the store refused the run.
+        except (KeyboardInterrupt, signals.Terminated, TrackingError, JournalError, OSError) as err:
+            # Interrupted while waiting for the store, the store refused the run, or the
+            # disk is full: the store's run must not stay RUNNING.
+            if isinstance(err, OSError | JournalError):
+                err = JournalError.writing(err)
+                self.recorder.abandon(status if status != "FINISHED" else "FAILED", str(err))
             if exc is None:
                 print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
-                raise
+                raise err from None
             print(f"numgrad: {describe_error(err)}", file=sys.stderr)
+        if isinstance(exc, JournalError):
+            self.recorder.abandon(status, str(exc))
         if exc is not None and not self.synced:
             print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
-
-    def _record_model(self, finals: list[list[Any]]) -> None:
-        """The final SimpleNet, to be logged as a model (:mod:`numgrad.tracking.model`)."""
-        weights = Path(ARTIFACTS_DIR) / "weights" / "W_final.npy"
-        keep = [m for m in finals if not m[0].startswith(W_METRIC_PREFIX)]
-        source = {k: v for k, v in base_tags().items() if k.startswith("mlflow.")}
-        self.recorder.record("model", **model_record(
-            str(weights), step=self._end["steps_taken"], example=self._example, metrics=keep,
-            dataset=self._dataset, tags=source,
-        ))  # fmt: skip

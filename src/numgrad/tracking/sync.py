@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from numgrad import signals
+from numgrad import command
 from numgrad.tracking.entries import PathError
 from numgrad.tracking.journal import (
     JOURNAL_FILE,
@@ -192,7 +192,11 @@ def _short(path: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point."""
+    """Console entry point; exit 0 when every journal is in its store, 1 when one was skipped."""
+    command.run_command("numgrad-sync", lambda: _command(argv))
+
+
+def _command(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(prog="numgrad-sync", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "paths",
@@ -208,26 +212,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         if why is None and not find_journals([path]):
             why = f"no run journal ({JOURNAL_FILE}) at or under it"
         if why is not None:
-            print(f"numgrad-sync: error: {path}: {why}", file=sys.stderr)
-            sys.exit(2)
+            raise command.UsageError(f"{path}: {why}")
 
     def report(result: Result) -> None:  # each journal's line as it is done
         if args.paths or result.state != "complete":
             stream = sys.stderr if result.state == "skipped" else sys.stdout
             print(f"numgrad-sync: {result.line}", file=stream, flush=True)
 
-    with signals.raising():
-        try:
-            results = Syncer(args.uri, report).sync(args.paths or [DEFAULT_ROOT])
-        except KeyboardInterrupt:
-            print("numgrad-sync: interrupted", file=sys.stderr)
-            sys.exit(130)
+    results = Syncer(args.uri, report).sync(args.paths or [DEFAULT_ROOT])
     counts = {s: sum(r.state == s for r in results)
               for s in ("uploaded", "complete", "later", "skipped")}  # fmt: skip
     later = f", {counts['later']} left for later" if counts["later"] else ""
     print(f"numgrad-sync: {_count(len(results), 'journal')}: {counts['uploaded']} uploaded, "
           f"{counts['complete']} already complete{later}, {counts['skipped']} skipped")  # fmt: skip
-    sys.exit(1 if counts["skipped"] else 0)
+    return command.FAILED if counts["skipped"] else 0
 
 
 if __name__ == "__main__":

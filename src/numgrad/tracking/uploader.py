@@ -44,6 +44,7 @@ from numgrad.tracking.provenance import UPLOADER_TAG
 from numgrad.tracking.records import MAX_METRICS_PER_BATCH
 
 PARENT_TAG = "mlflow.parentRunId"
+KEY_TAG = "numgrad.journal_key"  # a run's journal: no journal ever makes two runs
 UPLOAD_ERROR_TAG = "numgrad.upload_error"  # on a run whose upload broke off; gone once complete
 
 
@@ -179,10 +180,16 @@ class Uploader:
         self.experiment_id = experiment_id
         if PARENT_TAG not in tags:  # a top-level run: runs of dead processes end KILLED
             self.store.reconcile_orphans(experiment_id)
-        self.run_id = self.store.create_run(
-            experiment_id, run_name=start["run_name"], tags=tags, start_time=start["start_time"]
-        )
         self.acked, self.rows = 0, 0
+        key = start.get("key")
+        if key:  # the journal's own id: a run made for it before (its run record lost) is it
+            tags[KEY_TAG] = key
+            found = self.store.search_runs([experiment_id], f"tags.`{KEY_TAG}` = '{key}'")
+            self.run_id = found[0].info.run_id if found else None
+        if self.run_id is None:
+            self.run_id = self.store.create_run(
+                experiment_id, run_name=start["run_name"], tags=tags, start_time=start["start_time"]
+            )
         self._append("run", uri=self.uri, run_id=self.run_id)
 
     def _append(self, kind: str, **fields: Any) -> None:

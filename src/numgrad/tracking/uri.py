@@ -17,6 +17,8 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from numgrad.command import USAGE
+
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
 
 # Bounded HTTP behaviour (set only where the user has not set them): MLflow's default
@@ -41,6 +43,8 @@ LOCK_TIMEOUT = 120.0  # seconds to wait for another process making or writing th
 class TrackingError(Exception):
     """A tracking setting or the tracking store failed; the message is one line."""
 
+    exit_status = USAGE  # found before any run exists: nothing ran
+
 
 def resolve_uri(configured: str | None, environ: Mapping[str, str] = os.environ) -> str:
     """The tracking URI to use: explicit setting, else ``$MLFLOW_TRACKING_URI``, else the default.
@@ -62,6 +66,20 @@ def resolve_uri(configured: str | None, environ: Mapping[str, str] = os.environ)
 def is_http(uri: str) -> bool:
     """True for a tracking server (``http://`` or ``https://``)."""
     return uri.lower().startswith(("http://", "https://"))
+
+
+def is_local(uri: str) -> bool:
+    """True for a store that only this machine can write: a SQLite file or a file store.
+
+    Examples
+    --------
+    >>> is_local("sqlite:///outputs/mlflow.db"), is_local("outputs/mlruns")
+    (True, True)
+    >>> is_local("http://127.0.0.1:5000"), is_local("postgresql://db/mlflow")
+    (False, False)
+    """
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    return scheme in ("sqlite", "file", "") or len(scheme) == 1  # "C:" is a drive letter
 
 
 def check_uri(uri: str, *, probe: bool = True, advice: str = "") -> str:

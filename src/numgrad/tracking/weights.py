@@ -22,11 +22,13 @@ import numpy as np
 from numpy.lib import format as npy
 
 MAX_ELEMENTS = 1 << 28  # 2 GiB of float64: far beyond any W numgrad trains
+HEADER_BYTES = 10_000  # numpy's own bound on a header it parses
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class WeightsError(ValueError):
-    """A weights file that is not a float matrix numgrad can load; the message says why."""
+    """A weights file that is not a float matrix numgrad can load; the message says why,
+    to follow the file's name."""
 
 
 def check_npy(path: Path, *, max_elements: int = MAX_ELEMENTS) -> tuple[list[int], np.dtype]:
@@ -39,10 +41,10 @@ def check_npy(path: Path, *, max_elements: int = MAX_ELEMENTS) -> tuple[list[int
         with open(path, "rb") as f:
             version = npy.read_magic(f)
             read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-            shape, _fortran, dtype = read(f, max_header_size=10_000)
+            shape, _fortran, dtype = read(f, max_header_size=HEADER_BYTES)
             data_at = f.tell()
     except (OSError, ValueError, SyntaxError) as exc:
-        raise WeightsError(f"{path.name} is not a readable .npy file ({exc})") from None
+        raise WeightsError(f"is not a readable .npy file ({exc})") from None
     if len(shape) != 2 or dtype not in FLOATS:
         raise WeightsError(
             f"{path.name} is not a float matrix: {dtype} array of shape {list(shape)}"
@@ -50,14 +52,14 @@ def check_npy(path: Path, *, max_elements: int = MAX_ELEMENTS) -> tuple[list[int
     elements = int(np.prod(shape, dtype=object))
     if elements > max_elements:
         raise WeightsError(
-            f"{path.name} declares shape {list(shape)} ({elements:,} elements): more than "
-            f"the {max_elements:,} numgrad loads"
+            f"declares shape {list(shape)} ({elements:,} elements): more than "
+            f"the {max_elements:,} expected"
         )
     expected = data_at + elements * dtype.itemsize
     size = path.stat().st_size
     if size != expected:
         raise WeightsError(
-            f"{path.name} holds {size:,} bytes, but its header (shape {list(shape)}, {dtype}) "
+            f"holds {size:,} bytes, but its header (shape {list(shape)}, {dtype}) "
             f"means {expected:,}"
         )
     return list(shape), dtype

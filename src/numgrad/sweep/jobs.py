@@ -15,6 +15,8 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -43,3 +45,18 @@ def read_job_status(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def job_error(job_return: Any) -> BaseException | None:
+    """The exception a failed job raised, from Hydra's ``JobReturn``; None if it did not fail.
+
+    Hydra's public ``return_value`` re-raises it after writing "Error executing job with
+    overrides" to stderr, its own launcher's report; numgrad reports the job itself, so
+    that line is kept out of the user's way.
+    """
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            job_return.return_value  # noqa: B018 (the property raises the job's error)
+    except Exception as exc:
+        return exc
+    return None

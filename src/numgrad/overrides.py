@@ -1,0 +1,50 @@
+"""Hydra override strings split into key and value: no Hydra, no MLflow, no tracking.
+
+The command line's overrides name a run, say which values a sweep swept and which
+extras change a rerun's experiment; all of them read ``key=value`` the same way, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def parse_override(text: str) -> tuple[str, str | None, bool]:
+    """``(key, value, deleted)`` of a Hydra override; ``value`` is None without ``=``.
+
+    Examples
+    --------
+    >>> parse_override("+data.x=1"), parse_override("~net.W"), parse_override("data=iris")
+    (('data.x', '1', False), ('net.W', None, True), ('data', 'iris', False))
+    """
+    key, sep, value = text.partition("=")
+    key = key.lstrip("+")
+    deleted = key.startswith("~")
+    return key.lstrip("~"), (value if sep else None), deleted
+
+
+def is_under(key: str, roots: Sequence[str]) -> bool:
+    """True when ``key`` is one of ``roots`` or inside one (``hydra.run.dir``, ``hydra/launcher``).
+
+    Examples
+    --------
+    >>> is_under("hydra/launcher", ["hydra"]), is_under("hydrant", ["hydra"])
+    (True, False)
+    """
+    return any(key == root or key.startswith((root + ".", root + "/")) for root in roots)
+
+
+def swept_values(overrides: Sequence[str]) -> dict[str, str]:
+    """``{key: value}`` of the overrides that set a value, ``hydra.*`` left out.
+
+    Examples
+    --------
+    >>> swept_values(["optimizer.lr=0.1", "hydra.run.dir=/x", "~net.W"])
+    {'optimizer.lr': '0.1'}
+    """
+    out = {}
+    for override in overrides:
+        key, value, _ = parse_override(override)
+        if value is not None and not is_under(key, ["hydra"]):
+            out[key] = value
+    return out
