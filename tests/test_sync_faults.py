@@ -59,7 +59,7 @@ def test_a_run_finishing_during_a_sync_is_finished(workdir, store, delay):
     each leaves it for later or uploads it finished, never ends it KILLED."""
     journal = workdir.path / "run" / JOURNAL_FILE
     outs = []
-    with running(workdir.popen("tracking.offline=true", "optimizer.steps=3000",
+    with running(workdir.popen("tracking.offline=true", "optimizer.steps=8000",
                                "tracking.flush_seconds=0.2")) as proc:  # fmt: skip
         wait_for(journal.exists)
         time.sleep(delay)
@@ -149,9 +149,9 @@ def big_journal(run_dir: Path, values: int = VALUES, per_record: int = 1000) -> 
 
 
 def stored_points(db: Path) -> tuple[int, int]:
-    ((n, distinct),) = store_rows(
-        db, "select count(*), count(distinct key||'/'||step) from metrics"
-    )
+    """(points, distinct (key, step) pairs) in the store's metrics table; (0, 0) before it."""
+    sql = "select count(*), count(distinct key||'/'||step) from metrics"
+    ((n, distinct),) = store_rows(db, sql) or [(0, 0)]
     return n, distinct
 
 
@@ -182,6 +182,24 @@ def test_an_interrupted_sync_resumes_from_its_acknowledgement(tmp_path, store, s
     client, (run,) = all_runs(store)
     assert run.info.status == "FINISHED"
     assert len(client.get_metric_history(run.info.run_id, "loss")) == VALUES // len(KEYS)
+
+
+def test_an_interrupted_sync_leaves_no_run_running(tmp_path, store):
+    """Ctrl-C mid-upload: the half-uploaded run is marked (not left RUNNING), and the
+    next sync completes that same run."""
+    journal = big_journal(tmp_path / "big", values=20_000)
+    db = Path(store.removeprefix("sqlite:///"))
+    with running(start_sync(tmp_path, "--uri", store, str(journal.parent))) as proc:
+        wait_for(lambda: stored_points(db)[0] > 0 or proc.poll() is not None, every=0.02)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    _, (run,) = all_runs(store)
+    assert run.info.status != "RUNNING"
+    assert sync(tmp_path, "--uri", store, str(journal.parent)).returncode == 0
+    _, (same,) = all_runs(store)
+    assert same.info.run_id == run.info.run_id and same.info.status == "FINISHED"
+    assert "numgrad.upload_error" not in same.data.tags
 
 
 # ------------------------------------------------------ 6. disk full, read-only dirs
