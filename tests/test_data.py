@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,6 +149,14 @@ def test_a_directory_is_not_a_missing_file(tmp_path):
     )
     assert file_error(tmp_path / "d.csv").endswith(": is a directory, not a .npz or .csv file")
     assert file_error(tmp_path / "nope.csv").endswith(": no such file")
+
+
+def test_a_device_or_a_pipe_is_not_a_missing_file(tmp_path):
+    assert file_error(Path("/dev/zero")) == (
+        "invalid data.path='/dev/zero': is not a regular file (.npz or .csv)"
+    )
+    os.mkfifo(tmp_path / "pipe.csv")
+    assert file_error(tmp_path / "pipe.csv").endswith(": is not a regular file (.npz or .csv)")
 
 
 def test_npz_inputs_are_float64_like_every_source(tmp_path):

@@ -86,3 +86,19 @@ def test_tags_and_messages_fit():
     assert short_message(ValueError("a\n  b")) == "a b"
     assert short_message(ValueError()) == "ValueError"
     assert len(short_message(ValueError("x" * 1000))) == 503
+
+
+def test_a_key_given_twice_is_named_by_its_last_value():
+    # numgrad-rerun puts its own overrides after the original run's
+    assert run_name_from(["optimizer.steps=3", "optimizer.lr=0.5", "optimizer.steps=1"]) == (
+        "steps=1,lr=0.5"
+    )
+
+
+def test_an_explicit_run_name_is_cut_to_mlflows_limit(tmp_path):
+    from numgrad.config import TrackingConfig
+    from numgrad.tracking.sink import open_sink
+
+    settings = TrackingConfig(offline=True, run_name="n" * 10_000)
+    sink = open_sink(settings, config={}, overrides=[], output_dir=tmp_path, planned_steps=1)
+    assert len(sink.run_name) == 250 and sink.run_name.endswith("...")

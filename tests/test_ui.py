@@ -178,3 +178,16 @@ def test_a_server_listening_beyond_127_0_0_1_is_refused_whatever_its_options(mon
             ui._serve(server, "http://127.0.0.1/", options)
     finally:
         ui.stop(server)
+
+
+@pytest.mark.slow
+def test_numgrad_ui_on_a_missing_store_makes_none(tmp_path):
+    proc = subprocess.run([shutil.which("numgrad-ui") or "numgrad-ui", "--port", str(free_port())],
+                          cwd=tmp_path, env=numgrad_env(), capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"numgrad-ui: error: no store at {tmp_path / 'outputs' / 'mlflow.db'} yet: run numgrad "
+        "from this directory first, or name one with --backend-store-uri"
+    ]
+    assert list(tmp_path.iterdir()) == []  # mlflow ui did not make an empty store

@@ -137,9 +137,9 @@ def serve(args: Sequence[str]) -> int:
         raise UsageError(f"cannot serve on {HOST}:{options.port}: {busy}")
     uri = argv[argv.index("--backend-store-uri") + 1]
     db = sqlite_path(uri)
-    if db is not None and not db.exists():
-        print(f"numgrad-ui: no store at {db} yet: run numgrad from this directory first",
-              file=sys.stderr)  # fmt: skip
+    if db is not None and not db.exists():  # mlflow ui would make an empty one there
+        raise UsageError(f"no store at {db} yet: run numgrad from this directory first, "
+                         "or name one with --backend-store-uri")  # fmt: skip
     # MLflow's job runner (GenAI scorers, ~8 more processes) serves nothing numgrad logs.
     env = {**os.environ}
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")

@@ -38,8 +38,10 @@ def load(cfg: Any, shape: list[int], rng: np.random.Generator) -> tuple[np.ndarr
     path = Path(cfg.path)
     if path.is_dir():
         raise ConfigError("data.path", str(path), "is a directory, not a .npz or .csv file")
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError("data.path", str(path), "no such file")
+    if not path.is_file():  # /dev/zero, a pipe: endless or not there to read twice
+        raise ConfigError("data.path", str(path), "is not a regular file (.npz or .csv)")
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return read_npz(path)

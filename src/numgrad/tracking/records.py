@@ -50,18 +50,20 @@ def run_name_from(overrides: Sequence[str]) -> str:
     'data=blobs,key=1'
     >>> run_name_from(["optimizer.lr=0.15676677195506075"])
     'lr=0.156767'
+    >>> run_name_from(["optimizer.steps=3", "optimizer.lr=0.5", "optimizer.steps=1"])
+    'steps=1,lr=0.5'
     >>> run_name_from([])
     'default'
     """
-    parts = []
+    parts: dict[str, str] = {}  # a key given twice (a rerun's own overrides) shows its last value
     for override in overrides:
         key, value, deleted = parse_override(override)
         if is_under(key, ["hydra", "tracking", "rerun_of"]):
             continue
         short = re.split(r"[./]", key)[-1] or key
         shown = "" if value is None else "=" + short_number(value)
-        parts.append(("~" if deleted else "") + short + shown)
-    return clip(",".join(parts) or "default", MAX_KEY)
+        parts[key] = ("~" if deleted else "") + short + shown
+    return clip(",".join(parts.values()) or "default", MAX_KEY)
 
 
 def short_number(text: str) -> str:
