@@ -15,13 +15,12 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from numgrad.config import ConfigError, DataSource, Init, Method, validate
+from numgrad.config import AUTO_H, ConfigError, DataSource, Init, Method, validate
 from numgrad.data import load_data
 from numgrad.descent import Descent
-from numgrad.gradient import ENGINES
 from numgrad.memory import check_memory
 from numgrad.net import InputError, SimpleNet
-from numgrad.precision import smallest_resolving_h
+from numgrad.schemes import SCHEMES, engine_for
 from numgrad.tracking.recorder import NotSynced
 from numgrad.tracking.sink import open_sink
 from numgrad.tracking.uri import TrackingError, resolve_uri
@@ -84,15 +83,17 @@ def execute(
         x2d, labels = net.prepare(x, t)
     except InputError as exc:
         raise data_error(cfg, shape, exc) from None
-    check_step(cfg.gradient, net.W)
+    h = step_size(cfg.gradient, net.W, x2d)
     descent = Descent(
-        net.W, x2d, labels, ENGINES[cfg.gradient.method.value],
-        h=cfg.gradient.h, lr=cfg.optimizer.lr, steps=cfg.optimizer.steps,
-        tol=cfg.optimizer.tol, check=cfg.gradient.check,
+        net.W, x2d, labels, engine_for(cfg.gradient.method.value, cfg.gradient.scheme.value),
+        h=h, lr=cfg.optimizer.lr, steps=cfg.optimizer.steps, tol=cfg.optimizer.tol,
+        check=cfg.gradient.check, scheme=SCHEMES[cfg.gradient.scheme.value],
     )  # fmt: skip
+    config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+    config["gradient"]["h"] = h  # the h used: gradient.h=auto is logged as the number it chose
     sink = open_sink(
         cfg.tracking,
-        config=OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True),
+        config=config,
         overrides=overrides or [],
         output_dir=output_dir,
         planned_steps=cfg.optimizer.steps,
@@ -171,18 +172,23 @@ def logged_weights(run_id: str, tracking: Any, shape: list[int]) -> np.ndarray:
     return W
 
 
-def check_step(gradient_cfg: Any, W: np.ndarray) -> None:
-    """Refuse an ``h`` below the float resolution of W: every quotient would be 0 or wrong."""
-    if gradient_cfg.method == Method.analytic:
-        return  # no differences taken
-    h_min = smallest_resolving_h(W)
-    if gradient_cfg.h < h_min:
-        largest = float(np.max(np.abs(W)))
-        raise ConfigError(
-            "gradient.h", gradient_cfg.h,
-            f"does not resolve W in {W.dtype} (max|W| = {largest:.3g}: some w ± h == w); "
-            f"use h >= {h_min:.3g}",
-        )  # fmt: skip
+def step_size(gradient_cfg: Any, W: np.ndarray, x: np.ndarray) -> float:
+    """The step h the run uses: ``gradient.h``, or the scheme's for ``auto``, announced.
+
+    Refuses an ``h`` below the scheme's limit (W's float resolution for the real steps,
+    underflow of ``h x`` for the complex step): every quotient would be 0 or wrong.
+    """
+    scheme = SCHEMES[gradient_cfg.scheme.value]
+    if gradient_cfg.h == AUTO_H:
+        h = scheme.auto_h(W, x)
+        print(f"numgrad: gradient.h=auto: h = {h:.3g} ({scheme.name}, {W.dtype})")
+        return h
+    h = float(gradient_cfg.h)
+    if gradient_cfg.method != Method.analytic:  # the analytic engine takes no differences
+        reason = scheme.too_small(h, W, x)
+        if reason:
+            raise ConfigError("gradient.h", gradient_cfg.h, reason)
+    return h
 
 
 def data_error(cfg: Any, shape: list[int], exc: InputError) -> ConfigError:

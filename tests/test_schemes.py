@@ -1,0 +1,262 @@
+"""Tests of numgrad.schemes: every scheme's vectorized engine against its loop, and its limits.
+
+References: each scheme's loop (the book's one-weight-at-a-time way, written as a
+stencil), the book's printed gradient, the closed form, and an extended-precision
+stencil that shares no code with the engines.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from numgrad.gradient import (
+    ENGINES,
+    analytic_gradient,
+    loop_gradient,
+    loss_from_labels,
+    numerical_gradient,
+    relative_error,
+    vectorized_gradient,
+)
+from numgrad.schemes import (
+    CENTRAL4,
+    FORWARD,
+    SCHEMES,
+    complex_loop_gradient,
+    engine_for,
+    stencil_gradient,
+)
+from tests.reference import (
+    BOOK_DW,
+    BOOK_LABELS,
+    BOOK_W,
+    BOOK_X,
+    EXTENDED,
+    EXTREME_LABELS,
+    EXTREME_W,
+    EXTREME_X,
+    random_case,
+)
+
+NAMES = sorted(SCHEMES)
+REAL = ["central", "central4", "forward"]
+# A step where each scheme reproduces the book's 8 printed digits (truncation below 1e-7).
+BOOK_H = {"central": 1e-4, "forward": 1e-7, "central4": 1e-3, "complex": 1e-20}
+
+
+def test_the_table():
+    assert set(SCHEMES) == {"central", "forward", "central4", "complex"}
+    assert all(SCHEMES[name].name == name for name in NAMES)
+    # central is the book's, unchanged: the very engines of before
+    assert SCHEMES["central"].loop is loop_gradient is ENGINES["loop"]
+    assert SCHEMES["central"].vectorized is vectorized_gradient is ENGINES["vectorized"]
+    for name in NAMES:
+        assert engine_for("loop", name) is SCHEMES[name].loop
+        assert engine_for("vectorized", name) is SCHEMES[name].vectorized
+        assert engine_for("analytic", name) is ENGINES["analytic"]
+    assert [SCHEMES[n].order for n in NAMES] == [2, 4, 2, 1]
+    assert [SCHEMES[n].complex_step for n in NAMES] == [False, False, True, False]
+
+
+@pytest.mark.parametrize("method", ["loop", "vectorized"])
+@pytest.mark.parametrize("name", NAMES)
+def test_book_gradient_every_scheme(name, method):
+    grad = engine_for(method, name)(BOOK_W, BOOK_X, BOOK_LABELS, BOOK_H[name])
+    np.testing.assert_allclose(grad, BOOK_DW, rtol=0, atol=1e-6)
+    assert grad.dtype == np.float64 and grad.shape == BOOK_W.shape
+
+
+def test_the_stencil_loop_is_the_books_central_bit_for_bit():
+    W, x, labels = random_case(3, 4, 3, 5)
+    central = (((1, 1), (-1, -1)), 2)
+    for h in (1e-1, 1e-4, 1e-7):
+        f = lambda w: loss_from_labels(w, x, labels)  # noqa: E731
+        np.testing.assert_array_equal(
+            stencil_gradient(f, W.copy(), h, central), numerical_gradient(f, W.copy(), h)
+        )
+
+
+def test_the_stencil_loop_restores_w_and_evaluates_f_at_w_once():
+    calls = []
+    w = np.array([1.0, 2.0, 3.0])
+
+    def f(v):
+        calls.append(v.copy())
+        return float(np.sum(v**3))
+
+    grad = stencil_gradient(f, w, 1e-3, FORWARD)
+    np.testing.assert_array_equal(w, [1.0, 2.0, 3.0])
+    assert len(calls) == 1 + 3  # f(w) once, then one perturbed point per element
+    np.testing.assert_allclose(grad, 3 * w**2, rtol=1e-2)
+    calls.clear()
+    grad = stencil_gradient(f, w, 1e-2, CENTRAL4)
+    assert len(calls) == 4 * 3  # no unperturbed point in the fourth-order stencil
+    np.testing.assert_allclose(grad, 3 * w**2, rtol=1e-12)  # exact for a cubic
+
+    def failing(v):
+        if v[1] != 2.0:
+            raise RuntimeError("boom")
+        return 0.0
+
+    with pytest.raises(RuntimeError):
+        stencil_gradient(failing, w, 1e-3, CENTRAL4)
+    np.testing.assert_array_equal(w, [1.0, 2.0, 3.0])
+
+
+def test_the_loops_do_not_touch_the_callers_w():
+    W, x, labels = random_case(8, 3, 4, 6)
+    before = W.copy()
+    for name in NAMES:
+        SCHEMES[name].loop(W, x, labels, 1e-3)
+        SCHEMES[name].vectorized(W, x, labels, 1e-3)
+    np.testing.assert_array_equal(W, before)
+
+
+# -- every vectorized engine equals its loop (<= 1e-9 relative in float64) -----------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_inputs=st.integers(1, 5),
+    n_classes=st.integers(2, 5),
+    batch=st.integers(1, 8),
+    logit_scale=st.sampled_from([0.1, 1.0, 5.0]),
+    x_scale=st.sampled_from([0.3, 1.0, 30.0]),
+    log_h=st.floats(-4, 0.5),
+    name=st.sampled_from(NAMES),
+)
+def test_vectorized_equals_loop_property(
+    seed, n_inputs, n_classes, batch, logit_scale, x_scale, log_h, name
+):
+    # Random shapes, data and steps, narrow and wide (h max|x| from 1e-5 to ~300).
+    W, x, labels = random_case(seed, n_inputs, n_classes, batch, logit_scale)
+    x = x * x_scale
+    h = 10.0**log_h
+    with np.errstate(all="raise"):
+        vec = SCHEMES[name].vectorized(W, x, labels, h)
+        loop = SCHEMES[name].loop(W, x, labels, h)
+    # The loop's own rounding, ~eps * loss / h per weight, bounds the agreement of a
+    # (nearly) vanishing gradient; everywhere else it is relative.
+    noise = 1e-15 * max(1.0, loss_from_labels(W, x, labels)) / h
+    assert relative_error(vec, loop) <= 1e-9 or np.abs(vec - loop).max() <= noise
+
+
+WIDE = [(0.1, 20.0), (1.0, 20.0), (0.5, 255.0)]  # (h, x scale): h max|x| from ~5 to ~500
+
+
+@pytest.mark.parametrize(("h", "scale"), WIDE)
+@pytest.mark.parametrize("name", NAMES)
+def test_wide_steps_every_scheme(name, h, scale):
+    rng = np.random.default_rng(int(scale))
+    W, x, labels = (
+        0.1 * rng.standard_normal((5, 4)),
+        scale * rng.random((12, 5)),
+        rng.integers(0, 4, 12),
+    )
+    x[:, 1] *= -1
+    assert h * np.abs(x).max() > 1
+    with np.errstate(all="raise"):  # no overflow, no nan, whatever the step
+        vec = SCHEMES[name].vectorized(W, x, labels, h)
+        loop = SCHEMES[name].loop(W, x, labels, h)
+    assert np.abs(loop).max() > 1e-4
+    assert relative_error(vec, loop) <= 1e-9
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_extreme_logits_every_scheme(name):
+    h = 1e-20 if name == "complex" else 1e-4
+    with np.errstate(all="raise"):
+        vec = SCHEMES[name].vectorized(EXTREME_W, EXTREME_X, EXTREME_LABELS, h)
+        loop = SCHEMES[name].loop(EXTREME_W, EXTREME_X, EXTREME_LABELS, h)
+    assert np.abs(loop).max() > 0.01
+    assert relative_error(vec, loop) <= 1e-9
+    closed_form = analytic_gradient(EXTREME_W, EXTREME_X, EXTREME_LABELS)
+    np.testing.assert_allclose(vec, closed_form, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("h", [0.5, 1000.0])
+@pytest.mark.parametrize("name", NAMES)
+def test_wide_steps_bring_back_classes_whose_exp_underflowed(name, h):
+    # Class 0 leads by 800: the others' exp(z - max z) is 0, yet a step of 1000 brings
+    # them back. The one-sided and complex steps must count them, as the loop does.
+    W = np.array([[800.0, 0.0, -5.0], [0.0, 1.0, 0.0]])
+    x = np.array([[1.0, 0.0], [1.0, 2.0], [0.5, -1.0], [1.0, 0.0]])
+    for labels in ([1, 0, 2, 0], [0, 0, 0, 0], [2, 1, 1, 2]):
+        labels = np.array(labels)
+        with np.errstate(all="raise"):
+            vec = SCHEMES[name].vectorized(W, x, labels, h)
+        loop = SCHEMES[name].loop(W, x, labels, h)
+        np.testing.assert_allclose(vec, loop, rtol=1e-9, atol=1e-15)
+
+
+@pytest.mark.parametrize("batch", [300, 600])
+@pytest.mark.parametrize("name", ["forward", "complex"])
+def test_large_batches_span_product_groups(name, batch):
+    W, x, labels = random_case(batch, 3, 4, batch)
+    h = 1e-20 if name == "complex" else 1e-4
+    vec = SCHEMES[name].vectorized(W, x, labels, h)
+    assert relative_error(vec, SCHEMES[name].loop(W, x, labels, h)) <= 1e-9
+
+
+def test_complex_step_products_do_not_wrap_past_pi():
+    # h x ~ 0.9: each sample turns the product by up to 0.9 rad; a product over 256
+    # samples would wrap around pi many times. Groups keep the angle unambiguous.
+    W = np.array([[0.0, 0.0, -0.5]])
+    x, labels = np.full((600, 1), 0.9), np.full(600, 2)
+    vec = SCHEMES["complex"].vectorized(W, x, labels, 1.0)
+    np.testing.assert_allclose(vec, complex_loop_gradient(W, x, labels, 1.0), rtol=1e-12)
+
+
+@pytest.mark.skipif(not EXTENDED, reason="np.longdouble is not extended precision here")
+@pytest.mark.parametrize(("name", "stencil"), [("forward", FORWARD), ("central4", CENTRAL4)])
+@pytest.mark.parametrize("h", [1e-2, 1e-4])
+def test_one_sided_and_fourth_order_against_extended_precision(name, stencil, h):
+    # The same stencil in ~19 digits: the vectorized engines are closer to it than the
+    # float64 loop (whose rounding is ~1e-16 * loss / h).
+    W, x, labels = random_case(21, 6, 4, 16)
+    Wl, xl = W.astype(np.longdouble), x.astype(np.longdouble)
+    rows = np.arange(len(labels))
+
+    def loss(w):
+        z = xl @ w
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return -np.sum(np.log(e[rows, labels] / e.sum(axis=1) + np.longdouble(1e-7))) / len(rows)
+
+    reference = stencil_gradient(loss, Wl.copy(), np.longdouble(h), stencil)
+    vec = SCHEMES[name].vectorized(W, x, labels, h)
+    loop = SCHEMES[name].loop(W, x, labels, h)
+    assert float(np.abs(vec - reference).max()) < 1e-11
+    assert float(np.abs(vec - reference).max()) <= float(np.abs(loop - reference).max()) * 2
+
+
+# -- float32: each scheme in W's dtype, as central --------------------------------------
+
+# Measured at h = 1e-2 (1e-20 complex), relative to the same engine in float64: the
+# vectorized engines carry float32's rounding once (<= 1.3e-5; complex 2.2e-7), the loops
+# W + h's and the summed loss's as well (<= 4.9e-4 forward, 4.4e-4 central4, 3.3e-4
+# central; complex 2e-7): in float32 the engines agree to the loop's rounding.
+FLOAT32 = {
+    "forward": (5e-5, 3e-3),
+    "central4": (5e-5, 3e-3),
+    "complex": (1e-6, 1e-6),
+    "central": (5e-5, 3e-3),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("case", [(2, 3, 1), (20, 10, 16), (50, 10, 32)])
+def test_float32_every_scheme(name, case):
+    W, x, labels = random_case(sum(case), *case)
+    h = 1e-20 if name == "complex" else 1e-2
+    W32, x32 = W.astype(np.float32), x.astype(np.float32)
+    with np.errstate(all="raise"):
+        vec32 = SCHEMES[name].vectorized(W32, x32, labels, h)
+        loop32 = SCHEMES[name].loop(W32, x32, labels, h)
+    assert vec32.dtype == loop32.dtype == np.float32
+    vec64 = SCHEMES[name].vectorized(W, x, labels, h)
+    vec_tol, loop_tol = FLOAT32[name]
+    assert 0 < relative_error(vec32, vec64) < vec_tol
+    assert relative_error(loop32, vec64) < loop_tol
+    assert relative_error(vec32, loop32) < loop_tol + vec_tol
