@@ -42,6 +42,7 @@ class RunOutcome:
     synced: bool
     offline: bool = False  # tracking.offline=true: not synced, by choice
     local_note: str = ""
+    scheme: str = "central"  # gradient.scheme: a column of a sweep's summary
 
 
 def run(cfg: Any, **kwargs: Any) -> float:
@@ -111,6 +112,7 @@ def execute(
         run_name=getattr(sink, "run_name", None), synced=sink.synced,
         offline=bool(cfg.tracking.enabled and cfg.tracking.offline),
         local_note="" if sink.synced else sink.local_note(),
+        scheme=cfg.gradient.scheme.value,
     )  # fmt: skip
 
 

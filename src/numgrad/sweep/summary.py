@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from numgrad.jobs import FINISHED_NOT_SYNCED, JOB_STATUS_FILE, read_job_status
+from numgrad.plots.sweep import best_steps
 from numgrad.tracking.records import swept_values
 
 SUMMARY_FILE = "sweep_summary.csv"
@@ -27,7 +28,7 @@ TABLE_FILE = "sweep_summary.json"  # the same, as an MLflow table
 NOT_STARTED = "NOT_STARTED"
 FIELDS = (
     "job", "overrides", "status", "final_loss", "final_accuracy", "steps_taken",
-    "grad_rel_error", "dtype", "run_id", "run_name",
+    "grad_rel_error", "dtype", "scheme", "run_id", "run_name",
 )  # fmt: skip
 DONE = ("FINISHED", FINISHED_NOT_SYNCED)
 NUMBERS = ("final_loss", "final_accuracy", "steps_taken", "grad_rel_error")
@@ -111,7 +112,7 @@ def _merge_status(row: dict[str, Any], record: Mapping[str, Any]) -> None:
     row["overrides_list"] = list(record.get("overrides") or row["overrides_list"])
     row["status"] = record.get("status")
     row["error"] = record.get("error") or ""
-    for key in (*NUMBERS, "dtype", "run_id", "run_name"):
+    for key in (*NUMBERS, "dtype", "scheme", "run_id", "run_name"):
         if record.get(key) is not None:
             row[key] = record[key]
     if record.get("job") is not None:
@@ -136,6 +137,7 @@ def _merge_run(rows: dict[str, dict[str, Any]], run: Mapping[str, Any]) -> None:
         if key in NUMBERS and row[key] is None:
             row[key] = float(value)
     row["dtype"] = row["dtype"] or (run.get("params") or {}).get("gradient.dtype", "")
+    row["scheme"] = row["scheme"] or (run.get("params") or {}).get("gradient.scheme", "")
     if row["output_dir"] is None and where:
         row["output_dir"] = where
 
@@ -156,8 +158,8 @@ def _empty_row(job_dir: Path | None) -> dict[str, Any]:
     return {
         "job": int(job_dir.name) if job_dir is not None and job_dir.name.isdigit() else None,
         "overrides_list": [], "status": None, "final_loss": None, "final_accuracy": None,
-        "steps_taken": None, "grad_rel_error": None, "dtype": "", "run_id": "", "run_name": "",
-        "error": "",
+        "steps_taken": None, "grad_rel_error": None, "dtype": "", "scheme": "", "run_id": "",
+        "run_name": "", "error": "",
         "output_dir": str(job_dir) if job_dir is not None else None,
     }  # fmt: skip
 
@@ -188,7 +190,7 @@ def write_summary(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     >>> with tempfile.TemporaryDirectory() as d:
     ...     print(write_summary(rows, Path(d) / "s.csv").read_text().splitlines()[1])
     ...     table = json.loads(write_table(rows, Path(d) / "s.json").read_text())
-    0,optimizer.lr=0.1,FINISHED,0.25,1.0,3,,,abc,lr=0.1,0.1,,/x/0
+    0,optimizer.lr=0.1,FINISHED,0.25,1.0,3,,,,abc,lr=0.1,0.1,,/x/0
     >>> table["columns"][:5]
     ['job', 'run_name', 'optimizer/lr', 'status', 'final_loss']
     >>> table["data"][0][:8]
@@ -292,4 +294,6 @@ def description(outcome: SweepOutcome, sweep_dir: Path) -> str:
     if best is not None:
         name = best["run_name"] or best["overrides"] or f"job {best['job']}"
         text += f" Best: {name} (final loss {best['final_loss']:.6g})."
+    if steps := best_steps(outcome.rows):  # a study of h: the best h of each scheme
+        text += f" {steps}"
     return text + f" One row per job in `{SUMMARY_FILE}`; sweep dir `{sweep_dir}`."
