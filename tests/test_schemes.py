@@ -19,6 +19,7 @@ from numgrad.gradient import (
     relative_error,
     vectorized_gradient,
 )
+from numgrad.precision import smallest_resolving_h
 from numgrad.schemes import (
     CENTRAL4,
     FORWARD,
@@ -260,3 +261,57 @@ def test_float32_every_scheme(name, case):
     assert 0 < relative_error(vec32, vec64) < vec_tol
     assert relative_error(loop32, vec64) < loop_tol
     assert relative_error(vec32, loop32) < loop_tol + vec_tol
+
+
+# -- the complex step: no cancellation, down to where h x underflows ------------------------
+
+COMPLEX_STEPS = [10.0**-k for k in (8, 10, 16, 20, 50, 100, 150, 200, 250, 300)]
+
+
+@pytest.mark.parametrize("method", ["loop", "vectorized"])
+@pytest.mark.parametrize(
+    "case", [(2, 3, 1), (4, 3, 5), (20, 10, 16), (50, 10, 32)], ids=lambda c: "x".join(map(str, c))
+)
+def test_complex_step_matches_the_analytic_gradient_for_every_tiny_h(case, method):
+    W, x, labels = random_case(sum(case) + 7, *case)
+    reference = analytic_gradient(W, x, labels)
+    errors = [
+        relative_error(engine_for(method, "complex")(W, x, labels, h), reference)
+        for h in COMPLEX_STEPS
+    ]
+    assert max(errors) <= 1e-14, dict(zip(COMPLEX_STEPS, errors, strict=True))  # measured <= 3e-16
+
+
+def test_complex_step_on_the_books_example_and_extreme_logits():
+    for W, x, labels in ((BOOK_W, BOOK_X, BOOK_LABELS), (EXTREME_W, EXTREME_X, EXTREME_LABELS)):
+        reference = analytic_gradient(W, x, labels)
+        for h in (1e-8, 1e-20, 1e-300):
+            assert (
+                relative_error(SCHEMES["complex"].vectorized(W, x, labels, h), reference) <= 1e-14
+            )
+            assert relative_error(SCHEMES["complex"].loop(W, x, labels, h), reference) <= 1e-14
+
+
+def test_a_real_step_of_1e_20_gives_nothing_the_complex_step_everything():
+    # Central differences at h = 1e-20: W + h == W, every quotient exactly 0.
+    assert not SCHEMES["central"].loop(BOOK_W, BOOK_X, BOOK_LABELS, 1e-20).any()
+    grad = SCHEMES["complex"].loop(BOOK_W, BOOK_X, BOOK_LABELS, 1e-20)
+    np.testing.assert_allclose(grad, BOOK_DW, rtol=0, atol=1e-6)
+
+
+def test_limits_and_textbook_steps_per_scheme():
+    W, x = np.array([[0.5, -3.0]]), np.array([[0.6, 0.0], [-2.0, 1e-3]])
+    for name in REAL:
+        assert SCHEMES[name].h_min(W, x) == smallest_resolving_h(W) == np.nextafter(2.0**-52, 1)
+    assert SCHEMES["complex"].h_min(W, x) == pytest.approx(2.0**-1022 / 1e-3, rel=1e-15)
+    assert SCHEMES["complex"].too_small(1e-306, W, x).endswith("use h >= 2.3e-305")
+    for name, exponent in (("forward", 1 / 2), ("central", 1 / 3), ("central4", 1 / 5)):
+        for dtype in (np.float32, np.float64):
+            eps = float(np.finfo(dtype).eps)
+            assert SCHEMES[name].textbook_h(dtype) == pytest.approx(eps**exponent)
+            assert SCHEMES[name].auto_h(W.astype(dtype), x) == pytest.approx(3 * eps**exponent)
+            assert SCHEMES[name].auto_h(W.astype(dtype) / 10, x) == pytest.approx(eps**exponent)
+    assert SCHEMES["complex"].auto_h(W, x) == 3 * 2.0**-52
+    # never below the limit: x so small that eps * 3 would underflow in h x
+    tiny_x = np.array([[1e-295]])
+    assert SCHEMES["complex"].auto_h(W, tiny_x) == SCHEMES["complex"].h_min(W, tiny_x)
