@@ -173,7 +173,8 @@ def complex_loop_gradient(
     """
     dtype = working_dtype(W)
     w = np.asarray(W, dtype=_COMPLEX[dtype]).copy()  # W itself is never perturbed
-    x = np.asarray(x, dtype=dtype)
+    # x in the complex dtype once (the same values): x @ w would convert it at every call.
+    x = np.asarray(np.asarray(x, dtype=dtype), dtype=w.dtype)
     grad = np.zeros(w.shape, dtype=dtype)
     for idx in np.ndindex(w.shape):
         original = w[idx]
