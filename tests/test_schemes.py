@@ -315,3 +315,13 @@ def test_limits_and_textbook_steps_per_scheme():
     # never below the limit: x so small that eps * 3 would underflow in h x
     tiny_x = np.array([[1e-295]])
     assert SCHEMES["complex"].auto_h(W, tiny_x) == SCHEMES["complex"].h_min(W, tiny_x)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_subnormal_step_is_no_crash(name):
+    # W = 0 resolves any h > 0, so a subnormal h passes the refusal; sizing the product
+    # groups by log_range / (h max|x|) must not turn inf into an int (OverflowError).
+    W, x, labels = np.zeros((2, 3)), BOOK_X, BOOK_LABELS
+    for h in (5e-324, 1e-320):
+        grad = SCHEMES[name].vectorized(W, x, labels, h)
+        assert grad.shape == W.shape and np.isfinite(grad).all()

@@ -41,10 +41,12 @@ def product_group(hx_max: float, log_range: float, per_step: float = 2.0) -> int
     --------
     >>> product_group(1e-4, 700.0), product_group(1.0, 700.0), product_group(100.0, 80.0)
     (256, 256, 4)
+    >>> product_group(5e-324, 700.0)  # a subnormal step: log_range / widest is inf
+    256
     """
     widest = min(per_step * hx_max, MAX_LOG_RATIO)  # bound on |log r|
-    if widest > 0:
-        return min(MAX_PRODUCT_ROWS, int(log_range / widest))
+    if widest > 0:  # (compared before int(): a subnormal widest makes the quotient inf)
+        return int(min(MAX_PRODUCT_ROWS, log_range / widest))
     return MAX_PRODUCT_ROWS
 
 

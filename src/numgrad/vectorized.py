@@ -37,10 +37,9 @@ import numpy as np
 
 from numgrad.columns import (
     LIMITS,
-    MAX_LOG_RATIO,
-    MAX_PRODUCT_ROWS,
     Ratios,
     log_sum_of_others,
+    product_group,
     sum_log_ratios,
     sum_of_others,
 )
@@ -82,10 +81,7 @@ def vectorized_gradient(
     if batch == 0 or n_inputs == 0 or n_classes < 2:  # nothing for a weight to change
         return np.zeros(W.shape, dtype=dtype)
     hx_max = h * max(float(np.max(x)), -float(np.min(x)))  # h max|x|, without a temporary
-    widest = min(2 * hx_max, MAX_LOG_RATIO)  # bound on |log r|
-    group = MAX_PRODUCT_ROWS
-    if widest > 0:
-        group = min(group, int(log_range / widest))
+    group = product_group(hx_max, log_range)  # |log r| <= 2 h max|x|
     with np.errstate(under="ignore"):  # underflow only drops terms below the smallest normal
         if hx_max <= _NEAR_ONE_HX_LIMIT:
             k, c = _ratio_coefficients(W, x, labels, no_effect)

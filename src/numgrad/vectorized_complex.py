@@ -56,8 +56,10 @@ def complex_step_gradient(
         return np.zeros(W.shape, dtype=dtype)
     hx_max = h * max(float(np.max(x)), -float(np.min(x)))
     group = MAX_PRODUCT_ROWS
-    if hx_max > 0:
-        group = 1 if hx_max > _ONE_BY_ONE_HX else min(group, int(_ARGUMENT_BUDGET / hx_max))
+    if hx_max > _ONE_BY_ONE_HX:
+        group = 1
+    elif hx_max > 0:  # (compared before int(): a subnormal h x makes the quotient inf)
+        group = int(min(group, _ARGUMENT_BUDGET / hx_max))
     with np.errstate(under="ignore"):  # h x near the smallest normal: digits, not the sign
         ratios = _factors(*one_sided_coefficients(W, x, labels), x, h)
         arguments = sum_log_ratios(
