@@ -102,5 +102,8 @@ def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float | complex:
         t = t.argmax(axis=1)
     batch_size = y.shape[0]
     # The 1e-7 keeps log finite when the true class has probability 0 (see CEE_DELTA).
-    loss = -np.sum(np.log(y[np.arange(batch_size), t] + CEE_DELTA)) / batch_size
+    # (Complex y only: the log's imaginary part, an angle, may underflow to 0 when the
+    # complex step's h is tiny; that is its right value, as softmax's exp underflow is.)
+    with np.errstate(under="ignore"):
+        loss = -np.sum(np.log(y[np.arange(batch_size), t] + CEE_DELTA)) / batch_size
     return complex(loss) if np.iscomplexobj(loss) else float(loss)
