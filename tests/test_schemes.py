@@ -145,11 +145,15 @@ def test_vectorized_equals_loop_property(
 
 
 WIDE = [(0.1, 20.0), (1.0, 20.0), (0.5, 255.0)]  # (h, x scale): h max|x| from ~5 to ~500
+# Rows of logits from ~1e-3 to ~1e4: a shift by the batch's max instead of each row's
+# would underflow the small rows' exp.
+ROW_SCALES = np.array([1e-3, 0.1, 1, 3, 10, 30, 100, 300, 1e3, 1e4, 10, 0.01])[:, None]
 
 
+@pytest.mark.parametrize("rows", ["even", "row-scales"])
 @pytest.mark.parametrize(("h", "scale"), WIDE)
 @pytest.mark.parametrize("name", NAMES)
-def test_wide_steps_every_scheme(name, h, scale):
+def test_wide_steps_every_scheme(name, h, scale, rows):
     rng = np.random.default_rng(int(scale))
     W, x, labels = (
         0.1 * rng.standard_normal((5, 4)),
@@ -157,6 +161,8 @@ def test_wide_steps_every_scheme(name, h, scale):
         rng.integers(0, 4, 12),
     )
     x[:, 1] *= -1
+    if rows == "row-scales":
+        W, x = 10 * W, x * ROW_SCALES / scale
     assert h * np.abs(x).max() > 1
     with np.errstate(all="raise"):  # no overflow, no nan, whatever the step
         vec = SCHEMES[name].vectorized(W, x, labels, h)
@@ -325,3 +331,28 @@ def test_a_subnormal_step_is_no_crash(name):
     for h in (5e-324, 1e-320):
         grad = SCHEMES[name].vectorized(W, x, labels, h)
         assert grad.shape == W.shape and np.isfinite(grad).all()
+
+
+def tiled_case(seed, n_small, n_classes, batch, repeats, x_scale):
+    """A wide problem whose gradient is a small one's, repeated (see test_vectorized.py)."""
+    W_small, x_small, labels = random_case(seed, n_small, n_classes, batch)
+    W = np.zeros((n_small * repeats, n_classes))
+    W[:n_small] = W_small
+    return W, np.tile(x_scale * x_small, repeats), labels, W_small, x_scale * x_small
+
+
+@pytest.mark.parametrize("h", [1e-4, 0.5])  # near 1, and wide: h max|x| ~ 10
+@pytest.mark.parametrize(
+    ("n_classes", "batch", "repeats"),
+    [
+        (3, 5, 11_000),  # 44,000 inputs: more than one work block of columns
+        (10, 300, 196),  # 784 inputs: blocks of 16 rows, many of them
+    ],
+)
+@pytest.mark.parametrize("name", ["forward", "complex", "central4"])
+def test_chunked_work_every_scheme(name, n_classes, batch, repeats, h):
+    W, x, labels, W_small, x_small = tiled_case(batch, 4, n_classes, batch, repeats, 8.0)
+    small = SCHEMES[name].loop(W_small, x_small, labels, h)
+    grad = SCHEMES[name].vectorized(W, x, labels, h)
+    blocks = grad.reshape(repeats, 4, n_classes)
+    assert relative_error(blocks, np.broadcast_to(small, blocks.shape)) <= 1e-9

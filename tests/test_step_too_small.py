@@ -203,6 +203,9 @@ def test_the_complex_step_is_judged_by_its_own_limit():
 
     again = pickle.loads(pickle.dumps(info.value))
     assert str(again) == message and again.scheme == "complex"
+    # At the limit itself h x is normal: zeros there are the loss's, not the step's.
+    at_limit = StepTooSmall(0, h_min, 1.0, h_min, 0.5, 2.2e-16, "complex")
+    assert str(at_limit).startswith("at step 0 every difference quotient with gradient.h=")
 
 
 @pytest.mark.parametrize("name", ["forward", "central4", "complex"])

@@ -76,6 +76,14 @@ class StepTooSmall(ArithmeticError):
     does not change by a representable amount over the step.
     The message is one line and names the config field, ``gradient.h``; its advice
     comes from :func:`numgrad.precision.advised_h`, enough as printed.
+
+    Examples
+    --------
+    >>> str(StepTooSmall(0, 1e-320, 0.9, 3.7e-308, 0.4, 2.2e-16, "complex"))[-48:]
+    'complex step (h·x underflows): use h >= 3.7e-308'
+    >>> at_limit = StepTooSmall(0, 3.7e-308, 0.9, 3.7e-308, 0.4, 2.2e-16, "complex")
+    >>> str(at_limit)[:35]  # not below the limit: the loss, not h x, is the trouble
+    'at step 0 every difference quotient'
     """
 
     def __init__(

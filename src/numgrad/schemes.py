@@ -102,9 +102,8 @@ class Scheme:
         >>> f"{SCHEMES['complex'].auto_h(W, x):.2g}"  # eps * 3
         '6.7e-16'
         """
-        dtype = working_dtype(W)
-        scale = max(1.0, float(np.max(np.abs(np.asarray(W, dtype=dtype)))))
-        return max(self.textbook_h(dtype) * scale, self.h_min(W, x))
+        scale = max(1.0, float(np.max(np.abs(W))))
+        return max(self.textbook_h(working_dtype(W)) * scale, self.h_min(W, x))
 
 
 def stencil_gradient(
@@ -140,19 +139,49 @@ def stencil_gradient(
     return grad
 
 
-def _loop(stencil: Stencil) -> Engine:
-    """The loop engine of a real stencil, over a copy of W in its working dtype."""
-
-    def engine(W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float) -> np.ndarray:
-        w = np.asarray(W, dtype=working_dtype(W)).copy()  # W itself is never perturbed
-        x = np.asarray(x, dtype=w.dtype)
-        return stencil_gradient(lambda v: loss_from_labels(v, x, labels), w, h, stencil)
-
-    return engine
-
-
 FORWARD: Stencil = (((1, 1), (0, -1)), 1)
 CENTRAL4: Stencil = (((2, -1), (1, 8), (-1, -8), (-2, 1)), 12)
+
+
+def _stencil_loop(
+    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float, stencil: Stencil
+) -> np.ndarray:
+    """The loop engine of a real stencil, over a copy of W in its working dtype."""
+    w = np.asarray(W, dtype=working_dtype(W)).copy()  # W itself is never perturbed
+    x = np.asarray(x, dtype=w.dtype)
+    return stencil_gradient(lambda v: loss_from_labels(v, x, labels), w, h, stencil)
+
+
+def forward_loop_gradient(
+    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float = 1e-8
+) -> np.ndarray:
+    """Forward differences ``(L(W + h e_ij) - L(W)) / h``, one weight at a time.
+
+    Examples
+    --------
+    >>> W = np.zeros((2, 3))
+    >>> forward_loop_gradient(W, np.array([[0.6, 0.9]]), np.array([2])).round(6)
+    array([[ 0.2,  0.2, -0.4],
+           [ 0.3,  0.3, -0.6]])
+    """
+    return _stencil_loop(W, x, labels, h, FORWARD)
+
+
+def central4_loop_gradient(
+    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float = 1e-3
+) -> np.ndarray:
+    """Fourth-order differences ``(-L(W+2h) + 8L(W+h) - 8L(W-h) + L(W-2h)) / 12h``, one at a time.
+
+    Examples
+    --------
+    >>> W = np.zeros((2, 3))
+    >>> central4_loop_gradient(W, np.array([[0.6, 0.9]]), np.array([2])).round(6)
+    array([[ 0.2,  0.2, -0.4],
+           [ 0.3,  0.3, -0.6]])
+    """
+    return _stencil_loop(W, x, labels, h, CENTRAL4)
+
+
 _COMPLEX = {np.dtype(np.float64): np.complex128, np.dtype(np.float32): np.complex64}
 
 
@@ -208,8 +237,8 @@ def central4_gradient(
 #: The schemes by name (``gradient.scheme``).
 SCHEMES: dict[str, Scheme] = {
     "central": Scheme("central", 2, loop_gradient, vectorized_gradient),
-    "forward": Scheme("forward", 1, _loop(FORWARD), forward_gradient),
-    "central4": Scheme("central4", 4, _loop(CENTRAL4), central4_gradient),
+    "forward": Scheme("forward", 1, forward_loop_gradient, forward_gradient),
+    "central4": Scheme("central4", 4, central4_loop_gradient, central4_gradient),
     "complex": Scheme("complex", 2, complex_loop_gradient, complex_step_gradient, True),
 }
 
