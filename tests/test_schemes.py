@@ -356,3 +356,57 @@ def test_chunked_work_every_scheme(name, n_classes, batch, repeats, h):
     grad = SCHEMES[name].vectorized(W, x, labels, h)
     blocks = grad.reshape(repeats, 4, n_classes)
     assert relative_error(blocks, np.broadcast_to(small, blocks.shape)) <= 1e-9
+
+
+# -- the engines' contract: W's working dtype, degenerate shapes ---------------------------
+
+ENGINES_OF = [(name, method) for name in NAMES for method in ("loop", "vectorized")]
+STEP = {"forward": 1e-6, "central": 1e-4, "central4": 1e-2, "complex": 1e-20}
+
+
+@pytest.mark.parametrize(("name", "method"), ENGINES_OF)
+def test_every_engine_computes_in_ws_working_dtype(name, method):
+    engine = engine_for(method, name)
+    W, x, labels = random_case(5, 4, 3, 6)
+    W32 = W.astype(np.float32)
+    grads = [engine(W32, x.astype(d), labels, STEP[name]) for d in (np.float32, np.float64)]
+    assert grads[0].dtype == grads[1].dtype == np.float32
+    np.testing.assert_array_equal(grads[0], grads[1])  # x is cast to W's dtype
+    W_int = np.round(3 * W).astype(np.int64)  # integer weights perturb in float64
+    as_int = engine(W_int, x.astype(np.float32), labels, STEP[name])
+    assert as_int.dtype == np.float64
+    np.testing.assert_array_equal(
+        as_int, engine(W_int.astype(np.float64), x.astype(np.float32).astype(np.float64), labels,
+                       STEP[name])
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    ("shape", "batch"), [((3, 1), 4), ((0, 3), 4), ((3, 3), 0), ((1, 2), 3), ((1, 3), 1)]
+)
+def test_degenerate_shapes(name, shape, batch):
+    rng = np.random.default_rng(batch)
+    W = rng.standard_normal(shape)
+    x = rng.standard_normal((batch, shape[0]))
+    labels = rng.integers(0, shape[1], batch)
+    vec = SCHEMES[name].vectorized(W, x, labels, STEP[name])
+    assert vec.shape == W.shape and vec.dtype == np.float64
+    reference = analytic_gradient(W, x, labels)
+    if 0 in (batch, *shape) or shape[1] == 1:  # nothing for a weight to change
+        assert not vec.any()
+    else:  # one input, or two classes: a gradient like any other
+        assert np.abs(reference).max() > 1e-3
+        np.testing.assert_allclose(vec, reference, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("scale", "h"), [(1.0, 1.0), (20.0, 1.0)])
+def test_float32_products_of_forward_ratios_stay_in_range(scale, h):
+    # 600 ratios of ~e^-1 (h x = 1, the near-1 form) or ~1e-7 (wide): one product would
+    # underflow float32 (e^-87); products over groups sized by float32's range do not.
+    W = np.array([[0.0, 0.0, -0.5]])
+    x, labels = np.full((600, 1), scale), np.full(600, 2)
+    with np.errstate(all="raise"):
+        vec32 = SCHEMES["forward"].vectorized(W.astype(np.float32), x.astype(np.float32),
+                                              labels, h)  # fmt: skip
+    assert relative_error(vec32, SCHEMES["forward"].vectorized(W, x, labels, h)) < 1e-5

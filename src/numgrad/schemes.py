@@ -153,14 +153,14 @@ def _stencil_loop(
 
 
 def forward_loop_gradient(
-    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float = 1e-8
+    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float
 ) -> np.ndarray:
     """Forward differences ``(L(W + h e_ij) - L(W)) / h``, one weight at a time.
 
     Examples
     --------
     >>> W = np.zeros((2, 3))
-    >>> forward_loop_gradient(W, np.array([[0.6, 0.9]]), np.array([2])).round(6)
+    >>> forward_loop_gradient(W, np.array([[0.6, 0.9]]), np.array([2]), 1e-8).round(6)
     array([[ 0.2,  0.2, -0.4],
            [ 0.3,  0.3, -0.6]])
     """
@@ -168,14 +168,14 @@ def forward_loop_gradient(
 
 
 def central4_loop_gradient(
-    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float = 1e-3
+    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float
 ) -> np.ndarray:
     """Fourth-order differences ``(-L(W+2h) + 8L(W+h) - 8L(W-h) + L(W-2h)) / 12h``, one at a time.
 
     Examples
     --------
     >>> W = np.zeros((2, 3))
-    >>> central4_loop_gradient(W, np.array([[0.6, 0.9]]), np.array([2])).round(6)
+    >>> central4_loop_gradient(W, np.array([[0.6, 0.9]]), np.array([2]), 1e-3).round(6)
     array([[ 0.2,  0.2, -0.4],
            [ 0.3,  0.3, -0.6]])
     """
@@ -186,7 +186,7 @@ _COMPLEX = {np.dtype(np.float64): np.complex128, np.dtype(np.float32): np.comple
 
 
 def complex_loop_gradient(
-    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float = 1e-20
+    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float
 ) -> np.ndarray:
     """The complex step, one weight at a time: ``Im L(W + i h e_ij) / h`` in complex arithmetic.
 
@@ -196,7 +196,7 @@ def complex_loop_gradient(
     Examples
     --------
     >>> W = np.zeros((2, 3))
-    >>> complex_loop_gradient(W, np.array([[0.6, 0.9]]), np.array([2])).round(6)
+    >>> complex_loop_gradient(W, np.array([[0.6, 0.9]]), np.array([2]), 1e-20).round(6)
     array([[ 0.2,  0.2, -0.4],
            [ 0.3,  0.3, -0.6]])
     """
@@ -217,7 +217,7 @@ def complex_loop_gradient(
 
 
 def central4_gradient(
-    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float = 1e-3
+    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float
 ) -> np.ndarray:
     """The fourth-order difference from two central ones: ``(4 D(h) - D(2h)) / 3``.
 

@@ -35,7 +35,7 @@ _ONE_BY_ONE_HX = 1.0
 
 
 def complex_step_gradient(
-    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float = 1e-20
+    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float
 ) -> np.ndarray:
     """The loop's complex-step derivatives for all weights at once, in ``W``'s working dtype.
 

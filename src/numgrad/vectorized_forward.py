@@ -37,7 +37,7 @@ _NEAR_ONE_HX_LIMIT = 1.0
 
 
 def forward_gradient(
-    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float = 1e-8
+    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float
 ) -> np.ndarray:
     """The loop's forward differences for all weights at once, in ``W``'s working dtype.
 
