@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from numgrad.columns import one_sided_coefficients
 from numgrad.gradient import (
     ENGINES,
     analytic_gradient,
@@ -207,11 +208,12 @@ def test_large_batches_span_product_groups(name, batch):
     assert relative_error(vec, SCHEMES[name].loop(W, x, labels, h)) <= 1e-9
 
 
-def test_complex_step_products_do_not_wrap_past_pi():
-    # h x ~ 0.9: each sample turns the product by up to 0.9 rad; a product over 256
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_complex_step_products_do_not_wrap_past_pi(sign):
+    # h |x| ~ 0.9: each sample turns the product by up to 0.9 rad; a product over 256
     # samples would wrap around pi many times. Groups keep the angle unambiguous.
     W = np.array([[0.0, 0.0, -0.5]])
-    x, labels = np.full((600, 1), 0.9), np.full(600, 2)
+    x, labels = np.full((600, 1), 0.9 * sign), np.full(600, 2)
     vec = SCHEMES["complex"].vectorized(W, x, labels, 1.0)
     np.testing.assert_allclose(vec, complex_loop_gradient(W, x, labels, 1.0), rtol=1e-12)
 
@@ -383,17 +385,19 @@ def test_every_engine_computes_in_ws_working_dtype(name, method):
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize(
-    ("shape", "batch"), [((3, 1), 4), ((0, 3), 4), ((3, 3), 0), ((1, 2), 3), ((1, 3), 1)]
-)
-def test_degenerate_shapes(name, shape, batch):
+    ("shape", "batch", "blank"),
+    [((3, 1), 4, False), ((0, 3), 4, False), ((3, 3), 0, False), ((1, 2), 3, False),
+     ((1, 3), 1, False), ((2, 3), 3, True)],
+)  # fmt: skip
+def test_degenerate_shapes(name, shape, batch, blank):
     rng = np.random.default_rng(batch)
     W = rng.standard_normal(shape)
-    x = rng.standard_normal((batch, shape[0]))
+    x = rng.standard_normal((batch, shape[0])) * (0.0 if blank else 1.0)
     labels = rng.integers(0, shape[1], batch)
     vec = SCHEMES[name].vectorized(W, x, labels, STEP[name])
     assert vec.shape == W.shape and vec.dtype == np.float64
     reference = analytic_gradient(W, x, labels)
-    if 0 in (batch, *shape) or shape[1] == 1:  # nothing for a weight to change
+    if 0 in (batch, *shape) or shape[1] == 1 or blank:  # nothing for a weight to change
         assert not vec.any()
     else:  # one input, or two classes: a gradient like any other
         assert np.abs(reference).max() > 1e-3
@@ -410,3 +414,13 @@ def test_float32_products_of_forward_ratios_stay_in_range(scale, h):
         vec32 = SCHEMES["forward"].vectorized(W.astype(np.float32), x.astype(np.float32),
                                               labels, h)  # fmt: skip
     assert relative_error(vec32, SCHEMES["forward"].vectorized(W, x, labels, h)) < 1e-5
+
+
+def test_one_sided_coefficients_under_raise():
+    # exp of logits 1000 below the top underflows: 0 is the right value, never an error
+    with np.errstate(all="raise"):
+        p, pbar, q, qbar, p_minus_q = one_sided_coefficients(EXTREME_W, EXTREME_X, EXTREME_LABELS)
+    np.testing.assert_allclose(p + pbar, 1.0, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(q + qbar, 1.0, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(p - q, p_minus_q, rtol=0, atol=1e-15)
+    assert p.min() == 0.0  # some class did underflow

@@ -152,9 +152,7 @@ def _stencil_loop(
     return stencil_gradient(lambda v: loss_from_labels(v, x, labels), w, h, stencil)
 
 
-def forward_loop_gradient(
-    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float
-) -> np.ndarray:
+def forward_loop_gradient(W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float) -> np.ndarray:
     """Forward differences ``(L(W + h e_ij) - L(W)) / h``, one weight at a time.
 
     Examples
@@ -185,9 +183,7 @@ def central4_loop_gradient(
 _COMPLEX = {np.dtype(np.float64): np.complex128, np.dtype(np.float32): np.complex64}
 
 
-def complex_loop_gradient(
-    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float
-) -> np.ndarray:
+def complex_loop_gradient(W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float) -> np.ndarray:
     """The complex step, one weight at a time: ``Im L(W + i h e_ij) / h`` in complex arithmetic.
 
     complex128 for float64 weights, complex64 for float32; the loss is the book's
@@ -202,8 +198,9 @@ def complex_loop_gradient(
     """
     dtype = working_dtype(W)
     w = np.asarray(W, dtype=_COMPLEX[dtype]).copy()  # W itself is never perturbed
-    # x in the complex dtype once (the same values): x @ w would convert it at every call.
-    x = np.asarray(np.asarray(x, dtype=dtype), dtype=w.dtype)
+    # x in the complex dtype once (x @ w would convert it at every call); its real parts
+    # round as a cast to W's dtype would.
+    x = np.asarray(x, dtype=w.dtype)
     grad = np.zeros(w.shape, dtype=dtype)
     for idx in np.ndindex(w.shape):
         original = w[idx]
@@ -216,9 +213,7 @@ def complex_loop_gradient(
     return grad
 
 
-def central4_gradient(
-    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float
-) -> np.ndarray:
+def central4_gradient(W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float) -> np.ndarray:
     """The fourth-order difference from two central ones: ``(4 D(h) - D(2h)) / 3``.
 
     An exact rewrite: with ``D(h) = (L(W+h) - L(W-h)) / 2h`` the stencil's numerator

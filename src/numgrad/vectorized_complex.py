@@ -34,9 +34,7 @@ _ARGUMENT_BUDGET = 3.0
 _ONE_BY_ONE_HX = 1.0
 
 
-def complex_step_gradient(
-    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float
-) -> np.ndarray:
+def complex_step_gradient(W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float) -> np.ndarray:
     """The loop's complex-step derivatives for all weights at once, in ``W``'s working dtype.
 
     Inputs as for :func:`numgrad.gradient.loop_gradient`.

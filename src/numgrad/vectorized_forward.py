@@ -36,9 +36,7 @@ from numgrad.precision import working_dtype
 _NEAR_ONE_HX_LIMIT = 1.0
 
 
-def forward_gradient(
-    W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float
-) -> np.ndarray:
+def forward_gradient(W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float) -> np.ndarray:
     """The loop's forward differences for all weights at once, in ``W``'s working dtype.
 
     Inputs as for :func:`numgrad.gradient.loop_gradient`; memory a few MiB plus
