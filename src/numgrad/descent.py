@@ -98,17 +98,9 @@ class StepTooSmall(ArithmeticError):
     ) -> None:
         self.step, self.h, self.weight_max = step, h, weight_max
         self.h_min, self.hidden, self.best_h, self.scheme = h_min, hidden, best_h, scheme
-        if h < h_min and SCHEMES[scheme].complex_step:
-            message = (
-                f"at step {step} gradient.h={h:g} is too small for the complex step "
-                f"(h·x underflows): use h >= {advised_h(h_min)!r}"
-            )
-        elif h < h_min:
-            verb = "no longer resolves" if step else "does not resolve"
-            message = (
-                f"at step {step} gradient.h={h:g} {verb} W (max|W| = {weight_max:.2g}): "
-                f"use h >= {advised_h(h_min)!r}"
-            )
+        if h < h_min:  # the scheme says which limit h is under
+            limit = SCHEMES[scheme].below_limit(step, weight_max)
+            message = f"at step {step} gradient.h={h:g} {limit}: use h >= {advised_h(h_min)!r}"
         else:
             message = (
                 f"at step {step} every difference quotient with gradient.h={h:g} is exactly 0 "

@@ -58,6 +58,21 @@ class Scheme:
             return smallest_unflowing_h(x, working_dtype(W))
         return smallest_resolving_h(W)
 
+    def below_limit(self, step: int, weight_max: float) -> str:
+        """What an h below this scheme's limit does at descent step ``step`` (for StepTooSmall).
+
+        Examples
+        --------
+        >>> SCHEMES["central"].below_limit(3, 1048576.0)
+        'no longer resolves W (max|W| = 1e+06)'
+        >>> SCHEMES["complex"].below_limit(0, 0.5)
+        'is too small for the complex step (h·x underflows)'
+        """
+        if self.complex_step:
+            return "is too small for the complex step (h·x underflows)"
+        verb = "no longer resolves" if step else "does not resolve"
+        return f"{verb} W (max|W| = {weight_max:.2g})"
+
     def too_small(self, h: float, W: np.ndarray, x: np.ndarray) -> str | None:
         """Why ``h`` is below this scheme's limit, with the advice; None when it is not.
 
