@@ -424,3 +424,32 @@ def test_one_sided_coefficients_under_raise():
     np.testing.assert_allclose(q + qbar, 1.0, rtol=0, atol=1e-15)
     np.testing.assert_allclose(p - q, p_minus_q, rtol=0, atol=1e-15)
     assert p.min() == 0.0  # some class did underflow
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype", "message"),
+    [
+        ("central", np.float64, "does not resolve W in float64 (max|W| = 3: some w ± h == w); "
+                                "use h >= 2.3e-16"),
+        ("forward", np.float32, "does not resolve W in float32 (max|W| = 3: some w ± h == w); "
+                                "use h >= 1.2e-07"),
+        ("complex", np.float64, "h·x underflows in float64 (min|x| = 0.001: digits lost); "
+                                "use h >= 2.3e-305"),
+        ("complex", np.float32, "h·x underflows in float32 (min|x| = 0.001: digits lost); "
+                                "use h >= 1.2e-35"),
+    ],
+)  # fmt: skip
+def test_the_refusal_names_the_dtype_the_limit_and_the_advice(name, dtype, message):
+    W = np.array([[0.5, -3.0]], dtype=dtype)
+    x = np.array([[0.6, 0.0], [-2.0, 1e-3]])
+    assert SCHEMES[name].too_small(1e-320, W, x) == message
+    advised = float(message.rsplit(" ", 1)[1])
+    assert SCHEMES[name].too_small(advised, W, x) is None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_degenerate_shapes_keep_ws_dtype(name):
+    for shape, batch in (((3, 1), 4), ((0, 3), 4), ((3, 3), 0)):
+        W = np.ones(shape, dtype=np.float32)
+        grad = SCHEMES[name].vectorized(W, np.ones((batch, shape[0])), np.zeros(batch, int), 1e-3)
+        assert grad.dtype == np.float32 and grad.shape == shape and not grad.any()

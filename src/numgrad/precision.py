@@ -71,7 +71,7 @@ def advised_h(h_min: float) -> float:
     True
     """
     exact = Decimal(h_min)  # the float's exact value
-    unit = Decimal(1).scaleb(exact.adjusted() - 1)  # the second significant digit
+    unit = Decimal(f"1e{exact.adjusted() - 1}")  # the second significant digit
     # The two-digit decimals either side of h_min: the lower one is enough when it reads
     # back as h_min itself (3.1e-9 is the float 3.1000000000000001e-9); the upper one
     # always is, since reading a decimal >= h_min back rounds to a float >= h_min.
@@ -137,10 +137,8 @@ def smallest_unflowing_h(x: np.ndarray, dtype: np.dtype) -> float:
     if nonzero.size == 0:
         return float(np.finfo(dtype).smallest_subnormal)
     least, tiny = nonzero.min(), dtype.type(np.finfo(dtype).tiny)
-    h = dtype.type(float(tiny) / float(least))  # within an ulp or two of the bound
-    up, down = dtype.type(np.inf), dtype.type(0)
-    while h * least < tiny:
-        h = np.nextafter(h, up)
-    while np.nextafter(h, down) * least >= tiny:
-        h = np.nextafter(h, down)
-    return float(h)
+    # tiny / least, rounded, is within an ulp or two of the bound: look at its neighbours.
+    near = [dtype.type(float(tiny) / float(least))]
+    for _ in range(3):
+        near = [np.nextafter(near[0], dtype.type(0)), *near, np.nextafter(near[-1], dtype.type(1))]
+    return float(min(h for h in near if h * least >= tiny))
