@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,30 @@ def test_the_command_refuses_in_one_line(workdir, override, message):
     proc = workdir.run(override, "tracking.enabled=false", check=False)
     assert (proc.returncode, proc.stderr) == (2, f"numgrad: error: {message}\n")
     assert not (workdir.path / "run").exists()
+
+
+@pytest.mark.parametrize("scheme", ["central", "forward", "central4", "complex"])
+def test_every_scheme_composes_and_auto_h_passes(scheme):
+    cfg = compose_cfg(f"gradient.scheme={scheme}", "gradient.h=auto")
+    validate(cfg)
+    assert cfg.gradient.scheme.value == scheme and cfg.gradient.h == "auto"
+    assert compose_cfg().gradient.scheme.value == "central"  # the book's, by default
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("gradient.scheme=backward")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("gradient.h=abc", "invalid gradient.h='abc': must be a positive number or auto"),
+        ("gradient.h=[1e-3]", "invalid gradient.h=[0.001]: must be a positive number or auto"),
+        ("gradient.h=true", "invalid gradient.h=True: must be a positive number or auto"),
+        ("gradient.h=nan", "invalid gradient.h=nan: must be a finite number"),
+        ("gradient.h=0", "invalid gradient.h=0.0: must be > 0"),
+    ],
+)
+def test_h_is_a_positive_number_or_auto(override, message):
+    cfg = compose_cfg(override)
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        validate(cfg)
+    validate(compose_cfg("gradient.h=1"))  # an int is a number

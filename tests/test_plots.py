@@ -126,3 +126,46 @@ def test_a_redrawn_figure_is_the_same_png_as_a_new_one(tmp_path, steps, shape):
     )
     for a, b in zip(redrawn, fresh, strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def _study_rows():
+    """A scheme-by-h study as the summary holds it; complex errs exactly 0 at one h."""
+    errors = {
+        "forward": {"1e-2": 3e-3, "1e-5": 3e-6, "1e-8": 6e-9, "1e-11": 7e-6},
+        "central": {"1e-2": 1e-5, "1e-5": 7e-12, "1e-8": 1e-8, "1e-11": 7e-6},
+        "complex": {"1e-2": 1e-5, "1e-5": 1e-11, "1e-8": 1.1e-16, "1e-11": 0.0},
+    }
+    return [
+        {"params": {"gradient.scheme": s, "gradient.h": h}, "status": "FINISHED",
+         "final_loss": 0.6, "grad_rel_error": e}
+        for s, by_h in errors.items() for h, e in by_h.items()
+    ]  # fmt: skip
+
+
+def test_error_against_h_draws_one_line_per_scheme(tmp_path):
+    rows = _study_rows()
+    fig = sweep_plots.metric_vs_parameter(rows, "gradient.h", "grad_rel_error")
+    ax = fig.axes[0]
+    labels = sorted(line.get_label() for line in ax.get_lines())
+    assert labels == ["scheme=central", "scheme=complex", "scheme=forward"]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")  # an exact 0 does not undo it
+    assert "1 exact zeros not shown" in ax.get_title()
+    forward = next(line for line in ax.get_lines() if line.get_label() == "scheme=forward")
+    assert list(forward.get_xdata()) == [1e-11, 1e-8, 1e-5, 1e-2]
+    # and with dtype swept too: one line per scheme and dtype
+    both = [{**r, "params": {**r["params"], "gradient.dtype": d}} for r in rows
+            for d in ("float32", "float64")]  # fmt: skip
+    lines = sweep_plots.metric_vs_parameter(both, "gradient.h", "grad_rel_error").axes[0]
+    assert len(lines.get_lines()) == 6
+    assert "dtype=float32, scheme=forward" in [line.get_label() for line in lines.get_lines()]
+
+
+def test_best_steps_name_the_least_error_of_each_scheme():
+    assert sweep_plots.best_steps(_study_rows()) == (
+        "Least gradient error per line: scheme=central: h=1e-05 (rel. error 7e-12); "
+        "scheme=complex: h=1e-11 (rel. error 0); scheme=forward: h=1e-08 (rel. error 6e-09)."
+    )
+    no_check = [{**r, "grad_rel_error": None} for r in _study_rows()]
+    assert sweep_plots.best_steps(no_check) == ""
+    one_h = [r for r in _study_rows() if r["params"]["gradient.h"] == "1e-5"]
+    assert sweep_plots.best_steps(one_h) == ""  # h not swept: no study of h

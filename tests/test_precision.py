@@ -4,11 +4,23 @@ References: the same engine in float64, the float64 analytic gradient, and the
 central difference's textbook error model (truncation ~h^2, rounding ~eps/h).
 """
 
+import re
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from numgrad.gradient import ENGINES, analytic_gradient, loop_gradient, relative_error
-from numgrad.precision import best_step, smallest_resolving_h, working_dtype
+from numgrad.precision import (
+    advised_h,
+    best_step,
+    smallest_resolving_h,
+    smallest_unflowing_h,
+    working_dtype,
+)
+from numgrad.schemes import SCHEMES
 from tests.reference import random_case
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -149,3 +161,68 @@ def test_smallest_resolving_h_edges():
     assert h == pytest.approx(2.27e-13, rel=1e-2)
     np.testing.assert_array_equal(loop_gradient(W, x, labels, 0.9 * h)[1], 0.0)
     assert np.all(loop_gradient(W, x, labels, h)[1] != 0.0)
+
+
+# -- the advised step: one function, rounded up, enough as printed -------------------------
+
+
+@pytest.mark.parametrize(
+    ("h_min", "printed"),
+    [
+        (2.0**-54, "5.6e-17"),  # max|W| in [0.5, 1): the book's W
+        (2.0**-53 * (1 + 2**-52), "1.2e-16"),
+        (3.1e-9, "3.1e-09"),  # the float 3.1e-9 reads back as itself: no need to go up
+        (float(np.float32(2.0**-25)), "3e-08"),  # float32, max|W| in [0.5, 1)
+        (5e-324, "5e-324"),
+        (float(np.float32(1e-45)), "1.5e-45"),
+        (1.0, "1.0"),
+        (12345.0, "13000.0"),
+    ],
+)
+def test_advised_h_is_rounded_up_to_two_digits(h_min, printed):
+    assert repr(advised_h(h_min)) == printed and float(printed) >= h_min
+
+
+# Below the top binade: at the largest float, w + h can only round to w or to inf.
+finite64 = st.floats(-(2.0**1000), 2.0**1000, allow_nan=False, width=64)
+finite32 = st.floats(-(2.0**126), 2.0**126, allow_nan=False, width=32)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    dtype=st.sampled_from([F32, F64]),
+    data=st.data(),
+    scheme=st.sampled_from(sorted(SCHEMES)),
+)
+def test_the_advised_h_as_printed_is_accepted(dtype, data, scheme):
+    # For any W and x, in either dtype and for every scheme: the h the refusal advises,
+    # read back from its printed text, passes the same refusal.
+    elements = finite32 if dtype == F32 else finite64
+    W = data.draw(arrays(dtype, st.tuples(st.integers(1, 3), st.integers(2, 3)), elements=elements))
+    x = data.draw(
+        arrays(dtype, st.tuples(st.integers(1, 3), st.just(W.shape[0])), elements=elements)
+    )
+    rule = SCHEMES[scheme]
+    message = rule.too_small(0.0, W, x)
+    assert message is not None
+    printed = re.fullmatch(r".*; use h >= (\S+)", message).group(1)
+    assert rule.too_small(float(printed), W, x) is None
+    if not rule.complex_step:  # and the loop's w +- h moves every weight, as it computes
+        h = float(printed)
+        assert np.all(W + h != W) and np.all(W - h != W)
+    else:  # h x is a normal float for every x != 0
+        with np.errstate(over="ignore"):  # x over 70 decades: the largest h x may overflow
+            hx = np.abs(dtype.type(float(printed)) * x[x != 0])
+        assert np.all(hx >= np.finfo(dtype).tiny)
+
+
+def test_smallest_unflowing_h_is_the_smallest():
+    for dtype in (F32, F64):
+        x = np.array([[0.6, -0.9], [0.0, 3e-5]], dtype=dtype)
+        h = smallest_unflowing_h(x, dtype)
+        tiny = np.finfo(dtype).tiny
+        assert dtype.type(h) == h and np.all(np.abs(dtype.type(h) * x[x != 0]) >= tiny)
+        below = np.nextafter(dtype.type(h), dtype.type(0))
+        assert np.any(np.abs(below * x[x != 0]) < tiny)
+    assert smallest_unflowing_h(np.zeros((2, 2)), F64) == 5e-324
+    assert smallest_unflowing_h(np.array([[np.inf]]), F64) == np.inf

@@ -171,3 +171,62 @@ def test_the_advised_step_is_rounded_up(h_min, advised):
     # The message's "use h >= ..." must be enough as printed: never rounded down below h_min.
     error = StepTooSmall(4, 1e-20, 2.0, h_min, 0.5, 6.06e-6)
     assert str(error).endswith(f"use h >= {advised}") and float(advised) >= h_min
+
+
+# -- per scheme: the complex step's own limit and advice ------------------------------------
+
+
+def test_the_complex_step_is_judged_by_its_own_limit():
+    from numgrad.schemes import SCHEMES
+
+    complex_step = SCHEMES["complex"]
+    # W +- 1e-20 == W for the real steps, but the complex step never adds h to W's real
+    # part: 1e-20 gives the gradient, no StepTooSmall.
+    (record,) = Descent(BOOK_W.copy(), X, LABELS, complex_step.vectorized, h=1e-20, lr=0.1,
+                        steps=0, check=True, scheme=complex_step)  # fmt: skip
+    assert record.grad_rel_error <= 1e-14
+    # Far below its limit h x underflows to 0: every quotient 0, and the message says why.
+    x = X * 1e-10
+    h_min = complex_step.h_min(BOOK_W, x)
+    assert h_min == pytest.approx(2.0**-1022 / 0.6e-10, rel=1e-15)
+    d = Descent(BOOK_W.copy(), x, LABELS, complex_step.loop, h=1e-320, lr=0.1, steps=3,
+                scheme=complex_step)  # fmt: skip
+    message = (
+        f"at step 0 gradient.h={1e-320:g} is too small for the complex step (h·x underflows): "
+        "use h >= 3.8e-298"
+    )
+    with pytest.raises(StepTooSmall, match=f"^{re.escape(message)}$") as info:
+        list(d)
+    assert info.value.scheme == "complex" and info.value.h_min == h_min
+    assert info.value.best_h == np.finfo(np.float64).eps  # the complex step's textbook h
+    import pickle
+
+    again = pickle.loads(pickle.dumps(info.value))
+    assert str(again) == message and again.scheme == "complex"
+    # At the limit itself h x is normal: zeros there are the loss's, not the step's.
+    at_limit = StepTooSmall(0, h_min, 1.0, h_min, 0.5, 2.2e-16, "complex")
+    assert str(at_limit).startswith("at step 0 every difference quotient with gradient.h=")
+
+
+@pytest.mark.parametrize("name", ["forward", "central4", "complex"])
+@pytest.mark.parametrize("method", NUMERICAL)
+def test_the_check_works_with_every_scheme(name, method):
+    from numgrad.schemes import SCHEMES, engine_for
+
+    scheme = SCHEMES[name]
+    W = BOOK_W.copy()
+    h = scheme.auto_h(W, X)
+    records = list(Descent(W, X, LABELS, engine_for(method, name), h=h, lr=0.5, steps=3,
+                           check=True, scheme=scheme))  # fmt: skip
+    assert len(records) == 4
+    bound = {"forward": 1e-6, "central4": 1e-10, "complex": 1e-14}[name]
+    assert all(r.grad_rel_error <= bound for r in records)
+    # the forward difference's best h is not central's
+    # W = 0 moves by any h, but the loss does not resolve 1e-18: the advice is the scheme's.
+    too_small = Descent(np.zeros((2, 3)), X, LABELS, engine_for(method, name), h=1e-18, lr=0.1,
+                        steps=1, scheme=scheme)  # fmt: skip
+    if name == "complex":
+        assert next(iter(too_small)).grad_norm > 0  # no cancellation: 1e-18 is fine
+    elif method == "vectorized":  # (the loops' rounding noise leaves some quotients non-zero)
+        with pytest.raises(StepTooSmall, match=rf"near {scheme.textbook_h(np.float64):.1g} "):
+            list(too_small)

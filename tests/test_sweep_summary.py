@@ -112,6 +112,29 @@ def test_the_parent_description_names_the_best_child(tmp_path):
     assert ": 3 jobs, 2 finished, 1 did not finish. Best: lr=1 (final loss 0.25)." in text
 
 
+def test_a_study_of_h_names_the_best_h_of_each_scheme(tmp_path):
+    rows = [row(i, "FINISHED", 0.6, f"job{i}") for i in range(4)]
+    for r, (scheme, h, error) in zip(
+        rows,
+        [
+            ("forward", "1e-5", 3e-6),
+            ("forward", "1e-8", 6e-9),
+            ("complex", "1e-5", 1e-11),
+            ("complex", "1e-8", 1e-16),
+        ],
+        strict=True,
+    ):
+        r.update(scheme=scheme, grad_rel_error=error)
+        r["params"] = {"gradient.scheme": scheme, "gradient.h": h}
+    text = description(SweepOutcome("FINISHED", rows), tmp_path)
+    assert (
+        "Least gradient error per line: scheme=complex: h=1e-08 (rel. error 1e-16); "
+        "scheme=forward: h=1e-08 (rel. error 6e-09). One row per job" in text
+    )
+    back = read_summary(write_summary(rows, tmp_path / "s.csv"))
+    assert [b["scheme"] for b in back] == ["forward", "forward", "complex", "complex"]
+
+
 def test_job_status_files_are_written_whole(tmp_path):
     from numgrad.sweep.jobs import JOB_STATUS_FILE, read_job_status
 

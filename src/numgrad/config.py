@@ -37,6 +37,19 @@ class Method(Enum):
     analytic = "analytic"
 
 
+class SchemeName(Enum):
+    """The finite difference (numgrad.schemes.SCHEMES), each with a loop and a vectorized engine."""
+
+    central = "central"
+    forward = "forward"
+    central4 = "central4"
+    complex = "complex"
+
+
+#: ``gradient.h=auto``: the scheme's textbook step for the dtype, scaled to W.
+AUTO_H = "auto"
+
+
 class DType(Enum):
     """The float precision of the whole descent: W, x, every engine, the loss."""
 
@@ -57,7 +70,10 @@ class NetConfig:
 @dataclass
 class GradientConfig:
     method: Method = Method.vectorized
-    h: float = 1e-4
+    scheme: SchemeName = SchemeName.central
+    # A positive number, or "auto" (the scheme's textbook h; the run logs the h it used).
+    # Any, since OmegaConf 2.3 has no float-or-string type: validate() checks it.
+    h: Any = 1e-4
     check: bool = False
     # The float precision of the descent (W, x, engines, loss); data sources stay float64.
     dtype: DType = DType.float64
@@ -133,6 +149,15 @@ def check_run_id(name: str, value: Any) -> None:
         raise ConfigError(name, value, "not an MLflow run id (32 hex digits)")
 
 
+def _check_h(h: Any) -> None:
+    """``gradient.h``: ``auto`` or a finite positive number (an int is one; a bool is not)."""
+    if h == AUTO_H:
+        return
+    if isinstance(h, bool) or not isinstance(h, int | float):
+        raise ConfigError("gradient.h", h, f"must be a positive number or {AUTO_H}")
+    _finite_positive("gradient.h", float(h))
+
+
 def validate(cfg: Any) -> None:
     """Check what the schema's types cannot: ranges, finiteness, shapes.
 
@@ -174,7 +199,7 @@ def validate(cfg: Any) -> None:
     if cfg.rerun_of is not None:
         check_run_id("rerun_of", cfg.rerun_of)
     _finite_positive("net.scale", cfg.net.scale, allow_zero=True)
-    _finite_positive("gradient.h", cfg.gradient.h)
+    _check_h(cfg.gradient.h)
     _finite_positive("optimizer.lr", cfg.optimizer.lr)
     _finite_positive("optimizer.tol", cfg.optimizer.tol, allow_zero=True)
     if cfg.optimizer.steps < 0:

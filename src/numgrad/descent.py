@@ -20,7 +20,8 @@ from numgrad.gradient import (
     loss_from_labels,
     relative_error,
 )
-from numgrad.precision import best_step, smallest_resolving_h, working_dtype
+from numgrad.precision import advised_h, working_dtype
+from numgrad.schemes import SCHEMES, Scheme
 
 Engine = Callable[[np.ndarray, np.ndarray, np.ndarray, float], np.ndarray]
 
@@ -68,24 +69,38 @@ class StepTooSmall(ArithmeticError):
     """The step ``h`` hides the gradient: difference quotients are exactly 0 where it is not.
 
     Attributes: ``step`` (the descent step), ``h``, ``weight_max`` (``max|W|`` there),
-    ``h_min`` (:func:`numgrad.precision.smallest_resolving_h` of ``W``), ``hidden``
-    (the largest analytic gradient among the zeros) and ``best_h`` (``eps^(1/3)`` of
-    W's dtype). If ``h < h_min``, ``W`` has outgrown ``h``: some ``w +- h == w``. Else
-    the loss itself does not change by a representable amount over ``2 h``.
-    The message is one line and names the config field, ``gradient.h``.
+    ``h_min`` (the scheme's :meth:`~numgrad.schemes.Scheme.h_min` at ``W``), ``hidden``
+    (the largest analytic gradient among the zeros), ``best_h`` (the scheme's textbook
+    h in W's dtype) and ``scheme``. If ``h < h_min``, ``W`` has outgrown ``h`` (some
+    ``w +- h == w``), or, for the complex step, ``h x`` underflows. Else the loss itself
+    does not change by a representable amount over the step.
+    The message is one line and names the config field, ``gradient.h``; its advice
+    comes from :func:`numgrad.precision.advised_h`, enough as printed.
+
+    Examples
+    --------
+    >>> str(StepTooSmall(0, 1e-320, 0.9, 3.7e-308, 0.4, 2.2e-16, "complex"))[-48:]
+    'complex step (h·x underflows): use h >= 3.7e-308'
+    >>> at_limit = StepTooSmall(0, 3.7e-308, 0.9, 3.7e-308, 0.4, 2.2e-16, "complex")
+    >>> str(at_limit)[:35]  # not below the limit: the loss, not h x, is the trouble
+    'at step 0 every difference quotient'
     """
 
     def __init__(
-        self, step: int, h: float, weight_max: float, h_min: float, hidden: float, best_h: float
+        self,
+        step: int,
+        h: float,
+        weight_max: float,
+        h_min: float,
+        hidden: float,
+        best_h: float,
+        scheme: str = "central",
     ) -> None:
         self.step, self.h, self.weight_max = step, h, weight_max
-        self.h_min, self.hidden, self.best_h = h_min, hidden, best_h
-        if h < h_min:
-            verb = "no longer resolves" if step else "does not resolve"
-            message = (
-                f"at step {step} gradient.h={h:g} {verb} W (max|W| = {weight_max:.2g}): "
-                f"use h >= {_round_up(h_min)}"
-            )
+        self.h_min, self.hidden, self.best_h, self.scheme = h_min, hidden, best_h, scheme
+        if h < h_min:  # the scheme says which limit h is under
+            limit = SCHEMES[scheme].below_limit(step, weight_max)
+            message = f"at step {step} gradient.h={h:g} {limit}: use h >= {advised_h(h_min)!r}"
         else:
             message = (
                 f"at step {step} every difference quotient with gradient.h={h:g} is exactly 0 "
@@ -94,9 +109,9 @@ class StepTooSmall(ArithmeticError):
             )
         super().__init__(message)
 
-    def __reduce__(self) -> tuple[type, tuple[int, float, float, float, float, float]]:
+    def __reduce__(self) -> tuple[type, tuple[int, float, float, float, float, float, str]]:
         args = self.step, self.h, self.weight_max, self.h_min, self.hidden, self.best_h
-        return type(self), args  # survives pickling
+        return type(self), (*args, self.scheme)  # survives pickling
 
 
 class Descent:
@@ -110,8 +125,9 @@ class Descent:
     samples drawn from ``rng`` for it (:meth:`_batch`); else of all samples.
 
     Exact zeros in a numerical gradient are checked, not trusted. When some entries
-    are exactly 0 and either all are or ``h`` no longer resolves ``W``
-    (``h < smallest_resolving_h(W)``), the analytic gradient is computed (in float64;
+    are exactly 0 and either all are or ``h`` is below the scheme's limit
+    (``h < scheme.h_min(W, x)``: ``W`` no longer resolves ``h``, or ``h x`` underflows),
+    the analytic gradient is computed (in float64;
     the only extra pass, and only then). If, at those entries, it would have moved a
     weight (``w - lr * g != w``), or if all entries are 0 and its norm reaches
     ``tol > 0``, the zeros are an artefact of ``h`` and :class:`StepTooSmall` is
@@ -125,7 +141,9 @@ class Descent:
     gradient evaluated there. Everything runs in ``W``'s dtype (float32 or float64,
     ``x`` is cast to it), except the check (``check=True``): its analytic reference
     is computed in float64 from ``W`` and ``x`` cast up, so that float32's rounding
-    is measured, not shared by the reference.
+    is measured, not shared by the reference. ``scheme`` (a row of
+    :data:`numgrad.schemes.SCHEMES`, central by default) is the engine's: its limit on
+    h and its textbook h judge the zeros.
 
     Examples
     --------
@@ -152,9 +170,10 @@ class Descent:
         check: bool = False,
         batch_size: int | None = None,
         rng: np.random.Generator | None = None,
+        scheme: Scheme = SCHEMES["central"],
     ) -> None:
         self.W, self.x, self.labels = W, np.asarray(x, dtype=working_dtype(W)), labels
-        self.engine, self.h, self.lr = engine, h, lr
+        self.engine, self.h, self.lr, self.scheme = engine, h, lr, scheme
         self.steps, self.tol, self.check = steps, tol, check
         self.batch_size, self.rng = batch_size, rng
         self.stop_reason: str | None = None
@@ -240,7 +259,7 @@ class Descent:
         zero = grad == 0
         if not zero.any():
             return
-        h_min = smallest_resolving_h(self.W)
+        h_min = self.scheme.h_min(self.W, self.x)
         if not (zero.all() or self.h < h_min):
             return
         if reference is None:
@@ -252,14 +271,10 @@ class Descent:
         if moved.any() or false_stop:
             hidden_max = float(np.abs(reference[zero]).max())
             weight_max = float(np.abs(self.W).max())
-            best_h = best_step(self.W.dtype)
-            raise StepTooSmall(step, self.h, weight_max, h_min, hidden_max, best_h)
-
-
-def _round_up(value: float) -> str:
-    """``value`` rounded up to two significant digits: a bound that can be used as printed."""
-    unit = 10.0 ** (math.floor(math.log10(value)) - 1)
-    return f"{math.ceil(value / unit) * unit:.2g}"
+            best_h = self.scheme.textbook_h(self.W.dtype)
+            raise StepTooSmall(
+                step, self.h, weight_max, h_min, hidden_max, best_h, self.scheme.name
+            )
 
 
 def _norm(a: np.ndarray) -> float:

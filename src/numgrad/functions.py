@@ -1,7 +1,9 @@
 """Softmax and cross-entropy error, as defined in the book's ``common/functions.py``.
 
 These are the seed's definitions, kept numerically identical (the ``+ 1e-7``
-inside the log included) so that the book's printed numbers reproduce.
+inside the log included) so that the book's printed numbers reproduce. Both also take
+complex input, for the complex-step derivative ``Im L(W + i h) / h``: the formulas are
+analytic, so the same code differentiates itself.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ def softmax(x: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     x : array_like, shape (n_classes,) or (batch, n_classes)
-        Logits.
+        Logits, real or complex.
 
     Returns
     -------
@@ -41,16 +43,19 @@ def softmax(x: np.ndarray) -> np.ndarray:
     >>> softmax(np.array([[1e4, -1e4], [0.0, 0.0]]))
     array([[1. , 0. ],
            [0.5, 0.5]])
+    >>> softmax(np.array([0.0, 1e-20j])).imag  # d/dz: y (onehot - y) times 1e-20
+    array([-2.5e-21,  2.5e-21])
     """
     x = np.asarray(x)
     # Shift by the row max: the largest exponent becomes exp(0) = 1, so no overflow.
-    shifted = x - np.max(x, axis=-1, keepdims=True)
+    # (x.real is x itself for real input: the same operation, bit for bit.)
+    shifted = x - np.max(x.real, axis=-1, keepdims=True)
     with np.errstate(under="ignore"):  # exp(-huge) -> 0 is the right answer here
         e = np.exp(shifted)
         return e / np.sum(e, axis=-1, keepdims=True)
 
 
-def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
+def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float | complex:
     """Mean cross-entropy error of a batch, the book's definition exactly.
 
     ``-sum(log(y[b, t_b] + 1e-7)) / batch``.
@@ -58,7 +63,7 @@ def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
     Parameters
     ----------
     y : array_like, shape (n_classes,) or (batch, n_classes)
-        Predicted probabilities (e.g. the output of :func:`softmax`).
+        Predicted probabilities (e.g. the output of :func:`softmax`), real or complex.
         A 1-D ``y`` is one sample, treated as a batch of one as in the book.
     t : array_like
         Targets: one-hot rows of the same shape as ``y``, or integer class
@@ -66,8 +71,9 @@ def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
 
     Returns
     -------
-    float
-        The loss averaged over the batch.
+    float or complex
+        The loss averaged over the batch; complex for complex ``y`` (its imaginary
+        part is what the complex step needs: a cast to float would drop it).
 
     Notes
     -----
@@ -84,6 +90,8 @@ def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
     0.510825
     >>> round(cross_entropy_error(y, 2), 6)  # the same target as a label
     0.510825
+    >>> f"{cross_entropy_error(np.array([0.5 + 1e-20j, 0.5 - 1e-20j]), 0).imag:.6g}"
+    '-2e-20'
     """
     y = np.asarray(y)
     t = np.asarray(t)
@@ -94,4 +102,8 @@ def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
         t = t.argmax(axis=1)
     batch_size = y.shape[0]
     # The 1e-7 keeps log finite when the true class has probability 0 (see CEE_DELTA).
-    return float(-np.sum(np.log(y[np.arange(batch_size), t] + CEE_DELTA)) / batch_size)
+    # (Complex y only: the log's imaginary part, an angle, may underflow to 0 when the
+    # complex step's h is tiny; that is its right value, as softmax's exp underflow is.)
+    with np.errstate(under="ignore"):
+        loss = -np.sum(np.log(y[np.arange(batch_size), t] + CEE_DELTA)) / batch_size
+    return complex(loss) if np.iscomplexobj(loss) else float(loss)

@@ -11,6 +11,9 @@ Three engines with one signature ``engine(W, x, labels, h) -> dW`` (see :data:`E
 ``analytic``
     The closed form of the same loss, the reference the other two approximate.
 
+These are the book's central differences; the other schemes (forward, fourth-order,
+complex step), each with a loop and a vectorized engine, are in :mod:`numgrad.schemes`.
+
 The loss is the book's: ``mean_b -log(softmax(x_b @ W)[label_b] + 1e-7)``.
 
 The functions here take *prepared* inputs and do not validate them (they are the hot

@@ -17,14 +17,13 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from numgrad import data as sources
-from numgrad.config import ConfigError, Init, Method, validate
+from numgrad.config import AUTO_H, ConfigError, Init, Method, validate
 from numgrad.data import load_data
 from numgrad.descent import Descent
 from numgrad.evaluation import Evaluation
-from numgrad.gradient import ENGINES
 from numgrad.memory import check_memory
 from numgrad.net import InputError, SimpleNet
-from numgrad.precision import smallest_resolving_h
+from numgrad.schemes import SCHEMES, engine_for
 from numgrad.tracking.dataset import EVALUATION
 from numgrad.tracking.sink import open_sink
 from numgrad.tracking.uri import TrackingError, resolve_uri
@@ -49,6 +48,7 @@ class RunOutcome:
     synced: bool
     offline: bool = False  # tracking.offline=true: not synced, by choice
     local_note: str = ""
+    scheme: str = "central"  # gradient.scheme: a column of a sweep's summary
 
 
 def execute(
@@ -79,19 +79,22 @@ def execute(
         raise data_error(cfg, shape, exc) from None
     # After W0, so that W0 is that of the same run without a held-out part.
     train, test = sources.split(x2d, labels, cfg.data.test_fraction, rng)
-    check_step(cfg.gradient, net.W)
+    h = step_size(cfg.gradient, net.W, x2d)
     batch = check_batch(cfg.optimizer.batch_size, len(train[1]))
     # Logged beside the curve: the held-out part; with mini-batches, the whole training set.
     sets = {"test": test, "train": train if batch else None}
     evaluation = Evaluation({k: v for k, v in sets.items() if v is not None}, net.W)
     descent = Descent(
-        net.W, *train, ENGINES[cfg.gradient.method.value],
-        h=cfg.gradient.h, lr=cfg.optimizer.lr, steps=cfg.optimizer.steps,
+        net.W, *train, engine_for(cfg.gradient.method.value, cfg.gradient.scheme.value),
+        h=h, lr=cfg.optimizer.lr, steps=cfg.optimizer.steps,
         tol=cfg.optimizer.tol, check=cfg.gradient.check, batch_size=batch, rng=rng,
+        scheme=SCHEMES[cfg.gradient.scheme.value],
     )  # fmt: skip
+    config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+    config["gradient"]["h"] = h  # the h used: gradient.h=auto is logged as the number it chose
     sink = open_sink(
         cfg.tracking,
-        config=OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True),
+        config=config,
         overrides=overrides or [],
         output_dir=output_dir,
         planned_steps=cfg.optimizer.steps,
@@ -115,6 +118,7 @@ def execute(
         run_name=getattr(sink, "run_name", None), synced=sink.synced,
         offline=bool(cfg.tracking.enabled and cfg.tracking.offline),
         local_note="" if sink.synced else sink.recorder.local_note(),
+        scheme=cfg.gradient.scheme.value,
     )  # fmt: skip
 
 
@@ -194,18 +198,23 @@ def check_batch(batch_size: int | None, n_train: int) -> int | None:
     return batch_size
 
 
-def check_step(gradient_cfg: Any, W: np.ndarray) -> None:
-    """Refuse an ``h`` below the float resolution of W: every quotient would be 0 or wrong."""
-    if gradient_cfg.method == Method.analytic:
-        return  # no differences taken
-    h_min = smallest_resolving_h(W)
-    if gradient_cfg.h < h_min:
-        largest = float(np.max(np.abs(W)))
-        raise ConfigError(
-            "gradient.h", gradient_cfg.h,
-            f"does not resolve W in {W.dtype} (max|W| = {largest:.3g}: some w ± h == w); "
-            f"use h >= {h_min:.3g}",
-        )  # fmt: skip
+def step_size(gradient_cfg: Any, W: np.ndarray, x: np.ndarray) -> float:
+    """The step h the run uses: ``gradient.h``, or the scheme's for ``auto``, announced.
+
+    Refuses an ``h`` below the scheme's limit (W's float resolution for the real steps,
+    underflow of ``h x`` for the complex step): every quotient would be 0 or wrong.
+    """
+    scheme = SCHEMES[gradient_cfg.scheme.value]
+    if gradient_cfg.h == AUTO_H:
+        h = scheme.auto_h(W, x)
+        print(f"numgrad: gradient.h=auto: h = {h:.3g} ({scheme.name}, {W.dtype})")
+        return h
+    h = float(gradient_cfg.h)
+    if gradient_cfg.method != Method.analytic:  # the analytic engine takes no differences
+        reason = scheme.too_small(h, W, x)
+        if reason:
+            raise ConfigError("gradient.h", gradient_cfg.h, reason)
+    return h
 
 
 def data_error(cfg: Any, shape: list[int], exc: InputError) -> ConfigError:

@@ -32,28 +32,22 @@ wide steps, ``h max|x| > 1``
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 
+from numgrad.columns import (
+    LIMITS,
+    Ratios,
+    log_sum_of_others,
+    product_group,
+    sum_log_ratios,
+    sum_of_others,
+)
 from numgrad.functions import CEE_DELTA
 from numgrad.precision import working_dtype
 
 # The near-1 form is used while h * max|x| is at most this (see the module docstring).
 _NEAR_ONE_HX_LIMIT = 1.0
-# A ratio lies within e^+-2h|x| and, since y_t + 1e-7 is in [1e-7, 1 + 1e-7], within
-# e^+-_MAX_LOG_RATIO. Per working dtype, products of ratios are kept within e^+-log_range
-# (overflow: e^709, e^88): 256 ratios per product near 1 and 43 for the widest steps in
-# float64, 40 and 4 in float32. A k above `no_effect` leaves r = 1 (r - 1 ~ 1/k << eps).
-_MAX_LOG_RATIO = 16.2
-_MAX_PRODUCT_ROWS = 256
-_LIMITS = {  # dtype: (log_range, no_effect)
-    np.dtype(np.float64): (700.0, 1e300),
-    np.dtype(np.float32): (80.0, 1e30),
-}
-# Elements per (samples x classes x inputs) work block: 1 MiB each, three of them;
-# measured fastest on 784x10 (smaller blocks pay per-call overhead, larger ones cache misses).
-_CHUNK_ELEMENTS = 1 << 17
 
 
 def vectorized_gradient(
@@ -81,23 +75,20 @@ def vectorized_gradient(
     """
     dtype = working_dtype(W)
     W, x = np.asarray(W, dtype=dtype), np.asarray(x, dtype=dtype)
-    log_range, no_effect = _LIMITS[dtype]
+    log_range, no_effect = LIMITS[dtype]
     batch, n_inputs = x.shape
     n_classes = W.shape[1]
     if batch == 0 or n_inputs == 0 or n_classes < 2:  # nothing for a weight to change
         return np.zeros(W.shape, dtype=dtype)
     hx_max = h * max(float(np.max(x)), -float(np.min(x)))  # h max|x|, without a temporary
-    widest = min(2 * hx_max, _MAX_LOG_RATIO)  # bound on |log r|
-    group = _MAX_PRODUCT_ROWS
-    if widest > 0:
-        group = min(group, int(log_range / widest))
+    group = product_group(hx_max, log_range)  # |log r| <= 2 h max|x|
     with np.errstate(under="ignore"):  # underflow only drops terms below the smallest normal
         if hx_max <= _NEAR_ONE_HX_LIMIT:
             k, c = _ratio_coefficients(W, x, labels, no_effect)
             ratios = _near_one_ratios(k, c, x, h)
         else:
             ratios = _wide_ratios(*_wide_coefficients(W, x, labels), x, h, log_range)
-        log_ratios = _sum_log_ratios(ratios, x, n_classes, group)
+        log_ratios = sum_log_ratios(ratios, x, n_classes, group)
     return np.ascontiguousarray(log_ratios.T / (2 * h * batch))
 
 
@@ -118,7 +109,7 @@ def _ratio_coefficients(
     """
     z = x @ W
     e = np.exp(z - np.max(z, axis=1, keepdims=True))  # max shift: the largest e is 1
-    others = _sum_of_others(e)
+    others = sum_of_others(e)
     rows = np.arange(len(labels))
     e_t = e[rows, labels][:, None]
     d = CEE_DELTA
@@ -154,14 +145,7 @@ def _wide_coefficients(
     z = x @ W
     w = z - np.max(z, axis=1, keepdims=True)
     rows = np.arange(len(labels))
-    top = np.argmax(w, axis=1)
-    with np.errstate(divide="ignore"):  # only the top class's sum may underflow to 0 ...
-        log_a = np.log(_sum_of_others(np.exp(w)))
-    rest = w.copy()
-    rest[rows, top] = -np.inf
-    second = np.max(rest, axis=1)
-    # ... so sum the others of the top class relative to the second largest logit.
-    log_a[rows, top] = second + np.log(np.sum(np.exp(rest - second[:, None]), axis=1))
+    log_a = log_sum_of_others(w)
     log_rho = w - log_a
     d = CEE_DELTA
     with np.errstate(over="ignore"):  # j == t may overflow; replaced below
@@ -173,19 +157,6 @@ def _wide_coefficients(
     up, down = np.log(alpha) + log_rho, np.log(beta) - log_rho
     log_k = np.maximum(up, down) + np.log1p(np.exp(-np.abs(up - down)))
     return alpha, beta, log_k
-
-
-def _sum_of_others(e: np.ndarray) -> np.ndarray:
-    """``out[b, j] = sum_{m != j} e[b, m]`` as prefix + suffix sums, no subtraction."""
-    before = np.zeros_like(e)
-    after = np.zeros_like(e)
-    np.cumsum(e[:, :-1], axis=1, out=before[:, 1:])
-    after[:, :-1] = np.cumsum(e[:, :0:-1], axis=1)[:, ::-1]
-    return before + after
-
-
-# A block of ratios: (b0, b1, i0, i1, three work buffers) -> r for those samples and inputs.
-Ratios = Callable[[int, int, int, int, np.ndarray], np.ndarray]
 
 
 def _near_one_ratios(k: np.ndarray, c: np.ndarray, x: np.ndarray, h: float) -> Ratios:
@@ -234,28 +205,3 @@ def _wide_ratios(
         return num
 
     return ratios
-
-
-def _sum_log_ratios(ratios: Ratios, x: np.ndarray, n_classes: int, group: int) -> np.ndarray:
-    """``out[j, i] = sum_b log r_b(i, j)``, one ``log`` per weight and group of samples."""
-    batch, n_inputs = x.shape
-    # Blocks of (rows, classes, cols) small enough to stay in cache, whole rows of
-    # inputs when they fit so that numpy's inner loops are long. One preallocated
-    # buffer, and no temporary of size batch x inputs: fresh large allocations cost
-    # page faults that, measured, took longer than the arithmetic.
-    cols = min(n_inputs, max(1, _CHUNK_ELEMENTS // n_classes))
-    rows = max(1, min(batch, _CHUNK_ELEMENTS // (n_classes * cols)))
-    buffer = np.empty((3, rows, n_classes, cols), dtype=x.dtype)
-    out = np.zeros((n_classes, n_inputs), dtype=x.dtype)
-    for g0 in range(0, batch, group):
-        g1 = min(g0 + group, batch)
-        for i0 in range(0, n_inputs, cols):
-            i1 = min(i0 + cols, n_inputs)
-            product = np.ones_like(out[:, i0:i1])
-            for b0 in range(g0, g1, rows):
-                b1 = min(b0 + rows, g1)
-                block = ratios(b0, b1, i0, i1, buffer[:, : b1 - b0, :, : i1 - i0])
-                product *= np.prod(block, axis=0)
-            # Sum of logs over the group = log of the product: one log per weight.
-            out[:, i0:i1] += np.log(product)
-    return out

@@ -68,6 +68,36 @@ def spans_decades(values: Iterable[float], decades: float = 2.0) -> bool:
     return max(values) / min(values) >= 10**decades
 
 
+def series(
+    rows: Sequence[Mapping[str, Any]], key: str, metric: str
+) -> tuple[dict[str, list[tuple[float, float]]], int]:
+    """``metric`` against ``key``, one list of points per value of the other swept keys.
+
+    The label of a line names those values (``dtype=float32, scheme=forward``); rows
+    without a number for ``key`` or a finite ``metric`` are counted, not drawn.
+
+    Examples
+    --------
+    >>> rows = [{"params": {"gradient.h": h, "gradient.scheme": s}, "grad_rel_error": e}
+    ...         for s, h, e in (("forward", "1e-8", 6e-9), ("complex", "1e-8", 1e-16),
+    ...                         ("complex", "1e-20", None))]
+    >>> series(rows, "gradient.h", "grad_rel_error")
+    ({'scheme=forward': [(1e-08, 6e-09)], 'scheme=complex': [(1e-08, 1e-16)]}, 1)
+    """
+    keys = {k for row in rows for k in row["params"]} - {key}
+    others = sorted(k for k in keys if len({str(r["params"].get(k)) for r in rows}) > 1)
+    lines: dict[str, list[tuple[float, float]]] = {}
+    left_out = 0
+    for row in rows:
+        x, y = number(row["params"].get(key)), row.get(metric)
+        if x is None or y is None or not math.isfinite(y):
+            left_out += 1
+            continue
+        label = ", ".join(f"{k.split('.')[-1]}={row['params'].get(k)}" for k in others)
+        lines.setdefault(label, []).append((x, y))
+    return lines, left_out
+
+
 def metric_vs_parameter(
     rows: Sequence[Mapping[str, Any]], key: str, metric: str, *, title: str | None = None
 ) -> Any:
@@ -75,7 +105,8 @@ def metric_vs_parameter(
 
     Rows without a finite ``metric`` (failed jobs) are left out and counted in the
     title. The x axis is logarithmic when the values span two decades or more, the
-    y axis when the metric's values do.
+    y axis when the metric's positive values do (an exact 0, which a log axis cannot
+    show, is counted in the title).
 
     Examples
     --------
@@ -86,42 +117,64 @@ def metric_vs_parameter(
     >>> ax.get_xscale(), ax.get_yscale(), ax.get_xlabel()
     ('log', 'log', 'gradient.h')
     """
-    keys = {k for row in rows for k in row["params"]} - {key}
-    others = sorted(k for k in keys if len({str(r["params"].get(k)) for r in rows}) > 1)
-    series: dict[str, list[tuple[float, float]]] = {}
-    left_out = 0
-    for row in rows:
-        x, y = number(row["params"].get(key)), row.get(metric)
-        if x is None or y is None or not math.isfinite(y):
-            left_out += 1
-            continue
-        label = ", ".join(f"{k.split('.')[-1]}={row['params'].get(k)}" for k in others)
-        series.setdefault(label, []).append((x, y))
+    lines, left_out = series(rows, key, metric)
     fig = new_figure(6.4, 4.0)
     fig.subplots_adjust(left=0.14, right=0.96, bottom=0.13, top=0.9)
     ax = fig.add_subplot()
     # Too many lines, or one point per line (a random search): one unlabelled scatter.
-    merged = len(series) > MAX_SERIES or (len(series) > 1 and max(map(len, series.values())) == 1)
+    merged = len(lines) > MAX_SERIES or (len(lines) > 1 and max(map(len, lines.values())) == 1)
     if merged:
-        series = {"": [p for points in series.values() for p in points]}
-    for label, points in sorted(series.items()):
+        lines = {"": [p for points in lines.values() for p in points]}
+    for label, points in sorted(lines.items()):
         points.sort()
         xs, ys = zip(*points, strict=True)
         ax.plot(xs, ys, "o" if merged else "o-", ms=4, lw=1.2, label=label or None)
-    xs_all = [x for points in series.values() for x, _ in points]
-    ys_all = [y for points in series.values() for _, y in points]
+    xs_all = [x for points in lines.values() for x, _ in points]
+    ys_all = [y for points in lines.values() for _, y in points]
     if spans_decades(xs_all):
         ax.set_xscale("log")
-    if spans_decades(ys_all):
+    zeros = sum(y == 0 for y in ys_all)
+    if spans_decades([y for y in ys_all if y != 0]) and min(ys_all) >= 0:
         ax.set_yscale("log")
-    if any(label for label in series):
+    else:
+        zeros = 0  # a linear axis shows them
+    if any(label for label in lines):
         ax.legend(fontsize=8)
     ax.set_xlabel(key)
     ax.set_ylabel(metric)
     note = f" ({left_out} jobs without a value not shown)" if left_out else ""
+    note += f" ({zeros} exact zeros not shown)" if zeros else ""
     ax.set_title((title or f"{metric} against {key}") + note, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     return fig
+
+
+def best_steps(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The h with the least gradient error on each line of the error-against-h figure.
+
+    Empty unless h was swept with ``gradient.check=true``. One entry per line (per
+    scheme, and dtype when that was swept too), for the sweep's description.
+
+    Examples
+    --------
+    >>> rows = [{"params": {"gradient.h": h, "gradient.scheme": s}, "grad_rel_error": e}
+    ...         for s, h, e in (("forward", "1e-8", 6e-9), ("forward", "1e-5", 4e-6),
+    ...                         ("complex", "1e-8", 1.2e-16), ("complex", "1e-20", 1e-16))]
+    >>> best_steps(rows)
+    'Least gradient error per line: scheme=complex: h=1e-20 (rel. error 1e-16); \
+scheme=forward: h=1e-08 (rel. error 6e-09).'
+    """
+    if H_KEY not in swept_numeric(rows):
+        return ""
+    lines, _ = series(rows, H_KEY, "grad_rel_error")
+    if not lines:
+        return ""
+    best = {label: min(points, key=lambda p: (p[1], -p[0])) for label, points in lines.items()}
+    parts = [
+        f"{label or 'all jobs'}: h={h:.3g} (rel. error {error:.2g})"
+        for label, (h, error) in sorted(best.items())
+    ]
+    return "Least gradient error per line: " + "; ".join(parts) + "."
 
 
 def render_sweep(rows: Sequence[Mapping[str, Any]], out_dir: Path | str) -> list[Path]:

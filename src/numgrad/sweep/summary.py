@@ -21,6 +21,7 @@ from typing import Any
 
 from numgrad.command import FAILED, NOT_SYNCED
 from numgrad.overrides import swept_values
+from numgrad.plots.sweep import best_steps
 from numgrad.sweep.jobs import FINISHED_NOT_SYNCED, JOB_STATUS_FILE, read_job_status
 
 SUMMARY_FILE = "sweep_summary.csv"
@@ -30,7 +31,7 @@ NUMBERS = (
     "final_loss", "final_accuracy", "final_test_loss", "final_test_accuracy", "steps_taken",
     "grad_rel_error",
 )  # fmt: skip
-FIELDS = ("job", "overrides", "status", *NUMBERS, "dtype", "run_id", "run_name")
+FIELDS = ("job", "overrides", "status", *NUMBERS, "dtype", "scheme", "run_id", "run_name")
 DONE = ("FINISHED", FINISHED_NOT_SYNCED)
 RANKING = ("final_test_loss", "final_loss")  # lower is better; see best_job
 
@@ -133,7 +134,7 @@ def _merge_status(row: dict[str, Any], record: Mapping[str, Any]) -> None:
     row["overrides_list"] = list(record.get("overrides") or row["overrides_list"])
     row["status"] = record.get("status")
     row["error"] = record.get("error") or ""
-    for key in (*NUMBERS, "dtype", "run_id", "run_name"):
+    for key in (*NUMBERS, "dtype", "scheme", "run_id", "run_name"):
         if record.get(key) is not None:
             row[key] = record[key]
     if record.get("job") is not None:
@@ -158,6 +159,7 @@ def _merge_run(rows: dict[str, dict[str, Any]], run: Mapping[str, Any]) -> None:
         if key in NUMBERS and row[key] is None:
             row[key] = float(value)
     row["dtype"] = row["dtype"] or (run.get("params") or {}).get("gradient.dtype", "")
+    row["scheme"] = row["scheme"] or (run.get("params") or {}).get("gradient.scheme", "")
     if row["output_dir"] is None and where:
         row["output_dir"] = where
 
@@ -177,7 +179,7 @@ def _finish_row(row: dict[str, Any], interrupted: bool) -> dict[str, Any]:
 def _empty_row(job_dir: Path | None) -> dict[str, Any]:
     return {
         "job": int(job_dir.name) if job_dir is not None and job_dir.name.isdigit() else None,
-        "overrides_list": [], "status": None, **dict.fromkeys(NUMBERS), "dtype": "",
+        "overrides_list": [], "status": None, **dict.fromkeys(NUMBERS), "dtype": "", "scheme": "",
         "run_id": "", "run_name": "", "error": "",
         "output_dir": str(job_dir) if job_dir is not None else None,
     }  # fmt: skip
@@ -209,7 +211,7 @@ def write_summary(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     >>> with tempfile.TemporaryDirectory() as d:
     ...     print(write_summary(rows, Path(d) / "s.csv").read_text().splitlines()[1])
     ...     table = json.loads(write_table(rows, Path(d) / "s.json").read_text())
-    0,optimizer.lr=0.1,FINISHED,0.25,1.0,,,3,,,abc,lr=0.1,0.1,,/x/0
+    0,optimizer.lr=0.1,FINISHED,0.25,1.0,,,3,,,,abc,lr=0.1,0.1,,/x/0
     >>> table["columns"][:5]
     ['job', 'run_name', 'optimizer/lr', 'status', 'final_loss']
     >>> table["data"][0][:10]
@@ -295,4 +297,6 @@ def description(outcome: SweepOutcome, sweep_dir: Path) -> str:
         name = best["run_name"] or best["overrides"] or f"job {best['job']}"
         what = {"final_loss": "final loss", "final_test_loss": "held-out loss"}.get(column, column)
         text += f" Best: {name} ({what} {best[column]:.6g})."
+    if steps := best_steps(outcome.rows):  # a study of h: the best h of each scheme
+        text += f" {steps}"
     return text + f" One row per job in `{SUMMARY_FILE}`; sweep dir `{sweep_dir}`."
