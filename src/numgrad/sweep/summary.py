@@ -33,7 +33,7 @@ NUMBERS = (
 )  # fmt: skip
 FIELDS = ("job", "overrides", "status", *NUMBERS, "dtype", "scheme", "run_id", "run_name")
 DONE = ("FINISHED", FINISHED_NOT_SYNCED)
-RANKING = ("final_test_loss", "final_loss")  # lower is better; see best_job
+RANKING = ("final_test_loss", "final_loss")  # lower is better; held-out only if all have it
 
 
 @dataclass
@@ -72,9 +72,8 @@ class SweepOutcome:
 
 
 def best_job(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], str] | None:
-    """The finished job with the lowest value in the first of :data:`RANKING` that every
-    finished job has (the training loss whatever they have), and that column; None when
-    no finished job has any.
+    """The finished job of least value in the first :data:`RANKING` column every finished
+    job has (else the training loss), and that column; None when none has any.
 
     Examples
     --------
@@ -84,7 +83,6 @@ def best_job(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], str] | 
     done = [r for r in rows if r["status"] in DONE]
     for column in RANKING:
         ranked = [r for r in done if _finite(r.get(column))]
-        # A held-out loss ranks only when every finished job has one (the same data).
         if ranked and (len(ranked) == len(done) or column == RANKING[-1]):
             return min(ranked, key=lambda r: r[column]), column
     return None
