@@ -20,13 +20,24 @@ from pathlib import Path
 import pytest
 
 from numgrad.tracking.journal import JOURNAL_FILE, Journal, read_journal
-from tests import test_hostile_journals
-from tests.conftest import all_runs, history, numgrad_env, running, store_rows, wait_for
+from tests.conftest import NUMGRAD, all_runs, history, numgrad_env, running, store_rows, wait_for
 from tests.test_hostile_journals import copy_run, records
 from tests.test_sync import SYNC, journaled_metrics
 
 pytestmark = pytest.mark.slow
-finished_run = test_hostile_journals.finished_run  # one finished offline run, copied
+
+
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three finished offline runs (three journals, three keys), made once and copied."""
+    root = tmp_path_factory.mktemp("three")
+    for seed in range(3):
+        subprocess.run(
+            [NUMGRAD, f"hydra.run.dir={root}/run-{seed}", "tracking.offline=true",
+             "optimizer.steps=5", f"seed={seed}"],
+            cwd=root, env=numgrad_env(), check=True, capture_output=True, timeout=240,
+        )  # fmt: skip
+    return [root / f"run-{seed}" for seed in range(3)]
 
 
 def sync(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -83,9 +94,9 @@ def test_a_run_finishing_during_a_sync_is_finished(workdir, store, delay):
 
 
 @pytest.mark.parametrize("how", ["same-order", "reverse-order", "three-syncs", "staggered"])
-def test_concurrent_syncs_make_one_complete_run_per_journal(tmp_path, store, finished_run, how):
+def test_concurrent_syncs_make_one_complete_run_per_journal(tmp_path, store, three_runs, how):
     runs = tmp_path / "runs"
-    journals = [copy_run(finished_run, runs / f"run-{i}") for i in range(3)]
+    journals = [copy_run(run, runs / run.name) for run in three_runs]
     dirs = [str(j.parent) for j in journals]
     argvs = {
         "same-order": [[str(runs)], [str(runs)]],
