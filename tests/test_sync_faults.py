@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from numgrad.tracking.journal import JOURNAL_FILE, Journal, read_journal
+from numgrad.tracking.uploader import journal_lock
 from tests.conftest import NUMGRAD, all_runs, history, numgrad_env, running, store_rows, wait_for
 from tests.test_hostile_journals import copy_run, records
 from tests.test_sync import SYNC, journaled_metrics
@@ -116,6 +117,7 @@ def test_concurrent_syncs_make_one_complete_run_per_journal(tmp_path, store, thr
             outs.append((proc.returncode, out, err))
     for code, out, err in outs:
         assert code == 0, out + err  # a journal another sync holds is a note, not a failure
+        assert "its run is still going" not in out  # its run ended long ago: another sync has it
     uploaded = sum(int(out.splitlines()[-1].split(": ")[2].split()[0]) for _, out, _ in outs)
     assert uploaded == 3, outs  # each journal uploaded by exactly one of them
     client, stored = all_runs(store)
@@ -133,6 +135,17 @@ def test_concurrent_syncs_make_one_complete_run_per_journal(tmp_path, store, thr
     assert [sync(tmp_path, "--uri", store, str(runs)).stdout.splitlines()[-1]] == [
         "numgrad-sync: 3 journals: 0 uploaded, 3 already complete, 0 skipped"
     ]
+
+
+def test_a_journal_another_sync_holds_is_left_for_later_and_said_so(tmp_path, store, three_runs):
+    """Its run ended long ago: the holder is another uploader, not "its run"."""
+    journal = copy_run(three_runs[0], tmp_path / "run")
+    with journal_lock(journal):  # as another numgrad-sync holds it while uploading
+        out = sync(tmp_path, "--uri", store, str(journal.parent))
+    assert out.returncode == 0, out.stderr
+    assert "left for later: another numgrad-sync is uploading it" in out.stdout, out.stdout
+    assert all_runs(store)[1] == []
+    assert "; FINISHED" in sync(tmp_path, "--uri", store, str(journal.parent)).stdout
 
 
 # ------------------------------------------- 5. an interrupted sync resumes from its ack
