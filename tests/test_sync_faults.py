@@ -20,13 +20,25 @@ from pathlib import Path
 import pytest
 
 from numgrad.tracking.journal import JOURNAL_FILE, Journal, read_journal
-from tests import test_hostile_journals
-from tests.conftest import all_runs, history, numgrad_env, running, store_rows, wait_for
+from numgrad.tracking.uploader import journal_lock
+from tests.conftest import NUMGRAD, all_runs, history, numgrad_env, running, store_rows, wait_for
 from tests.test_hostile_journals import copy_run, records
 from tests.test_sync import SYNC, journaled_metrics
 
 pytestmark = pytest.mark.slow
-finished_run = test_hostile_journals.finished_run  # one finished offline run, copied
+
+
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three finished offline runs (three journals, three keys), made once and copied."""
+    root = tmp_path_factory.mktemp("three")
+    for seed in range(3):
+        subprocess.run(
+            [NUMGRAD, f"hydra.run.dir={root}/run-{seed}", "tracking.offline=true",
+             "optimizer.steps=5", f"seed={seed}"],
+            cwd=root, env=numgrad_env(), check=True, capture_output=True, timeout=240,
+        )  # fmt: skip
+    return [root / f"run-{seed}" for seed in range(3)]
 
 
 def sync(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -83,9 +95,9 @@ def test_a_run_finishing_during_a_sync_is_finished(workdir, store, delay):
 
 
 @pytest.mark.parametrize("how", ["same-order", "reverse-order", "three-syncs", "staggered"])
-def test_concurrent_syncs_make_one_complete_run_per_journal(tmp_path, store, finished_run, how):
+def test_concurrent_syncs_make_one_complete_run_per_journal(tmp_path, store, three_runs, how):
     runs = tmp_path / "runs"
-    journals = [copy_run(finished_run, runs / f"run-{i}") for i in range(3)]
+    journals = [copy_run(run, runs / run.name) for run in three_runs]
     dirs = [str(j.parent) for j in journals]
     argvs = {
         "same-order": [[str(runs)], [str(runs)]],
@@ -105,6 +117,7 @@ def test_concurrent_syncs_make_one_complete_run_per_journal(tmp_path, store, fin
             outs.append((proc.returncode, out, err))
     for code, out, err in outs:
         assert code == 0, out + err  # a journal another sync holds is a note, not a failure
+        assert "its run is still going" not in out  # its run ended long ago: another sync has it
     uploaded = sum(int(out.splitlines()[-1].split(": ")[2].split()[0]) for _, out, _ in outs)
     assert uploaded == 3, outs  # each journal uploaded by exactly one of them
     client, stored = all_runs(store)
@@ -122,6 +135,17 @@ def test_concurrent_syncs_make_one_complete_run_per_journal(tmp_path, store, fin
     assert [sync(tmp_path, "--uri", store, str(runs)).stdout.splitlines()[-1]] == [
         "numgrad-sync: 3 journals: 0 uploaded, 3 already complete, 0 skipped"
     ]
+
+
+def test_a_journal_another_sync_holds_is_left_for_later_and_said_so(tmp_path, store, three_runs):
+    """Its run ended long ago: the holder is another uploader, not "its run"."""
+    journal = copy_run(three_runs[0], tmp_path / "run")
+    with journal_lock(journal):  # as another numgrad-sync holds it while uploading
+        out = sync(tmp_path, "--uri", store, str(journal.parent))
+    assert out.returncode == 0, out.stderr
+    assert "left for later: another numgrad-sync is uploading it" in out.stdout, out.stdout
+    assert all_runs(store)[1] == []
+    assert "; FINISHED" in sync(tmp_path, "--uri", store, str(journal.parent)).stdout
 
 
 # ------------------------------------------- 5. an interrupted sync resumes from its ack

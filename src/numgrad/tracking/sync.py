@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from numgrad import command
+from numgrad.processes import writer_gone
 from numgrad.tracking.entries import PathError
 from numgrad.tracking.journal import (
     JOURNAL_FILE,
@@ -167,8 +168,10 @@ def _holder(path: Path) -> str:
         start = reader.start if reader.entries else {}
     except JournalError:
         start = {}
-    pid = (start.get("tags") or {}).get("numgrad.pid")
-    if pid and not start.get("handed_over"):
+    tags = start.get("tags") or {}
+    pid = tags.get("numgrad.pid")
+    # A dead writer's journal is held by another uploader, not by its run.
+    if pid and not start.get("handed_over") and not writer_gone(tags, start.get("start_time")):
         return f"its run is still going (pid {pid})"
     if start.get("handed_over"):
         return "its sweep's sender is sending it"
