@@ -73,12 +73,19 @@ def _compose_and_run(own_errors: bool) -> int:
 
 
 def _as_usage(exc: BaseException) -> BaseException:
-    """Hydra's and OmegaConf's errors (composition, overrides, types) as numgrad's bad input."""
+    """Hydra's and OmegaConf's errors (composition, overrides, types), and a run dir Hydra
+    could not write, as numgrad's bad input."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from numgrad.sweep.callback import RUN_DIR
+
     if isinstance(exc, HydraException | OmegaConfBaseException):
         return command.UsageError(command.one_line(exc))
+    if isinstance(exc, OSError):  # Hydra could not make the run dir, its .hydra files or
+        # its log (disk full, read-only): nothing ran; one line naming where
+        where = os.path.abspath(exc.filename or next(iter(RUN_DIR), "."))
+        return command.UsageError(f"cannot write {where}: {exc.strerror or exc}")
     return exc
 
 

@@ -50,6 +50,7 @@ REMOTE_LAUNCHERS = ("ray",)  # launchers whose jobs may run on other machines
 
 _SWEEP: Sweep | None = None  # the sweep this process runs, between start and end
 _LAST: SweepOutcome | None = None
+RUN_DIR: list[str] = []  # a single run's dir, as Hydra is about to make it (for its errors)
 
 
 class SweepNotStarted(BaseException):
@@ -88,6 +89,9 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         end_sweep()
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        RUN_DIR[:] = [str(config.hydra.run.dir)]
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         progress.job_output_to_log(config)

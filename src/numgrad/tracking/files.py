@@ -34,7 +34,7 @@ def save_initial(folder: Path, W_init: np.ndarray) -> None:
     try:
         np.save(folder / "weights" / "W_init.npy", W_init)
     except OSError as exc:  # disk full, a read-only dir: one line naming the file
-        raise JournalError.writing(exc) from None
+        raise JournalError.writing(exc, str(folder / "weights" / "W_init.npy")) from None
 
 
 def write_outputs(

@@ -76,7 +76,7 @@ class History:
             with open(self.path, "a", newline="") as f:
                 csv.writer(f).writerows(_row(r) for r in rows)
         except OSError as exc:  # disk full, a read-only dir: one line naming the file
-            raise JournalError.writing(exc) from None
+            raise JournalError.writing(exc, str(self.path)) from None
         for r in rows:
             self.steps.append(int(r.step))
             self.loss.append(float(r.loss))

@@ -220,6 +220,13 @@ class Recorder:
             print(f"numgrad: could not end run {self.run_id}: {describe_error(exc)}",
                   file=sys.stderr)  # fmt: skip
 
+    def cannot_write(self, exc: JournalError, status: str) -> JournalError:
+        """A run whose files cannot be written (disk full): its store run ended ``status``
+        (never RUNNING), and the one error that says how to go on."""
+        self.abandon(status, str(exc))
+        return JournalError(f"{exc}; once there is room, numgrad-sync {self.directory} "
+                            "uploads what was journaled")  # fmt: skip
+
     def local_note(self) -> str:
         """The line that says where an unsynced run is, and how to upload it."""
         why = "offline" if self.offline else f"the tracking store {self.uri} is unreachable"

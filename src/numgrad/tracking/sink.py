@@ -286,13 +286,13 @@ class MlflowSink:
             # Interrupted while waiting for the store, the store refused the run, or the
             # disk is full: the store's run must not stay RUNNING.
             if isinstance(err, OSError | JournalError):
-                err = JournalError.writing(err)
-                self.recorder.abandon(status if status != "FINISHED" else "FAILED", str(err))
+                err = JournalError.writing(err, str(self.artifacts))
+                raise self.recorder.cannot_write(err, "FAILED" if end else status) from None
             if exc is None:
                 print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
-                raise err from None
+                raise
             print(f"numgrad: {describe_error(err)}", file=sys.stderr)
-        if isinstance(exc, JournalError):
-            self.recorder.abandon(status, str(exc))
+        if isinstance(exc, JournalError):  # a write failed mid-run: one line, how to go on
+            raise self.recorder.cannot_write(exc, status) from None
         if exc is not None and not self.synced:
             print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)

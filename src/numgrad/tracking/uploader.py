@@ -200,14 +200,16 @@ class Uploader:
     def _broke_off(self, exc: BaseException) -> None:
         """Mark a run whose upload stopped part-way FAILED, so that it is never left
         RUNNING; the journal holds how far it got, and a later upload completes it."""
-        if self.run_id is None or self.journal is None or not isinstance(exc, Exception):
-            return
-        if self.reader.end is None or MlflowStore.is_outage(exc):
-            return  # a live run goes on, or the store cannot be told anyway
+        if self.run_id is None or self.journal is None or self.reader.end is None:
+            return  # not ours to end, or a live run that goes on
+        signal = not isinstance(exc, Exception)  # Ctrl-C: tell the store, if it answers at once
+        if (not signal and MlflowStore.is_outage(exc)) or (signal and not self.store.reachable(1)):
+            return  # the store cannot be told anyway
         try:
-            reason = f"{type(exc).__name__}: {exc}"[:500]
-            self.store.call(self.store.client.set_tag, self.run_id, UPLOAD_ERROR_TAG, reason)
-            self.store.terminate(self.run_id, "FAILED", int(time.time() * 1000))
+            reason = "interrupted" if signal else f"{type(exc).__name__}: {exc}"[:500]
+            with signals.held():  # a second Ctrl-C waits for these two calls
+                self.store.call(self.store.client.set_tag, self.run_id, UPLOAD_ERROR_TAG, reason)
+                self.store.terminate(self.run_id, "FAILED", int(time.time() * 1000))
             self._repair = True
         except Exception:
             pass  # the error being raised says what went wrong
