@@ -71,7 +71,7 @@ def test_a_run_finishing_during_a_sync_is_finished(workdir, store, delay):
     each leaves it for later or uploads it finished, never ends it KILLED."""
     journal = workdir.path / "run" / JOURNAL_FILE
     outs = []
-    with running(workdir.popen("tracking.offline=true", "optimizer.steps=8000",
+    with running(workdir.popen("tracking.offline=true", "optimizer.steps=60000",
                                "tracking.flush_seconds=0.2")) as proc:  # fmt: skip
         wait_for(journal.exists)
         time.sleep(delay)
