@@ -183,7 +183,7 @@ class Sender:
             "parent": self.parent.state(), "remote": remote,
             "children": {
                 str(p): t.state() for p, t in self.children.items()
-                if not t.foreign and t.reader.entries
+                if not t.foreign and t.reader.entries and not self._earlier(t)
             },
         }  # fmt: skip
 
