@@ -103,7 +103,7 @@ def collect_rows(
     list, when known: jobs of it with no trace at all are rows ``NOT_STARTED``.
     """
     rows: dict[str, dict[str, Any]] = {}
-    recent = started - 1.0
+    recent = started - 0.01  # another sweep may have ended less than a second before
     if sweep_dir.is_dir():
         for path in sweep_dir.glob("*/.hydra/overrides.yaml"):
             if path.stat().st_mtime >= recent:
