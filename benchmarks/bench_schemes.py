@@ -24,17 +24,16 @@ import csv
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from _machine import machine  # benchmarks/ is on sys.path when run as a script
+from bench_gradients import median_ms
 from numgrad.gradient import analytic_gradient, loss_from_labels
 from numgrad.net import SimpleNet
 from numgrad.schemes import SCHEMES
@@ -46,18 +45,6 @@ CASES = [(2, 3, 1, 50), (50, 10, 32, 3), (784, 10, 100, 1)]
 # Half decades from 1e-1 to 1e-12, then steps only the complex step can take.
 STEPS = [*[f"{m}e-{k}" for k in range(1, 13) for m in (3, 1)][1:], "1e-20", "1e-100", "1e-300"]
 DATA = {"article": (), "iris": ("data=iris",)}
-
-
-def median_ms(fn, repeats: int):
-    """Median wall time of ``fn()`` in ms, and its result (a warm-up first unless one call)."""
-    if repeats > 1:
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times), result
 
 
 def error(grad: np.ndarray, reference: np.ndarray) -> float:
