@@ -12,6 +12,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
 
+from numgrad.tracking import mlflow_store
 from numgrad.tracking.mlflow_store import MlflowStore
 from numgrad.tracking.uri import TrackingError
 from tests.conftest import all_runs, dead_pid, history
@@ -125,3 +126,25 @@ def test_two_processes_writing_2000_values_each(tmp_path, store, capfd):
         assert run.info.status == "FINISHED"
         for key in [*STEP_METRICS, "grad_rel_error"]:
             assert [s for s, _ in history(client, run.info.run_id, key)] == list(range(334))
+
+
+def test_a_run_finished_after_the_orphan_search_stays_finished(tmp_path, store, monkeypatch, capfd):
+    # The race CI met: one process's search reads a run RUNNING, its writer then ends it
+    # FINISHED and exits, and only then is its pid found gone. The run must stay FINISHED.
+    run_tracked(store, tmp_path / "a", article_descent(1))
+    client = MlflowClient(store)
+    exp_id = client.get_experiment_by_name("numgrad").experiment_id
+    tags = {"numgrad.host": socket.gethostname(), "numgrad.pid": str(dead_pid())}
+    run = client.create_run(exp_id, run_name="ends-meanwhile", tags=tags)
+    real = mlflow_store.orphaned
+
+    def writer_ends_it_first(found):
+        if client.get_run(run.info.run_id).info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "FINISHED")  # what its writer did
+        return real(found)
+
+    monkeypatch.setattr(mlflow_store, "orphaned", writer_ends_it_first)
+    capfd.readouterr()
+    MlflowStore(store).open().reconcile_orphans(exp_id)
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert "KILLED" not in capfd.readouterr().err

@@ -176,6 +176,11 @@ class MlflowStore:
         for run in runs:
             if not orphaned(run):
                 continue
+            # The search is a snapshot: its writer may have ended the run and exited since.
+            # Once the writer is gone nothing changes the run, so a fresh read settles it.
+            run = self.call(self.client.get_run, run.info.run_id)
+            if run.info.status != "RUNNING" or not orphaned(run):
+                continue
             pid = run.data.tags["numgrad.pid"]
             self.call(self.client.set_tag, run.info.run_id, "numgrad.stop_reason", "orphaned")
             self.call(self.client.set_terminated, run.info.run_id, "KILLED")
