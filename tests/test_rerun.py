@@ -314,3 +314,31 @@ def test_cli_rerun_is_bit_identical_on_a_tracking_server(originals, mlflow_serve
     ids = by_case(uri)
     results = reruns(path, {name: [run_id, "--uri", uri] for name, run_id in ids.items()})
     check_identical(uri, ids, results)
+
+
+@pytest.mark.slow
+def test_a_rerun_whose_data_file_changed_names_the_dataset_digests(tmp_path, store):
+    data = tmp_path / "points.csv"
+    data.write_text("0.6,0.9,0\n0.2,0.1,1\n0.9,0.3,2\n")
+    argv = [NUMGRAD, "data=file", "data.path=points.csv", "net.shape=[2,3]",
+            f"hydra.run.dir={tmp_path}/orig"]  # fmt: skip
+    first = subprocess.run(argv, cwd=tmp_path, env=numgrad_env(), capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    (original,) = all_runs(store)[1]
+    data.write_text("0.6,0.9,0\n0.2,0.1,1\n0.9,0.4,2\n")  # one value moved: another dataset
+    (code, stdout, _) = finish({"r": start(tmp_path, [*RERUN, original.info.run_id])})["r"]
+    (new,) = [r for r in all_runs(store)[1] if r.info.run_id != original.info.run_id]
+    old_digest, new_digest = (r.inputs.dataset_inputs[0].dataset.digest for r in (original, new))
+    assert old_digest != new_digest
+    assert code == 1 and stdout.splitlines()[-1] == (
+        f"numgrad-rerun: W_final differs from run {original.info.run_id}: max |ΔW| = "
+        f"{_max_delta(store, original.info.run_id, new.info.run_id)} (the training data "
+        f"changed: dataset digest {new_digest}, was {old_digest}) (no extra overrides that "
+        "change the experiment: not reproduced)"
+    )
+
+
+def _max_delta(uri: str, old: str, new: str) -> str:
+    client = MlflowClient(uri)
+    W_old, W_new = (np.load(client.download_artifacts(i, "weights/W_final.npy")) for i in (old, new))
+    return f"{np.max(np.abs(W_new - W_old)):.2g}"

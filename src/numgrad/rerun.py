@@ -72,7 +72,7 @@ def rerun(run_id: str, extras: Sequence[str], *, uri: str | None = None) -> int:
     from numgrad.cli import NOTHING_RAN, remove_unused_output_dir, single_run
     from numgrad.config import ConfigError, check_run_id, validate
     from numgrad.logged_config import hydra_value
-    from numgrad.tracking.logged import read_weights
+    from numgrad.tracking.logged import read_weights, training_digest
     from numgrad.tracking.uri import resolve_uri
 
     check_run_id("run_id", run_id)
@@ -99,6 +99,8 @@ def rerun(run_id: str, extras: Sequence[str], *, uri: str | None = None) -> int:
     same, line = compare(read_weights(target, outcome.run_id), W_old, run_id)
     changes = changing(extras)
     if not same:
+        line += data_changed(training_digest(target, outcome.run_id),
+                             training_digest(resolve_uri(uri), run_id))  # fmt: skip
         line += f" (extra overrides: {' '.join(changes)})" if changes else (
             " (no extra overrides that change the experiment: not reproduced)")  # fmt: skip
     print(f"numgrad-rerun: {line}")
@@ -174,6 +176,18 @@ def compare(W_new: Any, W_old: Any, run_id: str) -> tuple[bool, str]:
         if W_new.dtype != W_old.dtype:
             detail += f" ({W_new.dtype}, was {W_old.dtype})"
     return False, f"W_final differs from run {run_id}: {detail}"
+
+
+def data_changed(new: str | None, old: str | None) -> str:
+    """Why W_final differs under the same config when the training data changed; else ''.
+
+    Examples
+    --------
+    >>> data_changed("1a2b3c4d", "5e6f7a8b"), data_changed("1a2b3c4d", "1a2b3c4d")
+    (' (the training data changed: dataset digest 1a2b3c4d, was 5e6f7a8b)', '')
+    """
+    changed = new is not None and old is not None and new != old
+    return f" (the training data changed: dataset digest {new}, was {old})" if changed else ""
 
 
 def _read_yaml(run: Any, name: str) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from numgrad.tracking.dataset import CONTEXT
 from numgrad.tracking.mlflow_store import MlflowStore
 from numgrad.tracking.records import short_message
 from numgrad.tracking.uri import (
@@ -89,6 +90,13 @@ class LoggedRun:
         except (WeightsError, OSError) as exc:
             raise LoggedRunError(f"{W_FINAL} of run {self.run_id} {exc}") from None
 
+    def training_digest(self) -> str | None:
+        """The digest of the run's training dataset input (context ``training``); None if none."""
+        for item in self.run.inputs.dataset_inputs:
+            if any(t.key == "mlflow.data.context" and t.value == CONTEXT for t in item.tags):
+                return item.dataset.digest
+        return None
+
     def _why_missing(self, path: str) -> str:
         if self.run.data.tags.get("numgrad.kind") == "sweep":
             return ": it is a sweep's parent run; use one of its children"
@@ -137,3 +145,9 @@ def read_weights(uri: str, run_id: str, max_elements: int = MAX_ELEMENTS) -> np.
     """
     with logged_run(uri, run_id) as run:
         return run.weights(max_elements)
+
+
+def training_digest(uri: str, run_id: str) -> str | None:
+    """The digest of a logged run's training dataset; None for a run logged without one."""
+    with logged_run(uri, run_id) as run:
+        return run.training_digest()
