@@ -340,5 +340,7 @@ def test_a_rerun_whose_data_file_changed_names_the_dataset_digests(tmp_path, sto
 
 def _max_delta(uri: str, old: str, new: str) -> str:
     client = MlflowClient(uri)
-    W_old, W_new = (np.load(client.download_artifacts(i, "weights/W_final.npy")) for i in (old, new))
+    W_old, W_new = (
+        np.load(client.download_artifacts(i, "weights/W_final.npy")) for i in (old, new)
+    )
     return f"{np.max(np.abs(W_new - W_old)):.2g}"
