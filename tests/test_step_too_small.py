@@ -7,6 +7,7 @@ softmax's invariance to a constant added to a row of W (large weights, live grad
 from __future__ import annotations
 
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import numgrad.descent
 from numgrad.descent import STOP_STEPS, Descent, StepTooSmall
 from numgrad.gradient import ENGINES, analytic_gradient, vectorized_gradient
 from numgrad.precision import smallest_resolving_h
+from tests.conftest import NUMGRAD, numgrad_env
 
 BOOK_W = np.array([[0.47355232, 0.9977393, 0.84668094], [0.85557411, 0.03563661, 0.69422093]])
 X, LABELS = np.array([[0.6, 0.9]]), np.array([2])
@@ -230,3 +232,23 @@ def test_the_check_works_with_every_scheme(name, method):
     elif method == "vectorized":  # (the loops' rounding noise leaves some quotients non-zero)
         with pytest.raises(StepTooSmall, match=rf"near {scheme.textbook_h(np.float64):.1g} "):
             list(too_small)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("h", "line"),
+    [
+        ("1e-7", "at step 0 every difference quotient with gradient.h=1e-07 is exactly 0 but "
+                 "the analytic gradient reaches 0.42: the loss does not resolve so small a "
+                 "step; use a larger h (near 0.005 is usually best)"),
+        ("1e-8", "invalid gradient.h=1e-08: does not resolve W in float32 (max|W| = 0.64: "
+                 "some w ± h == w); use h >= 3e-08"),
+    ],
+)  # fmt: skip
+def test_the_two_float32_limits_the_readme_describes(tmp_path, h, line):
+    # The article in float32, as the README's precision sweep runs it: at 1e-7 W moves but
+    # the loss does not; at 1e-8 W itself does not move. Each has its own advice.
+    argv = [NUMGRAD, "gradient.dtype=float32", f"gradient.h={h}", "gradient.check=true",
+            "optimizer.steps=0", "tracking.enabled=false", f"hydra.run.dir={tmp_path}/run"]  # fmt: skip
+    done = subprocess.run(argv, cwd=tmp_path, env=numgrad_env(), capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (2 if h == "1e-8" else 1, f"numgrad: error: {line}\n")
