@@ -88,7 +88,7 @@ def test_sweep_figures(tmp_path):
     fig = sweep_plots.metric_vs_parameter(rows, "gradient.h", "grad_rel_error")
     ax = fig.axes[0]
     assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
-    assert "1 jobs without a value not shown" in ax.get_title()
+    assert "(1 job without a value not shown)" in ax.get_title()
     paths = sweep_plots.render_sweep(rows, tmp_path)
     assert sorted(p.name for p in paths) == [
         "final_loss_vs_gradient.h.png", "grad_rel_error_vs_gradient.h.png",
@@ -149,7 +149,7 @@ def test_error_against_h_draws_one_line_per_scheme(tmp_path):
     labels = sorted(line.get_label() for line in ax.get_lines())
     assert labels == ["scheme=central", "scheme=complex", "scheme=forward"]
     assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")  # an exact 0 does not undo it
-    assert "1 exact zeros not shown" in ax.get_title()
+    assert "(1 exact zero not shown)" in ax.get_title()
     forward = next(line for line in ax.get_lines() if line.get_label() == "scheme=forward")
     assert list(forward.get_xdata()) == [1e-11, 1e-8, 1e-5, 1e-2]
     # and with dtype swept too: one line per scheme and dtype
@@ -169,3 +169,24 @@ def test_best_steps_name_the_least_error_of_each_scheme():
     assert sweep_plots.best_steps(no_check) == ""
     one_h = [r for r in _study_rows() if r["params"]["gradient.h"] == "1e-5"]
     assert sweep_plots.best_steps(one_h) == ""  # h not swept: no study of h
+
+
+@pytest.mark.parametrize("left_out", [0, 3])
+def test_the_error_against_h_title_fits_in_its_figure(tmp_path, left_out):
+    # The longest title numgrad draws: the truncation/round-off one with both notes.
+    rows = [{"params": {"gradient.h": h}, "grad_rel_error": e}
+            for h, e in (("1e-1", 1e-3), ("1e-5", 1e-10), ("1e-9", 1e-6), ("1e-12", 0.0))]  # fmt: skip
+    rows += [{"params": {"gradient.h": "1e-20"}}] * left_out  # failed jobs: no value
+    (path,) = [p for p in sweep_plots.render_sweep(rows, tmp_path) if "grad_rel_error" in p.name]
+    fig = sweep_plots.metric_vs_parameter(
+        rows, "gradient.h", "grad_rel_error",
+        title="gradient's relative error against h (truncation vs round-off)",
+    )  # fmt: skip
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    title, axes = ax.title.get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert 0 <= title.x0 and title.x1 <= fig.bbox.width and title.y1 <= fig.bbox.height
+    assert title.y0 >= axes.y1  # above the plot, not over it
+    assert "1 exact zero not shown" in ax.get_title()
+    assert ("3 jobs without a value" in ax.get_title()) == (left_out == 3)
+    assert path.stat().st_size > 0

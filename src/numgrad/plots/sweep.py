@@ -9,6 +9,7 @@ matplotlib is imported when the first figure is drawn (:mod:`numgrad.plots.figur
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from numgrad.plots.figure import new_figure, quietly, save
 
 H_KEY = "gradient.h"
 MAX_SERIES = 8  # more groups than this are drawn as one unlabelled scatter
+TITLE_CHARS = 72  # a title line that fits a 6.4-inch figure at 10 pt
 
 
 def number(text: Any) -> float | None:
@@ -142,9 +144,13 @@ def metric_vs_parameter(
         ax.legend(fontsize=8)
     ax.set_xlabel(key)
     ax.set_ylabel(metric)
-    note = f" ({left_out} jobs without a value not shown)" if left_out else ""
-    note += f" ({zeros} exact zeros not shown)" if zeros else ""
-    ax.set_title((title or f"{metric} against {key}") + note, fontsize=10)
+    notes = [f"{left_out} job{'s' * (left_out > 1)} without a value"] if left_out else []
+    notes += [f"{zeros} exact zero{'s' * (zeros > 1)}"] if zeros else []
+    # Wrapped to the figure's width (~80 characters at 10 pt), the notes on a line of their own.
+    text = textwrap.fill(title or f"{metric} against {key}", TITLE_CHARS)
+    text += f"\n({' and '.join(notes)} not shown)" if notes else ""
+    fig.subplots_adjust(top=0.9 - 0.05 * text.count("\n"))
+    ax.set_title(text, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     return fig
 
