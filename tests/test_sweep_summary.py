@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+from numgrad.overrides import swept_values
 from numgrad.sweep.jobs import FINISHED_NOT_SYNCED, write_job_status
 from numgrad.sweep.progress import report
 from numgrad.sweep.summary import (
@@ -182,3 +183,21 @@ def test_the_best_job_is_the_one_of_least_held_out_loss_when_all_have_one(tmp_pa
     header = write_summary(outcome.rows, tmp_path / "s.csv").read_text().splitlines()[0]
     assert header.startswith("job,overrides,status,final_loss,final_accuracy,final_test_loss,"
                              "final_test_accuracy,")  # fmt: skip
+
+
+def test_keys_every_job_sets_alike_are_not_columns(tmp_path):
+    # numgrad -m optimizer.lr=0.1,1 data=blobs: lr is the sweep's axis, data=blobs its context
+    # (still in every row's overrides). A one-job sweep keeps its keys: nothing varies there.
+    def row(job, overrides):
+        return {"job": job, "overrides": overrides, "status": "FINISHED", "run_name": "",
+                "final_loss": 0.1, "params": swept_values(overrides.split())}  # fmt: skip
+
+    rows = [row(0, "optimizer.lr=0.1 data=blobs"), row(1, "optimizer.lr=1 data=blobs")]
+    csv_rows = read_summary(write_summary(rows, tmp_path / "s.csv"))
+    assert "data" not in csv_rows[0] and [r["optimizer.lr"] for r in csv_rows] == ["0.1", "1"]
+    assert [r["overrides"] for r in csv_rows] == ["optimizer.lr=0.1 data=blobs",
+                                                  "optimizer.lr=1 data=blobs"]  # fmt: skip
+    columns = json.loads(write_table(rows, tmp_path / "s.json").read_text())["columns"]
+    assert "data" not in columns and "optimizer/lr" in columns
+    alone = read_summary(write_summary(rows[:1], tmp_path / "one.csv"))
+    assert (alone[0]["data"], alone[0]["optimizer.lr"]) == ("blobs", "0.1")

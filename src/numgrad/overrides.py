@@ -6,7 +6,7 @@ extras change a rerun's experiment; all of them read ``key=value`` the same way,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 def parse_override(text: str) -> tuple[str, str | None, bool]:
@@ -48,3 +48,20 @@ def swept_values(overrides: Sequence[str]) -> dict[str, str]:
         if value is not None and not is_under(key, ["hydra"]):
             out[key] = value
     return out
+
+
+def varied_keys(jobs: Sequence[Mapping[str, str]]) -> list[str]:
+    """The keys of jobs' :func:`swept_values` that take more than one value among them.
+
+    A key every job sets alike (``data=blobs`` beside ``optimizer.lr=0.1,1``) is the
+    sweep's context, not one of its axes; a single job's keys are all kept.
+
+    Examples
+    --------
+    >>> varied_keys([{"data": "blobs", "seed": "0"}, {"data": "blobs", "seed": "1"}])
+    ['seed']
+    >>> varied_keys([{"data": "blobs"}])
+    ['data']
+    """
+    keys = {key for job in jobs for key in job}
+    return sorted(k for k in keys if len(jobs) == 1 or len({job.get(k) for job in jobs}) > 1)

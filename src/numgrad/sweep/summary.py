@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from numgrad.command import FAILED, NOT_SYNCED
-from numgrad.overrides import swept_values
+from numgrad.overrides import swept_values, varied_keys
 from numgrad.plots.sweep import best_steps
 from numgrad.sweep.jobs import FINISHED_NOT_SYNCED, JOB_STATUS_FILE, read_job_status
 
@@ -254,7 +254,7 @@ def _json_value(value: Any) -> Any:
 
 def _table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     """The summary's columns and its rows' values, for the CSV and the JSON alike."""
-    keys = sorted({k for row in rows for k in row["params"]})
+    keys = varied_keys([row["params"] for row in rows])  # the sweep's axes, not its context
     header = [*FIELDS, *keys, "error", "output_dir"]
     body = [
         [row.get(k) for k in FIELDS]
