@@ -25,7 +25,6 @@ tracemalloc's peak of the real pieces (``tests/test_memory.py``): the largest of
 
 from __future__ import annotations
 
-import os
 import resource
 from pathlib import Path
 from typing import Any
@@ -142,48 +141,31 @@ def _work_elements(method: str, n_samples: int, n_inputs: int, n_classes: int) -
     return WORK_BLOCKS * block
 
 
-def available_bytes(proc: Path = Path("/proc"), cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+def available_bytes(mem_available: int | None = None, cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     """Bytes this process can still allocate, with a margin kept aside.
 
-    The smallest of: the kernel's ``MemAvailable`` (``os.sysconf``'s available pages
-    where there is no ``/proc``); the address-space limit (``ulimit -v``,
-    ``RLIMIT_AS``) minus what the process maps already (``VmSize``); a container's
-    cgroup limit minus its usage. Of that, :data:`USABLE_FRACTION` less
-    :data:`RESERVE_BYTES` (never below 0).
+    The smallest of: the kernel's available memory (``mem_available``, by default
+    psutil's ``virtual_memory().available``, the kernel's ``MemAvailable``); the
+    address-space limit (``ulimit -v``, ``RLIMIT_AS``) minus what the process maps
+    already (psutil's ``vms``, the kernel's ``VmSize``); a container's cgroup limit
+    minus its usage. Of that, :data:`USABLE_FRACTION` less :data:`RESERVE_BYTES`
+    (never below 0).
 
     Examples
     --------
     >>> 0 < available_bytes() < 1 << 60
     True
+    >>> available_bytes(8 << 30, Path("/no-cgroup")) == int((8 << 30) * 0.9) - (512 << 20)
+    True
     """
-    bounds = [_mem_available(proc)]
+    import psutil
+
+    bounds = [psutil.virtual_memory().available if mem_available is None else mem_available]
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
-        bounds.append(soft - _status_bytes(proc, "VmSize"))
+        bounds.append(soft - psutil.Process().memory_info().vms)
     bounds.extend(_cgroup_room(cgroup))
     return max(0, int(min(bounds) * USABLE_FRACTION) - RESERVE_BYTES)
-
-
-def _mem_available(proc: Path) -> int:
-    try:
-        for line in (proc / "meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024  # the kernel writes kB, meaning KiB
-    except (OSError, ValueError, IndexError):
-        pass
-    names = os.sysconf_names
-    pages = "SC_AVPHYS_PAGES" if "SC_AVPHYS_PAGES" in names else "SC_PHYS_PAGES"
-    return os.sysconf(pages) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _status_bytes(proc: Path, key: str) -> int:
-    try:
-        for line in (proc / "self" / "status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0  # unknown: the limit alone bounds it
 
 
 def _cgroup_room(cgroup: Path) -> list[int]:
