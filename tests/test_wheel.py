@@ -37,19 +37,24 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return bin_dir
 
 
-def run_outside(bin_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def outside_env(bin_dir: Path) -> dict[str, str]:
+    """The venv's PATH and no PYTHONPATH: a checkout on it would be imported first."""
     env = numgrad_env(PATH=f"{bin_dir}:/usr/bin:/bin")
     env.pop("PYTHONPATH", None)
+    return env
+
+
+def run_outside(bin_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(bin_dir / "numgrad"), *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=300, check=False,
+        [str(bin_dir / "numgrad"), *args], cwd=cwd, env=outside_env(bin_dir),
+        capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
 
 def test_wheel_imports_from_the_venv_not_the_checkout(installed, tmp_path):
     out = subprocess.run(
         [installed / "python", "-c", "import numgrad; print(numgrad.__file__)"],
-        cwd=tmp_path, capture_output=True, text=True, check=True, env=numgrad_env(),
+        cwd=tmp_path, capture_output=True, text=True, check=True, env=outside_env(installed),
     ).stdout  # fmt: skip
     assert str(installed.parent) in out and str(ROOT) not in out
 
