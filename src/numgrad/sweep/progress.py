@@ -194,7 +194,7 @@ class JobWatch:
                             ended.append((when, folder.path, path))
             for _, key, path in sorted(ended):  # in the order the jobs ended
                 record = read_job_status(path)
-                if record is None:
+                if record is None or record.get("status") == NOT_STARTED:  # a stopping sweep's
                     continue
                 row = {**record, "overrides": " ".join(record.get("overrides") or [])}
                 self._announce(key, row, job_seconds(path.parent))
