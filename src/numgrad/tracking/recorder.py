@@ -114,9 +114,10 @@ class Recorder:
             if params:
                 self.record("params", params=dict(params))
             self.journal.sync()
-        except BaseException:
+        except BaseException:  # a signal, or the disk: no run, no journal (and none open)
             if self.journal is not None:
                 self.journal.close_quietly()
+                self.journal = None
             self.journal_path.unlink(missing_ok=True)
             self._release(remove=True)
             raise
@@ -239,8 +240,7 @@ class Recorder:
         why = why or (
             "offline" if self.offline else f"the tracking store {self.uri} is unreachable"
         )
-        return (
-            f"{why}: the run is recorded locally in {self.journal_path}; upload it with: "
+        return f"{why}: the run is recorded locally in {self.journal_path}; upload it with: " + (
             f"numgrad-sync {self.directory}"
         )
 
