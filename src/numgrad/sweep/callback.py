@@ -162,6 +162,8 @@ class Sweep:
 
     def _stop(self, signum: int) -> None:
         """A signal stops the sweep: no job starts now; pool workers end their runs."""
+        if stopping.stopping(self.sweep_dir, worker=False):
+            return  # a second Ctrl-C while the workers end their runs: stop waiting
         stopping.mark(self.sweep_dir, signum)
         if "joblib" in self.launcher:  # on Ctrl-C joblib SIGKILLs its workers at once
             workers.stop_workers(signum, self._running_by_pid)
