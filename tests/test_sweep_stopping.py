@@ -12,9 +12,12 @@ stop reasons, artifacts and points, the summary, the exit status, and that
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
 import signal
+import struct
 import subprocess
+import termios
 import threading
 import time
 from pathlib import Path
@@ -153,7 +156,7 @@ def test_a_group_signal_mid_sweep_ends_every_started_job_whole(workdir, sig, job
         job_dir = Path(child.data.tags["numgrad.output_dir"])
         stored = sorted(m.step for m in client.get_metric_history(child.info.run_id, "loss"))
         assert stored == _journal_steps(job_dir / JOURNAL_FILE)  # all it journaled, once
-        assert stored[:-1] == planned[: len(stored) - 1] and len(stored) >= 3
+        assert stored[:-1] == planned[: len(stored) - 1] and len(stored) >= 2
         with open(job_dir / "artifacts" / "history.csv") as f:
             rows = list(csv.reader(f))
         assert int(rows[-1][0]) == stored[-1]  # the last step, also after the last flush
@@ -206,14 +209,24 @@ def _sender(proc: subprocess.Popen[str]) -> psutil.Process | None:
     return None
 
 
+def _asked(sender: psutil.Process) -> bool:
+    """Whether the sweep wrote a command (``drain``, at its end) the stopped sender has not
+    read yet: bytes waiting in the sender's stdin pipe."""
+    fd = os.open(f"/proc/{sender.pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0] > 0
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "launcher"), [(signal.SIGINT, "joblib"), (signal.SIGTERM, "basic")]
 )  # fmt: skip
 def test_a_group_signal_in_the_sweeps_end_phase(workdir, sig, launcher):
     # The sender is stopped (SIGSTOP) once the store exists: the jobs only journal,
-    # and the sweep's end waits for the sender's answer; the signal comes after the
-    # last job's status file, in that wait. The sender runs in a session of its own,
+    # and the sweep's end waits for the sender's answer; the signal comes once the end
+    # has asked for it, in that wait. The sender runs in a session of its own,
     # so the group signal does not reach it; it is woken right after.
     proc = _start(workdir, "optimizer.lr=0.1,0.2", "optimizer.steps=300",
                   f"hydra/launcher={launcher}")  # fmt: skip
@@ -223,7 +236,7 @@ def test_a_group_signal_in_the_sweeps_end_phase(workdir, sig, launcher):
         sender.suspend()
         try:
             wait_for(lambda: all((sweep_dir / n / "numgrad_job.json").exists() for n in "01"), 120)
-            time.sleep(1.0)  # the launcher returns, the end begins and waits for the sender
+            wait_for(lambda: _asked(sender), 120)  # the end began: it asked for the jobs' state
             assert proc.poll() is None
             os.killpg(proc.pid, sig)
             time.sleep(0.5)
