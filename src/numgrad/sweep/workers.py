@@ -19,7 +19,9 @@ from collections.abc import Callable, Iterator
 from numgrad import signals
 from numgrad.processes import pool_workers
 
-GRACE_SECONDS = 10.0  # how long workers get to end their runs
+# How long workers get to end their runs (figures included, on a busy machine); a second
+# Ctrl-C stops the waiting (numgrad.sweep.callback).
+GRACE_SECONDS = 30.0
 # A process group's signal (a terminal's Ctrl-C) reached the workers too: this long for
 # them to end their runs unasked, before a second signal would come in their end.
 PATIENCE_SECONDS = 1.0
