@@ -247,6 +247,7 @@ def test_a_group_signal_in_the_sweeps_end_phase(workdir, sig, launcher):
     assert err.strip().splitlines()[-1] == LAST_LINE[sig]
     _no_false_outage(err, sweep_dir)
     assert "sweep summary incomplete" not in err
+    assert "numgrad: sweep KILLED: all 2 jobs finished (2 FINISHED) in " in err
     client, parent, children = sweep_runs(workdir.uri)
     assert parent.info.status == "KILLED"
     assert parent.data.tags["numgrad.stop_reason"] == STOP_REASON[sig]
