@@ -179,10 +179,10 @@ class MlflowSink:
     def log_step(self, record: Any, extra: Mapping[str, float] | None = None) -> None:
         """Take one :class:`~numgrad.descent.StepRecord`, with ``extra`` metrics at its weights
         (held-out loss, accuracy) at :attr:`selected` steps; flush every ``flush_seconds``."""
+        self._last, self._last_extra = record, extra  # first: the end completes the rest
         self._history.add(record)
         if record.step in self.selected:
             self._queue(record, extra)
-        self._last, self._last_extra = record, extra
         if time.monotonic() >= self._next_flush:
             self.flush()
 
@@ -273,8 +273,12 @@ class MlflowSink:
             tags[NOTE_TAG] = fit_tag(note(self.config, self._dataset, tags, end, self._last))
         except Exception as err:
             print(f"numgrad: no run description: {describe_error(err)}", file=sys.stderr)
+        if self._last is not None and self._history.last is not self._last:
+            self._history.add(self._last)  # a signal came between the two in log_step
         self._history.close()
-        if self._last is not None and self._last_queued != self._last.step:
+        # The step of the rows queued last: a signal may have come before _last_queued was set.
+        queued = max(self._last_queued, self._metrics[-1][3] if self._metrics else -1)
+        if self._last is not None and queued != self._last.step:
             self._queue(self._last, self._last_extra)  # a run stopped early, or failed
         finals = final_metrics(end) if end else []
         self._metrics.extend(finals)
