@@ -177,7 +177,8 @@ def test_a_group_signal_mid_sweep_ends_every_started_job_whole(workdir, sig, job
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("sig", "launcher"), [(signal.SIGINT, "basic"), (signal.SIGTERM, "joblib")]
+    ("sig", "launcher"), [(signal.SIGINT, "basic"), (signal.SIGTERM, "joblib")],
+    ids=["SIGINT-basic", "SIGTERM-joblib"],
 )  # fmt: skip
 def test_a_group_signal_before_the_first_job_on_a_new_store(workdir, sig, launcher):
     # The parent's journal is written and its sender started; the sender is still
@@ -221,7 +222,8 @@ def _asked(sender: psutil.Process) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("sig", "launcher"), [(signal.SIGINT, "joblib"), (signal.SIGTERM, "basic")]
+    ("sig", "launcher"), [(signal.SIGINT, "joblib"), (signal.SIGTERM, "basic")],
+    ids=["SIGINT-joblib", "SIGTERM-basic"],
 )  # fmt: skip
 def test_a_group_signal_in_the_sweeps_end_phase(workdir, sig, launcher):
     # The sender is stopped (SIGSTOP) once the store exists: the jobs only journal,
