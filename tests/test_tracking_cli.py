@@ -57,6 +57,10 @@ def assert_killed_with_history(client: MlflowClient, run, reason: str) -> None:
     assert [s for s, _ in logged] == sorted({*sample, last})  # nothing lost, nothing doubled
     assert len(logged) >= 5
     assert [v for _, v in logged] == table["loss"][[s for s, _ in logged]].tolist()
+    # W where the descent stopped: moved from W_init, whole
+    W_init, W = (np.load(client.download_artifacts(run.info.run_id, f"weights/{name}.npy"))
+                 for name in ("W_init", "W_final"))  # fmt: skip
+    assert W.shape == W_init.shape == (2, 3) and np.isfinite(W).all() and (W != W_init).any()
 
 
 LONG_STEPS = 10**7  # ~10 min: always stopped long before its end

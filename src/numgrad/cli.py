@@ -60,7 +60,9 @@ def _compose_and_run(own_errors: bool) -> int:
     except BaseException as exc:
         # Hydra calls no on_multirun_end when the sweeper raises (a job's unexpected
         # error, Ctrl-C, SIGTERM): end the sweep's parent run here, KILLED or FAILED.
-        end_sweep(exc)
+        outcome = end_sweep(exc)
+        if outcome is not None and outcome.signal and not signals.signal_of(exc):
+            raise signals.exception_for(outcome.signal) from None  # one came in the end
         error = exc.error if isinstance(exc, SweepNotStarted) else exc  # the reason
         error = _as_usage(error) if own_errors else error
         if command.exit_status(error) in NOTHING_RAN:
@@ -69,6 +71,8 @@ def _compose_and_run(own_errors: bool) -> int:
             raise
         raise error from None
     outcome = end_sweep()  # a no-op after on_multirun_end; None for a single run
+    if outcome is not None and outcome.signal:  # a signal in the sweep's end: 130 or 143
+        raise signals.exception_for(outcome.signal)
     return 0 if outcome is None else outcome.exit_status
 
 

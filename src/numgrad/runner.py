@@ -17,6 +17,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from numgrad import data as sources
+from numgrad import signals
 from numgrad.config import AUTO_H, ConfigError, Init, Method, validate
 from numgrad.data import load_data
 from numgrad.descent import Descent
@@ -134,11 +135,15 @@ def _descend(descent: Descent, sink: Any, evaluation: Evaluation, *, show: bool)
 
         bar = tqdm(total=descent.steps, file=sys.stderr, ascii=True, mininterval=0.1)
     with bar if bar is not None else contextlib.nullcontext():
-        for record in descent:
-            wanted = evaluation and record.step in sink.selected
-            sink.log_step(record, evaluation(descent.W) if wanted else None)
-            if bar is not None and record.step and bar.update():  # True when just redrawn
-                bar.set_postfix_str(f"loss {record.loss:.6g}", refresh=False)
+        try:
+            for record in descent:
+                wanted = evaluation and record.step in sink.selected
+                sink.log_step(record, evaluation(descent.W) if wanted else None)
+                if bar is not None and record.step and bar.update():  # True when just redrawn
+                    bar.set_postfix_str(f"loss {record.loss:.6g}", refresh=False)
+        except (KeyboardInterrupt, signals.Terminated):
+            sink.log_stopped(descent)  # the weights where it stopped: the run keeps them
+            raise
 
 
 def initial_weights(

@@ -9,19 +9,19 @@ serves any sweeper (basic, Optuna) and launcher (basic, joblib, Ray):
   in this process (basic-launcher jobs run here; joblib's workers start later and
   inherit it) and, for Ray, in ``hydra.launcher.ray.init.runtime_env.env_vars`` of
   the config received here, the object Hydra then instantiates the launcher from.
-- ``on_job_start``/``on_job_end`` (wherever the job runs) send its prints to its log
-  and back; ``on_job_end`` records a job that failed with an unexpected exception in
-  its status file; :func:`numgrad.cli.job` writes it for the others.
+- ``on_job_start``/``on_job_end`` (wherever the job runs) refuse a job once the sweep
+  got a signal (:mod:`numgrad.sweep.stopping`) and send its prints to its log and
+  back; ``on_job_end`` records a job that failed unexpectedly in its status file.
 - ``on_multirun_end`` calls :func:`end_sweep`. Hydra skips it when the sweeper raises
   (a job's unexpected error, Ctrl-C, SIGTERM), so ``numgrad``'s entry point calls
-  :func:`end_sweep` on those paths too; it runs once.
+  :func:`end_sweep` on those paths too; it runs once. A signal before the first job,
+  during the jobs or in the end all end the sweep alike: a summary, the parent KILLED.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -31,10 +31,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from numgrad import signals
-from numgrad.sweep import progress, workers
-from numgrad.sweep.jobs import JOB_STATUS_FILE, job_error, write_job_status
+from numgrad.sweep import plan, progress, stopping, workers
+from numgrad.sweep.jobs import record_failure
 from numgrad.sweep.parent import FIGURES_DIR, SweepParent
-from numgrad.sweep.plan import job_count, planned_jobs, refuse_sweep_wide, short_target, sweep_name
 from numgrad.sweep.summary import (
     SUMMARY_FILE,
     TABLE_FILE,
@@ -43,7 +42,8 @@ from numgrad.sweep.summary import (
     write_summary,
     write_table,
 )
-from numgrad.tracking.records import describe_error, fit_tag
+from numgrad.tracking.ending import outcome as run_outcome
+from numgrad.tracking.records import describe_error
 from numgrad.tracking.uri import is_local, resolve_uri
 
 REMOTE_LAUNCHERS = ("ray",)  # launchers whose jobs may run on other machines
@@ -80,10 +80,11 @@ class SweepCallback(Callback):
         sweep = Sweep(config)
         try:
             sweep.start(config)
-        except BaseException as exc:
+        except Exception as exc:
             sweep.abort()
-            if isinstance(exc, Exception):
-                raise SweepNotStarted(exc) from exc
+            raise SweepNotStarted(exc) from exc
+        except BaseException:  # a signal: the sweep ends as if stopped later (KILLED, a
+            _SWEEP = sweep  # summary of jobs NOT_STARTED) when numgrad's entry ends it
             raise
         _SWEEP = sweep
 
@@ -94,29 +95,17 @@ class SweepCallback(Callback):
         RUN_DIR[:] = [str(config.hydra.run.dir)]
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        progress.job_output_back()  # an earlier job here stopped by a signal kept them
+        if "MULTIRUN" in str(OmegaConf.select(config, "hydra.mode")):
+            stopping.refuse_job(config)  # no job starts once the sweep got a signal
         progress.job_output_to_log(config)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         progress.job_output_back()
         if "MULTIRUN" in str(OmegaConf.select(config, "hydra.mode")):
-            _record_failure(config, job_return)
+            record_failure(config, job_return)
             if _SWEEP is not None:  # the job ran in the sweep's own process: its line at once
                 _SWEEP.watch.poll()
-
-
-def _record_failure(config: DictConfig, job_return: Any) -> None:
-    """A job that failed with an unexpected exception, in its status file."""
-    from hydra.core.utils import JobStatus
-
-    output_dir = Path(str(config.hydra.runtime.output_dir))
-    if job_return.status != JobStatus.FAILED or (output_dir / JOB_STATUS_FILE).exists():
-        return
-    exc = job_error(job_return)
-    with contextlib.suppress(OSError):
-        write_job_status(
-            output_dir, list(job_return.overrides or []), "FAILED",
-            error=describe_error(exc), job=int(config.hydra.job.num), pid=os.getpid(),
-        )  # fmt: skip
 
 
 def end_sweep(exc: BaseException | None = None) -> SweepOutcome | None:
@@ -142,49 +131,45 @@ class Sweep:
         self.overrides = [str(o) for o in config.hydra.overrides.task]
         params = OmegaConf.select(config, "hydra.sweeper.params")
         self.params = {str(k): str(v) for k, v in (params or {}).items()}
-        self.launcher = short_target(OmegaConf.select(config, "hydra.launcher._target_"))
-        self.sweeper = short_target(OmegaConf.select(config, "hydra.sweeper._target_"))
+        self.launcher = plan.short_target(OmegaConf.select(config, "hydra.launcher._target_"))
+        self.sweeper = plan.short_target(OmegaConf.select(config, "hydra.sweeper._target_"))
         self.settings = config.tracking
-        self.name = sweep_name(self.overrides, self.params, self.settings.run_name)
+        self.name = plan.sweep_name(self.overrides, self.params, self.settings.run_name)
         self.parent: SweepParent | None = None
         self.watch: progress.JobWatch | None = None
         self._env_before: dict[str, str | None] = {}
         self._exits = contextlib.ExitStack()
 
     def start(self, config: DictConfig) -> None:
-        refuse_sweep_wide(self.params, self.overrides)
+        plan.refuse_sweep_wide(self.params, self.overrides)
+        stopping.clear(self.sweep_dir)  # an earlier sweep's, in a reused sweep dir
         if self.settings.enabled:
             self.parent = SweepParent(self.settings, self.sweep_dir, self.name)
-            self.parent.open(self._parent_tags(), remote_jobs=self.remote)
+            tags = plan.parent_tags(
+                self.sweep_dir, self.overrides, self.params, self.sweeper, self.launcher
+            )
+            self.parent.open(tags, remote_jobs=self.remote)
             self._export(config)
         self._warn_remote_store()
-        if "joblib" in self.launcher:
-            # On Ctrl-C joblib SIGKILLs its workers at once; first let them end their runs.
-            hook = lambda signum: workers.stop_workers(self._running_by_pid)  # noqa: E731
-            self._exits.enter_context(signals.on_signal(hook))
+        self._exits.enter_context(signals.on_signal(self._stop))
         self._exits.enter_context(progress.launchers_quiet())
         bar = progress.bar_wanted(OmegaConf.select(config, "progress"), sys.stderr)
-        total = job_count(config, planned_jobs(self.sweeper, self.params, self.overrides))
+        total = plan.job_count(config, plan.planned_jobs(self.sweeper, self.params, self.overrides))
         self.watch = progress.JobWatch(self.sweep_dir, self.started, total, bar=bar)
-        self.watch.start()
+        self.watch.start()  # its thread, not blocking them, is where the signals come in
+        if "joblib" in self.launcher:  # its workers get a signal only in a job, never idle
+            self._exits.enter_context(workers.spawned_blocked())
+
+    def _stop(self, signum: int) -> None:
+        """A signal stops the sweep: no job starts now; pool workers end their runs."""
+        if stopping.stopping(self.sweep_dir, worker=False):
+            return  # a second Ctrl-C while the workers end their runs: stop waiting
+        stopping.mark(self.sweep_dir, signum)
+        if "joblib" in self.launcher:  # on Ctrl-C joblib SIGKILLs its workers at once
+            workers.stop_workers(signum, self._running_by_pid)
 
     def _running_by_pid(self) -> dict[int, str]:
         return self.parent.running_by_pid() if self.parent is not None else {}
-
-    def _parent_tags(self) -> dict[str, str]:
-        tags = {
-            "numgrad.kind": "sweep",
-            "numgrad.sweep.dir": fit_tag(str(self.sweep_dir)),
-            "numgrad.sweep.overrides": fit_tag(" ".join(self.overrides)),
-            "numgrad.sweep.sweeper": self.sweeper,
-            "numgrad.sweep.launcher": self.launcher,
-            "numgrad.command": fit_tag(shlex.join(["numgrad", *sys.argv[1:]])),
-        }
-        if self.params:
-            tags["numgrad.sweep.params"] = fit_tag(
-                " ".join(f"{k}={v}" for k, v in self.params.items())
-            )
-        return tags
 
     @property
     def remote(self) -> bool:
@@ -224,43 +209,57 @@ class Sweep:
             )
 
     def end(self, exc: BaseException | None) -> SweepOutcome:
-        """Summary, figures, the parent's status, a report; never raises."""
+        """Summary, figures, the parent's status, a report; never raises.
+
+        A signal meanwhile (the first one landing in the end, or a second one) does not
+        cut the end short: the summary is written, the parent ends KILLED, and the
+        outcome keeps the signal for numgrad's exit status.
+        """
+        with signals.held(absorb=True):
+            return self._end(exc)
+
+    def _end(self, exc: BaseException | None) -> SweepOutcome:
         progress.job_output_back()  # a job here stopped by a signal had no on_job_end
-        interrupted = isinstance(exc, KeyboardInterrupt | signals.Terminated)
         outcome = SweepOutcome("FAILED", [], offline=bool(self.settings.offline))
         parent = self.parent if self.parent is not None and self.parent.recorder else None
         try:
             children: list[dict[str, Any]] = []
             if parent is not None:
-                if interrupted:  # pool workers end their runs (journals) on SIGTERM
+                if signals.signal_of(exc):  # pool workers end their runs on the signal
                     parent.wait_for_running(set(parent.running_by_pid()) - {os.getpid()})
                 state = parent.drain()
                 children = [*state.get("children", {}).values(), *state.get("remote", [])]
                 if state.get("error"):
                     outcome.notes.append(f"the store refused a record: {state['error']}")
             # Stopped early, the sweeper never launched some jobs: the plan names them.
-            planned = planned_jobs(self.sweeper, self.params, self.overrides) if exc else None
+            planned = plan.planned_jobs(self.sweeper, self.params, self.overrides) if exc else None
             outcome.rows = collect_rows(
-                self.sweep_dir, self.started, children, interrupted=interrupted, planned=planned
-            )
-            outcome.status = (
-                "KILLED" if interrupted else "FAILED" if exc or outcome.failed else "FINISHED"
-            )
+                self.sweep_dir, self.started, children, planned=planned,
+                interrupted=bool(signals.signal_of(exc) or signals.pending()),
+            )  # fmt: skip
+            outcome.status = "FAILED" if exc or outcome.failed else "FINISHED"
             outcome.summary = self._write_summary(outcome)
-        except BaseException as err:
-            outcome.status = "KILLED" if interrupted or not isinstance(err, Exception) else "FAILED"
+        except Exception as err:
             outcome.notes.append(f"sweep summary incomplete: {describe_error(err)}")
         finally:
+            outcome.signal = signals.signal_of(exc) or signals.pending()
+            if outcome.signal:  # stopped by a signal, whenever it came
+                outcome.status = "KILLED"
             if parent is not None and parent.recorder.journal is not None:
+                if outcome.signal:
+                    stop = signals.exception_for(outcome.signal)
+                    parent.recorder.record("tags", tags=run_outcome(stop, None)[1])
                 outcome.parent_synced = parent.finish(outcome, exc)
                 outcome.parent_run_id = parent.run_id
                 if not outcome.parent_synced and not outcome.offline:
                     outcome.notes.append(parent.recorder.local_note())
             if parent is not None:
                 parent.stop_sender()
+            stopping.clear(self.sweep_dir)
             self._restore()
         outcome.elapsed = time.time() - self.started
-        self.watch.finish(outcome.rows)  # set by start(): a sweep that never started never ends
+        if self.watch is not None:  # None: a signal came before the sweep started
+            self.watch.finish(outcome.rows)
         progress.report(outcome, *progress.where(parent, self.name, self.sweep_dir))
         return outcome
 

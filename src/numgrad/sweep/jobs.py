@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,21 @@ def job_error(job_return: Any) -> BaseException | None:
     except Exception as exc:
         return exc
     return None
+
+
+def record_failure(config: Any, job_return: Any) -> None:
+    """In Hydra's ``on_job_end``: a job that failed with an unexpected exception, in its
+    status file (:func:`numgrad.cli.job` writes it for the others)."""
+    from hydra.core.utils import JobStatus
+
+    from numgrad.tracking.records import describe_error
+
+    output_dir = Path(str(config.hydra.runtime.output_dir))
+    if job_return.status != JobStatus.FAILED or (output_dir / JOB_STATUS_FILE).exists():
+        return
+    exc = job_error(job_return)
+    with contextlib.suppress(OSError):
+        write_job_status(
+            output_dir, list(job_return.overrides or []), "FAILED",
+            error=describe_error(exc), job=int(config.hydra.job.num), pid=os.getpid(),
+        )  # fmt: skip

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from numgrad.processes import alive
 from numgrad.sweep.summary import SUMMARY_FILE, TABLE_FILE, SweepOutcome, description
 from numgrad.tracking.journal import JOURNAL_FILE, JournalError, JournalReader
 from numgrad.tracking.provenance import PARENT_JOURNAL_ENV, PARENT_RUN_ENV, SENDER_ENV, base_tags
@@ -122,9 +123,10 @@ class SweepParent:
         return found
 
     def wait_for_running(self, pids: set[int]) -> None:
-        """After Ctrl-C, give jobs of other processes time to end their runs."""
+        """After Ctrl-C, give jobs of other processes time to end their runs (a killed
+        process never will: its run the sender ends)."""
         deadline = time.monotonic() + GRACE_SECONDS
-        while time.monotonic() < deadline and set(self.running_by_pid()) & pids:
+        while time.monotonic() < deadline and any(map(alive, set(self.running_by_pid()) & pids)):
             time.sleep(0.25)
 
     def drain(self) -> dict[str, Any]:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import shlex
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from numgrad.overrides import swept_values
-from numgrad.tracking.records import run_name_from
+from numgrad.tracking.records import fit_tag, run_name_from
 
 
 def planned_jobs(
@@ -111,3 +113,20 @@ def sweep_name(overrides: Sequence[str], params: Mapping[str, str], run_name: An
     parts = [p for p in parts if p != "default"]
     name = "sweep " + (" ".join(parts) or "default")
     return name if len(name) <= 250 else name[:247] + "..."
+
+
+def parent_tags(
+    sweep_dir: Any, overrides: Sequence[str], params: Mapping[str, str], sweeper: str, launcher: str
+) -> dict[str, str]:
+    """The tags of a sweep's parent run: its kind, dir, command line, sweeper and launcher."""
+    tags = {
+        "numgrad.kind": "sweep",
+        "numgrad.sweep.dir": fit_tag(str(sweep_dir)),
+        "numgrad.sweep.overrides": fit_tag(" ".join(overrides)),
+        "numgrad.sweep.sweeper": sweeper,
+        "numgrad.sweep.launcher": launcher,
+        "numgrad.command": fit_tag(shlex.join(["numgrad", *sys.argv[1:]])),
+    }
+    if params:
+        tags["numgrad.sweep.params"] = fit_tag(" ".join(f"{k}={v}" for k, v in params.items()))
+    return tags

@@ -194,7 +194,7 @@ class JobWatch:
                             ended.append((when, folder.path, path))
             for _, key, path in sorted(ended):  # in the order the jobs ended
                 record = read_job_status(path)
-                if record is None:
+                if record is None or record.get("status") == NOT_STARTED:  # a stopping sweep's
                     continue
                 row = {**record, "overrides": " ".join(record.get("overrides") or [])}
                 self._announce(key, row, job_seconds(path.parent))
@@ -271,8 +271,11 @@ def report(
         print(f"numgrad: sweep FINISHED: {n} jobs ({by_status}){took}", flush=True)
     else:
         sys.stdout.flush()  # what stdout holds comes first, also through `2>&1 | ...`
-        print(f"numgrad: sweep {outcome.status}: {len(failed)} of {n} jobs did not finish "
-              f"({by_status}){took}", file=sys.stderr)  # fmt: skip
+        what = (  # KILLED with every job finished: a signal in the sweep's end
+            f"{len(failed)} of {n} jobs did not finish" if failed
+            else f"all {n} jobs finished" if n else "no job ran"
+        )  # fmt: skip
+        print(f"numgrad: sweep {outcome.status}: {what} ({by_status}){took}", file=sys.stderr)
         for row in failed:
             job = "?" if row["job"] is None else row["job"]
             error = f": {row['error']}" if row["error"] else ""

@@ -34,6 +34,7 @@ NUMBERS = (
 FIELDS = ("job", "overrides", "status", *NUMBERS, "dtype", "scheme", "run_id", "run_name")
 DONE = ("FINISHED", FINISHED_NOT_SYNCED)
 RANKING = ("final_test_loss", "final_loss")  # lower is better; held-out only if all have it
+_key = os.path.realpath  # a job's folder, however its path was written (normalised too)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class SweepOutcome:
     parent_run_id: str | None = None
     offline: bool = False  # tracking.offline=true: records only local, by choice
     elapsed: float | None = None  # seconds from the sweep's start to its end
+    signal: int | None = None  # the signal that stopped it (numgrad exits 128 + it)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -181,10 +183,6 @@ def _empty_row(job_dir: Path | None) -> dict[str, Any]:
         "run_id": "", "run_name": "", "error": "",
         "output_dir": str(job_dir) if job_dir is not None else None,
     }  # fmt: skip
-
-
-def _key(path: Path) -> str:
-    return os.path.normpath(os.path.realpath(path))
 
 
 def _read_overrides(path: Path) -> list[str]:

@@ -49,6 +49,11 @@ class History:
         with open(path, "w", newline="") as f:
             csv.writer(f).writerow(FIELDS)
 
+    @property
+    def last(self) -> Any:
+        """The last record added (None before the first)."""
+        return self._last
+
     def add(self, record: Any) -> None:
         self._last = record
         if record.step % self.stride == 0:

@@ -71,7 +71,7 @@ class Recorder:
         self.handed_over = handed_over
         self.journal: Journal | None = None
         self.uploader: Uploader | None = None
-        self.synced = False
+        self.synced = self._ended = False  # the store has it all; its end is journaled
         self.backoff = Backoff()
         self._lock: Any = None
 
@@ -114,9 +114,10 @@ class Recorder:
             if params:
                 self.record("params", params=dict(params))
             self.journal.sync()
-        except BaseException:
+        except BaseException:  # a signal, or the disk: no run, no journal (and none open)
             if self.journal is not None:
                 self.journal.close_quietly()
+                self.journal = None
             self.journal_path.unlink(missing_ok=True)
             self._release(remove=True)
             raise
@@ -183,12 +184,19 @@ class Recorder:
                   "the run's records are caught up", file=sys.stderr)  # fmt: skip
         return True
 
+    def end(self, status: str, *, end_time: int | None = None) -> None:
+        """Journal the run's end (once), to disk: from here on the run is ended ``status``."""
+        assert self.journal is not None
+        if not self._ended:
+            self.record("end", status=status, end_time=end_time or int(time.time() * 1000))
+            self.journal.sync()
+            self._ended = True
+
     def finish(self, status: str, *, end_time: int | None = None) -> bool:
         """Record the end, wait at most ``grace`` s for a store that is down; True if synced."""
         assert self.journal is not None
         try:
-            self.record("end", status=status, end_time=end_time or int(time.time() * 1000))
-            self.journal.sync()
+            self.end(status, end_time=end_time)
             if self.uploader is None:
                 self.synced = self.handed_over
                 return self.synced
@@ -227,11 +235,12 @@ class Recorder:
         return JournalError(f"{exc}; once there is room, numgrad-sync {self.directory} "
                             "uploads what was journaled")  # fmt: skip
 
-    def local_note(self) -> str:
-        """The line that says where an unsynced run is, and how to upload it."""
-        why = "offline" if self.offline else f"the tracking store {self.uri} is unreachable"
-        return (
-            f"{why}: the run is recorded locally in {self.journal_path}; upload it with: "
+    def local_note(self, why: str = "") -> str:
+        """The line that says where an unsynced run is (``why``), and how to upload it."""
+        why = why or (
+            "offline" if self.offline else f"the tracking store {self.uri} is unreachable"
+        )
+        return f"{why}: the run is recorded locally in {self.journal_path}; upload it with: " + (
             f"numgrad-sync {self.directory}"
         )
 

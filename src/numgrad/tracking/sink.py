@@ -41,6 +41,7 @@ from numgrad.tracking.files import save_initial, write_inputs, write_outputs
 from numgrad.tracking.history import History
 from numgrad.tracking.journal import JournalError
 from numgrad.tracking.model import model_record
+from numgrad.tracking.null_sink import NullSink
 from numgrad.tracking.provenance import SENDER_ENV, base_tags, parent_journal, run_tags
 from numgrad.tracking.recorder import Recorder, set_aside_previous
 from numgrad.tracking.records import (
@@ -89,36 +90,6 @@ def open_sink(
     )  # fmt: skip
 
 
-class NullSink:
-    """The sink of ``tracking.enabled=false``: accepts everything, records nothing."""
-
-    run_id: str | None = None
-    synced = True
-
-    def __enter__(self) -> NullSink:
-        return self
-
-    def __exit__(self, *exc: object) -> bool:
-        return False
-
-    def log_start(self, W_init: np.ndarray | None) -> None:
-        pass
-
-    def log_data(self, x: Any, t: Any, data_cfg: Any, seed: int, *, context: str = "") -> None:
-        pass
-
-    selected: frozenset[int] = frozenset()  # no step goes anywhere
-
-    def log_step(self, record: Any, extra: Mapping[str, float] | None = None) -> None:
-        pass
-
-    def log_end(self, descent: Any, W_final: Any = None, evaluation: Any = None) -> None:
-        pass
-
-    def describe(self) -> str | None:
-        return None
-
-
 class MlflowSink:
     """One MLflow run around a descent; see :func:`open_sink`."""
 
@@ -153,6 +124,7 @@ class MlflowSink:
         self._next_flush = math.inf
         self._W_init: np.ndarray | None = None
         self._end: dict[str, Any] | None = None
+        self._stopped: dict[str, Any] | None = None  # where a signal stopped the descent
         self._dataset: dict[str, str] | None = None
         self._example: np.ndarray | None = None
 
@@ -207,10 +179,10 @@ class MlflowSink:
     def log_step(self, record: Any, extra: Mapping[str, float] | None = None) -> None:
         """Take one :class:`~numgrad.descent.StepRecord`, with ``extra`` metrics at its weights
         (held-out loss, accuracy) at :attr:`selected` steps; flush every ``flush_seconds``."""
+        self._last, self._last_extra = record, extra  # first: the end completes the rest
         self._history.add(record)
         if record.step in self.selected:
             self._queue(record, extra)
-        self._last, self._last_extra = record, extra
         if time.monotonic() >= self._next_flush:
             self.flush()
 
@@ -220,12 +192,18 @@ class MlflowSink:
         self._end = end_of(descent, W_final, evaluation)
         self._last_extra = evaluation or self._last_extra  # the last step's, if queued at the end
 
+    def log_stopped(self, descent: Any) -> None:
+        """A descent a signal stopped: its weights as they are (after its ``steps_taken``
+        updates) are kept as the run's ``weights/W_final``, with its figures."""
+        self._stopped = end_of(descent)
+
     def flush(self) -> None:
         """New rows to ``history.csv``, new metrics to the journal, then to the store."""
-        self._history.flush()
-        if self._metrics:
-            self.recorder.record("metrics", metrics=self._metrics)
-            self._metrics = []
+        with signals.held():  # a signal lands between two writes, never inside one
+            self._history.flush()
+            if self._metrics:
+                self.recorder.record("metrics", metrics=self._metrics)
+                self._metrics = []
         self.recorder.flush(where=f"at step {self._last.step}" if self._last else "")
         self._next_flush = time.monotonic() + self.settings.flush_seconds
 
@@ -246,41 +224,28 @@ class MlflowSink:
         if self._wall0 is None:
             self._wall0 = time.time() - r.seconds
         step, ms = int(r.step), int((self._wall0 + r.seconds) * 1000)
-        add, isfinite = self._metrics.append, math.isfinite
         values = {key: getattr(r, key) for key in STEP_METRICS} | dict(extra or {})
-        for key, value in values.items():
-            # MLflow stores inf as 1.8e308 and nan as 0: history.csv has them. None: not measured.
-            if value is not None and isfinite(value):
-                add([key, float(value), ms, step])
+        # MLflow stores inf as 1.8e308 and nan as 0: history.csv has them. None: not measured.
+        # One extend: a signal never leaves half a step queued (queued again at the end).
+        self._metrics.extend([[key, float(v), ms, step] for key, v in values.items()
+                              if v is not None and math.isfinite(v)])  # fmt: skip
         self._last_queued = step
 
     # -------------------------------------------------------------------- finish
 
     def _finish(self, exc: BaseException | None) -> None:
-        """Last rows, final metrics, weights, figures, status; never hides ``exc``."""
+        """Last rows, final metrics, weights, figures, status; never hides ``exc``.
+
+        Written whole: another signal meanwhile (a sweep's worker gets a terminal's
+        Ctrl-C from the terminal and from the sweep) waits until the end is journaled,
+        then only cuts short a wait for a store that is down.
+        """
         status, tags = outcome(exc, self._end)
         end = self._end if status == "FINISHED" else None
-        try:  # the description never fails a run
-            tags[NOTE_TAG] = fit_tag(note(self.config, self._dataset, tags, end, self._last))
-        except Exception as err:
-            print(f"numgrad: no run description: {describe_error(err)}", file=sys.stderr)
+        why = ""  # why the store may lack records, when it is not that it is unreachable
         try:
-            self._history.close()
-            if self._last is not None and self._last_queued != self._last.step:
-                self._queue(self._last, self._last_extra)  # a run stopped early, or failed
-            finals = final_metrics(end) if end else []
-            self._metrics.extend(finals)
-            if self._metrics:
-                self.recorder.record("metrics", metrics=self._metrics)
-                self._metrics = []
-            write_outputs(self.artifacts, end, self._history, self._W_init)
-            self.recorder.record("artifact", local=ARTIFACTS_DIR, path=None)
-            self.recorder.record("tags", tags=tags)
-            if finals and self.settings.log_model:
-                self.recorder.record("model", **model_record(
-                    ARTIFACTS_DIR + "/weights/W_final.npy", step=self._end["steps_taken"],
-                    example=self._example, metrics=finals, dataset=self._dataset,
-                ))  # fmt: skip
+            with signals.held(absorb=True) as late:
+                self._write_end(status, tags, end)
             self.synced = self.recorder.finish(status)
         except (KeyboardInterrupt, signals.Terminated, TrackingError, JournalError, OSError) as err:
             # Interrupted while waiting for the store, the store refused the run, or the
@@ -288,11 +253,44 @@ class MlflowSink:
             if isinstance(err, OSError | JournalError):
                 err = JournalError.writing(err, str(self.artifacts))
                 raise self.recorder.cannot_write(err, "FAILED" if end else status) from None
+            if not isinstance(err, TrackingError):
+                why = "stopped before the tracking store had every record"
             if exc is None:
-                print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
+                print(f"numgrad: {self.recorder.local_note(why)}", file=sys.stderr)
                 raise
-            print(f"numgrad: {describe_error(err)}", file=sys.stderr)
+            if not why:
+                print(f"numgrad: {describe_error(err)}", file=sys.stderr)
         if isinstance(exc, JournalError):  # a write failed mid-run: one line, how to go on
             raise self.recorder.cannot_write(exc, status) from None
         if exc is not None and not self.synced:
-            print(f"numgrad: {self.recorder.local_note()}", file=sys.stderr)
+            print(f"numgrad: {self.recorder.local_note(why)}", file=sys.stderr)
+        if late and exc is None:  # a signal as the run finished: the run is whole, then it acts
+            raise signals.exception_for(late[0])
+
+    def _write_end(self, status: str, tags: dict[str, str], end: Any) -> None:
+        """The journal's last records (and the files they name), its end included."""
+        try:  # the description never fails a run
+            tags[NOTE_TAG] = fit_tag(note(self.config, self._dataset, tags, end, self._last))
+        except Exception as err:
+            print(f"numgrad: no run description: {describe_error(err)}", file=sys.stderr)
+        if self._last is not None and self._history.last is not self._last:
+            self._history.add(self._last)  # a signal came between the two in log_step
+        self._history.close()
+        # The step of the rows queued last: a signal may have come before _last_queued was set.
+        queued = max(self._last_queued, self._metrics[-1][3] if self._metrics else -1)
+        if self._last is not None and queued != self._last.step:
+            self._queue(self._last, self._last_extra)  # a run stopped early, or failed
+        finals = final_metrics(end) if end else []
+        self._metrics.extend(finals)
+        if self._metrics:
+            self.recorder.record("metrics", metrics=self._metrics)
+            self._metrics = []
+        write_outputs(self.artifacts, end or self._stopped, self._history, self._W_init)
+        self.recorder.record("artifact", local=ARTIFACTS_DIR, path=None)
+        self.recorder.record("tags", tags=tags)
+        if finals and self.settings.log_model:
+            self.recorder.record("model", **model_record(
+                ARTIFACTS_DIR + "/weights/W_final.npy", step=self._end["steps_taken"],
+                example=self._example, metrics=finals, dataset=self._dataset,
+            ))  # fmt: skip
+        self.recorder.end(status)
