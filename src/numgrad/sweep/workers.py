@@ -8,7 +8,7 @@ by the next ``numgrad`` start's orphan check.
 
 A sweep killed outright (SIGKILL) can tell nobody. Its loky workers would live on
 (loky's queue of jobs is still readable), run the jobs queued for them, and leave
-their runs RUNNING. So each worker asks the kernel for SIGTERM when the sweep dies
+their runs RUNNING. So each worker asks the kernel for a word when the sweep dies
 (:func:`bound_to_sweep`): a job then ends its run KILLED, with all it journaled, and
 the worker exits instead of taking the next job.
 """
@@ -21,11 +21,15 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from types import FrameType
 
 from numgrad.processes import die_with_parent, is_pool_worker, pool_workers
 
 GRACE_SECONDS = 10.0  # how long workers get to end their runs
 SWEEP_GONE = 143  # a worker's exit status when its sweep died: terminated, as by SIGTERM
+NOTICE = signal.SIGUSR1  # the kernel's word to a worker that its parent died (no one else uses it)
+_in_job = False  # this worker runs a job now (its run must end first)
+_sweep: int | None = None  # the pid of this worker's sweep
 
 
 def stop_workers(running_by_pid: Callable[[], dict[int, str]]) -> None:
@@ -57,25 +61,47 @@ def stop_workers(running_by_pid: Callable[[], dict[int, str]]) -> None:
 def bound_to_sweep(on_gone: Callable[[], None]) -> Iterator[None]:
     """Run a job that dies with its sweep: for a loky worker, whose parent is the sweep.
 
-    The kernel sends the worker SIGTERM when the sweep dies, which ends the job's run
-    KILLED (:mod:`numgrad.signals`). A job that finds its sweep gone, at its start or
-    at its end, exits the worker, so that it takes no further job; at its start it
-    first calls ``on_gone()`` (which removes what Hydra made for a job that never ran).
-    Anywhere else (the sweep's own process, a Ray worker) it does nothing.
+    The kernel tells the worker when its parent dies (:data:`NOTICE`); a job then gets
+    SIGTERM once, which ends its run KILLED (:mod:`numgrad.signals`), and an idle worker
+    exits. A job that finds its sweep gone, at its start or at its end, exits the
+    worker, so that it takes no further job, after calling ``on_gone()`` (which
+    removes what Hydra made for a job whose run never started). Anywhere else (the
+    sweep's own process, a Ray worker) it does nothing.
     """
-    sweep = _sweep_pid()
+    global _in_job, _sweep
+    sweep = _sweep = _sweep_pid()
     if sweep is None:
         yield
         return
-    die_with_parent(signal.SIGTERM)
+    if signal.getsignal(NOTICE) is not _on_notice:  # once per worker
+        signal.signal(NOTICE, _on_notice)
+        die_with_parent(NOTICE)
     if os.getppid() != sweep:  # dead before the kernel could be asked
         on_gone()
-        _exit(sweep, "did not start its job")
+        _exit("did not start its job")
+    _in_job = True
     try:
         yield
     finally:
+        _in_job = False
         if os.getppid() != sweep:
-            _exit(sweep, "ended its job")
+            on_gone()
+            _exit("ended its job")
+
+
+def _on_notice(signum: int, frame: FrameType | None) -> None:
+    """The kernel's word that the worker's parent died: act once the sweep is gone.
+
+    The kernel says it again each time a thread of the sweep that is the worker's
+    parent ends, and the worker's parent then becomes another thread of the sweep:
+    only a parent that is no longer the sweep means the sweep is gone.
+    """
+    if os.getppid() == _sweep:
+        return
+    signal.signal(NOTICE, signal.SIG_IGN)  # once: a second SIGTERM would cut its end short
+    if not _in_job:
+        _exit("was idle")
+    signal.raise_signal(signal.SIGTERM)
 
 
 def _sweep_pid() -> int | None:
@@ -86,10 +112,10 @@ def _sweep_pid() -> int | None:
     return int(pid)
 
 
-def _exit(sweep: int, what: str) -> None:
+def _exit(what: str) -> None:
     """Leave the worker now: loky would otherwise hand it the next queued job."""
     with contextlib.suppress(Exception):
-        print(f"numgrad: the sweep (pid {sweep}) is gone: worker {os.getpid()} {what} "
-              "and exits", file=sys.stderr, flush=True)  # fmt: skip
+        print(f"numgrad: the sweep (pid {os.environ.get('NUMGRAD_PID')}) is gone: worker "
+              f"{os.getpid()} {what} and exits", file=sys.stderr, flush=True)  # fmt: skip
         sys.stdout.flush()
     os._exit(SWEEP_GONE)
