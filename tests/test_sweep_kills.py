@@ -211,6 +211,33 @@ def test_a_killed_sender_is_replaced_and_the_store_holds_the_whole_sweep(workdir
     sync_changes_nothing_but_completes(sweep, "FINISHED")
 
 
+def test_a_sender_that_keeps_dying_gives_way_to_the_sweep_itself(workdir):
+    # After six senders have died the sweep stops replacing them, says so, and at its
+    # end does their work itself, through the same Sender and Uploader.
+    sweep = Sweep(workdir, LRS, "optimizer.steps=20000")
+    try:
+        wait_for(lambda: sweep.points(3), timeout=120)
+        deadline = time.monotonic() + 120
+        while "not restarted" not in sweep.err and time.monotonic() < deadline:
+            for sender in sweep.senders():
+                sender.kill()
+            time.sleep(0.05)
+        code = sweep.wait()
+        err = sweep.err
+    finally:
+        sweep.none_left()
+    assert code == 0, err
+    assert err.count("started another") == 5 and "6 senders died" in err, err
+    assert "unreachable" not in err
+    children = check_store(sweep, "FINISHED")
+    assert {run["status"] for _, run in children.values()} == {"FINISHED"}
+    rows = read_summary(sweep.sweep_dir / "sweep_summary.csv")
+    assert [(int(r["job"]), r["status"], r["run_id"]) for r in rows] == [
+        (job, "FINISHED", children[job][0]) for job in range(4)
+    ]
+    sync_changes_nothing_but_completes(sweep, "FINISHED")
+
+
 # ------------------------------------------------------------- the sweep killed
 
 

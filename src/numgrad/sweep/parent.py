@@ -61,6 +61,7 @@ class SweepParent:
         self.sender: WatchedSender | None = None
         self.run_id: str | None = None
         self.state: dict[str, Any] = {}  # the sender's last word
+        self._here: Any = None  # the sender's work done in this process, when none answers
 
     @property
     def uri(self) -> str | None:
@@ -130,10 +131,30 @@ class SweepParent:
         if self.sender is None:
             return {}
         said = self.sender.ask(command, self.settings.outage_grace_seconds + 120)
+        if not said:  # no sender answers (they kept dying): its work done here instead
+            said = self._send_here(command)
         if said.get("event") == "state":
             self.state = said
             self.run_id = said["parent"]["run_id"] or self.run_id
         return self.state
+
+    def _send_here(self, command: str) -> dict[str, Any]:
+        """A sender's answer to ``command``, from one pass of the same
+        :class:`~numgrad.tracking.sender.Sender` in this process (mlflow imported here)."""
+        from numgrad.tracking.sender import Sender
+
+        if self._here is None:
+            self._here = Sender(self.sweep_dir, self.uri)
+        here = self._here
+        try:
+            if command == "drain":
+                here.end_the_dead()
+            here.send_all()  # the parent first: children go under it
+            if command == "finish":
+                here.give_up()
+        except Exception:
+            pass  # the store refused a record: here.error says which
+        return here.state()
 
     def stop_sender(self) -> None:
         if self.sender is not None:

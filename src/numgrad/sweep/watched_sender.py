@@ -40,11 +40,10 @@ class WatchedSender:
             sys.executable, "-m", "numgrad.tracking.sender", str(sweep_dir), uri,
             "--grace", str(grace), "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
-        self.grace = grace
         self.proc: subprocess.Popen[bytes] | None = None
         self._buffer = b""  # what the sender said past its last whole line
         self.starts = 0
-        self.deaths: list[str] = []  # how each sender that died ended, for the report
+        self.deaths: list[str] = []  # how each sender that died ended
         self._lock = threading.RLock()  # one of the watch and a question at a time
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
