@@ -11,7 +11,7 @@ import textwrap
 import psutil
 import pytest
 
-from numgrad.processes import alive, is_pool_worker, pool_workers
+from numgrad.processes import alive, is_pool_worker, pool_workers, pool_workers_of
 from numgrad.sweep.workers import bound_to_sweep
 from tests.conftest import wait_for
 
@@ -91,7 +91,7 @@ def test_the_word_also_comes_when_the_thread_that_started_the_child_ends():
 
 def test_this_process_is_no_pool_worker_and_has_none():
     assert not is_pool_worker()
-    assert pool_workers() == []
+    assert pool_workers() == [] == pool_workers_of(os.getpid())
 
 
 def test_outside_a_pool_worker_a_job_is_not_bound_to_any_sweep(monkeypatch, tmp_path):

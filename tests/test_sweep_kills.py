@@ -86,6 +86,9 @@ class Sweep:
         """Every process of the family ends within ``timeout`` s (and is killed after)."""
         try:
             wait_for(lambda: not [p for p in self.seen.values() if _alive(p)], timeout=timeout)
+        except AssertionError:
+            left = [(p.pid, _cmdline(p)[:4]) for p in self.seen.values() if _alive(p)]
+            raise AssertionError(f"still running after {timeout} s: {left}") from None
         finally:
             for p in self.seen.values():  # only processes this test started
                 with contextlib.suppress(psutil.Error):
@@ -245,9 +248,12 @@ def _job_pids(sweep: Sweep) -> set[int]:
     return {p.pid for p in sweep.family() if "popen_loky" in " ".join(_cmdline(p))}
 
 
-@pytest.mark.parametrize("when", ["jobs_starting", "children_sending"])
+@pytest.mark.parametrize("when", ["jobs_starting", "children_sending", "a_worker_idle"])
 def test_a_sigkilled_sweep_takes_its_workers_along_and_no_run_stays_running(workdir, when):
-    sweep = Sweep(workdir, LRS, "optimizer.steps=10000000")  # jobs that never end alone
+    # a_worker_idle: one job for two workers; the other never runs a job, so the kernel
+    # was never asked to tell it: the sender does.
+    lrs = "optimizer.lr=0.1" if when == "a_worker_idle" else LRS
+    sweep = Sweep(workdir, lrs, "optimizer.steps=10000000")  # jobs that never end alone
     try:
         if when == "jobs_starting":  # a job's journal exists, maybe no point yet
             wait_for(lambda: _job_pids(sweep) and list(sweep.sweep_dir.glob(f"*/{JOURNAL_FILE}")),

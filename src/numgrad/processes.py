@@ -81,6 +81,19 @@ def pool_workers() -> list[int]:
     return found
 
 
+def pool_workers_of(pid: int) -> list[int]:
+    """The live loky (joblib) workers that process ``pid`` started, also once it is gone
+    (their environment names it: ``NUMGRAD_PID``)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if _loky(process) and process.environ().get("NUMGRAD_PID") == str(pid):
+                found.append(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
 def is_pool_worker() -> bool:
     """Is this process a loky (joblib) worker?"""
     return _loky(psutil.Process())

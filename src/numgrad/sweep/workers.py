@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
-from numgrad.processes import die_with_parent, is_pool_worker, pool_workers
+from numgrad.processes import die_with_parent, is_pool_worker, pool_workers, pool_workers_of
 
 GRACE_SECONDS = 10.0  # how long workers get to end their runs
 SWEEP_GONE = 143  # a worker's exit status when its sweep died: terminated, as by SIGTERM
@@ -87,6 +87,18 @@ def bound_to_sweep(on_gone: Callable[[], None]) -> Iterator[None]:
         if os.getppid() != sweep:
             on_gone()
             _exit("ended its job")
+
+
+def tell_workers(sweep: int) -> None:
+    """Tell the loky workers of sweep ``sweep``, which is gone, as the kernel would.
+
+    The kernel tells only a worker that has run a job (it asks at its first job); one
+    still waiting for its first would wait for loky's 300 s idle timeout. An idle one
+    ends at once (the signal's default), one in a job as with the kernel's word.
+    """
+    for pid in pool_workers_of(sweep):
+        with contextlib.suppress(OSError):
+            os.kill(pid, NOTICE)
 
 
 def _on_notice(signum: int, frame: FrameType | None) -> None:

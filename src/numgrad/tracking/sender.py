@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from numgrad.processes import alive
+from numgrad.sweep.workers import tell_workers
 from numgrad.tracking.backoff import Backoff
 from numgrad.tracking.journal import JOURNAL_FILE, JournalReader
 from numgrad.tracking.mlflow_store import MlflowStore
@@ -221,6 +222,7 @@ def serve(sweep_dir: Path, uri: str, grace: float, parent_pid: int) -> int:
         if command == "drain" or gone:
             sender.end_the_dead(sweep_gone=gone)
             if gone:  # its pool workers die with it (sweep/workers.py): wait for their ends
+                tell_workers(parent_pid)
                 _until_ended(sender, WORKERS_SECONDS)
             _until_sent(sender, grace, parent=False)
             _say(sender.state())
