@@ -10,7 +10,8 @@ A sweep killed outright (SIGKILL) can tell nobody. Its loky workers would live o
 (loky's queue of jobs is still readable), run the jobs queued for them, and leave
 their runs RUNNING. So each worker asks the kernel for a word when the sweep dies
 (:func:`bound_to_sweep`): a job then ends its run KILLED, with all it journaled, and
-the worker exits instead of taking the next job.
+the worker exits instead of taking the next job. A worker that never ran a job never
+asked: the sweep's sender, which outlives the sweep, tells it (:func:`tell_workers`).
 """
 
 from __future__ import annotations
