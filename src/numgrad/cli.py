@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -141,9 +142,11 @@ def _sweep_job(cfg: Any, num: int, output_dir: Path, overrides: list[str]) -> fl
     """One job of a sweep: its outcome in its status file; a failure is the worst value."""
     from numgrad.runner import execute
     from numgrad.sweep.jobs import FINISHED_NOT_SYNCED, write_job_status
+    from numgrad.sweep.workers import bound_to_sweep
 
     show = bool(cfg.progress)  # None: no bars from jobs running side by side
-    with signals.raising():  # a pool worker's main thread needs it as much as ours
+    # A pool worker's job dies with its sweep; raising(): its main thread needs it too.
+    with bound_to_sweep(partial(remove_unused_output_dir, output_dir)), signals.raising():
         try:
             outcome = execute(cfg, output_dir=output_dir, overrides=overrides, progress=show)
         except BaseException as exc:

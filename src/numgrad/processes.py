@@ -1,4 +1,4 @@
-"""Process facts from psutil: alive, started when, its pool workers, what it listens on.
+"""Process facts from psutil: alive, started when, pool workers, listening; dying with a parent.
 
 Every question numgrad asks about a process (a run's writer, a sweep's sender, a
 joblib worker) is answered here, by psutil, never by parsing ``/proc`` by hand.
@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Mapping
 
 import psutil
 
 _DEAD = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 START_SLACK_SECONDS = 2.0  # a process's start time and a run's start time differ this much
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def alive(pid: int) -> bool:
@@ -72,11 +74,49 @@ def pool_workers() -> list[int]:
     found = []
     for child in psutil.Process().children():
         try:
-            if child.status() not in _DEAD and any("popen_loky" in a for a in child.cmdline()):
+            if child.status() not in _DEAD and _loky(child):
                 found.append(child.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
+
+
+def pool_workers_of(pid: int) -> list[int]:
+    """The live loky (joblib) workers that process ``pid`` started, also once it is gone
+    (their environment names it: ``NUMGRAD_PID``)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if _loky(process) and process.environ().get("NUMGRAD_PID") == str(pid):
+                found.append(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def is_pool_worker() -> bool:
+    """Is this process a loky (joblib) worker?"""
+    return _loky(psutil.Process())
+
+
+def _loky(process: psutil.Process) -> bool:
+    # loky starts its workers as `python -m joblib.externals.loky.backend.popen_loky_posix`
+    return any("popen_loky" in a for a in process.cmdline())
+
+
+def die_with_parent(signum: int) -> bool:
+    """Have the kernel send this process ``signum`` when its parent dies; True if it will.
+
+    Linux's ``prctl(PR_SET_PDEATHSIG)``: no polling, and it holds even when the parent is
+    SIGKILLed. (Strictly, the kernel watches the parent's thread that started this
+    process.) False on other systems, where nothing is set.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
 
 
 def listening(pid: int) -> set[tuple[str, int]]:

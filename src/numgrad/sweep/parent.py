@@ -1,9 +1,10 @@
 """The parent MLflow run of a sweep, and the sender process that uploads the sweep.
 
 The parent's journal lives in the sweep dir, like each job's in its own dir. A sweep
-with a store starts one sender (:mod:`numgrad.tracking.sender`) beside it: jobs only
-journal, the sender makes the parent run, every job's run as its child, and sends
-their records as they are written. Jobs that run elsewhere (Ray) cannot be followed:
+with a store starts one sender (:mod:`numgrad.tracking.sender`) beside it, watched and
+restarted should it die (:mod:`numgrad.sweep.watched_sender`): jobs only journal, the
+sender makes the parent run, every job's run as its child, and sends their records as
+they are written. Jobs that run elsewhere (Ray) cannot be followed:
 they get the parent's id and send their records themselves.
 """
 
@@ -11,10 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -23,6 +21,7 @@ from typing import Any
 
 from numgrad.processes import alive
 from numgrad.sweep.summary import SUMMARY_FILE, TABLE_FILE, SweepOutcome, description
+from numgrad.sweep.watched_sender import WatchedSender
 from numgrad.tracking.journal import JOURNAL_FILE, JournalError, JournalReader
 from numgrad.tracking.provenance import PARENT_JOURNAL_ENV, PARENT_RUN_ENV, SENDER_ENV, base_tags
 from numgrad.tracking.recorder import Recorder, set_aside_previous
@@ -60,9 +59,10 @@ class SweepParent:
     def __init__(self, settings: Any, sweep_dir: Path, name: str) -> None:
         self.settings, self.sweep_dir, self.name = settings, sweep_dir, name
         self.recorder: Recorder | None = None
-        self.sender: subprocess.Popen[str] | None = None
+        self.sender: WatchedSender | None = None
         self.run_id: str | None = None
         self.state: dict[str, Any] = {}  # the sender's last word
+        self._here: Any = None  # the sender's work done in this process, when none answers
 
     @property
     def uri(self) -> str | None:
@@ -86,14 +86,10 @@ class SweepParent:
         self.recorder.start(kind="sweep", tags={**base_tags(), **tags})
         if settings.offline:
             return
-        self.sender = subprocess.Popen(
-            [sys.executable, "-m", "numgrad.tracking.sender", str(self.sweep_dir), uri,
-             "--grace", str(settings.outage_grace_seconds), "--parent-pid", str(os.getpid())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            start_new_session=True,  # a Ctrl-C is the sweep's to handle, not the sender's
-        )  # fmt: skip
+        self.sender = WatchedSender(self.sweep_dir, uri, settings.outage_grace_seconds)
+        self.sender.start()
         if remote_jobs or _new_sqlite_store(uri):
-            said = self._hear("parent", START_SECONDS)
+            said = self.sender.hear("parent", START_SECONDS)
             if said.get("event") != "parent":
                 why = said.get("error") or "no answer from its sender"
                 raise TrackingError(f"cannot create the sweep's parent run on {uri}: {why}")
@@ -136,39 +132,35 @@ class SweepParent:
     def _ask(self, command: str) -> dict[str, Any]:
         if self.sender is None:
             return {}
-        with contextlib.suppress(OSError):
-            self.sender.stdin.write(command + "\n")
-            self.sender.stdin.flush()
-        said = self._hear("state", self.settings.outage_grace_seconds + 120)
+        said = self.sender.ask(command, self.settings.outage_grace_seconds + 120)
+        if not said:  # no sender answers (they kept dying): its work done here instead
+            said = self._send_here(command)
         if said.get("event") == "state":
             self.state = said
             self.run_id = said["parent"]["run_id"] or self.run_id
         return self.state
 
-    def _hear(self, event: str, timeout: float) -> dict[str, Any]:
-        """The sender's next line of kind ``event`` (or an error), within ``timeout``."""
-        import select
+    def _send_here(self, command: str) -> dict[str, Any]:
+        """A sender's answer to ``command``, from one pass of the same
+        :class:`~numgrad.tracking.sender.Sender` in this process (mlflow imported here)."""
+        from numgrad.tracking.sender import Sender
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.sender.poll() is None:
-            if select.select([self.sender.stdout], [], [], 0.25)[0]:
-                line = self.sender.stdout.readline()
-                try:
-                    said = json.loads(line or "{}")
-                except ValueError:
-                    print(line, end="", file=sys.stderr)  # not the protocol's: pass it on
-                    continue
-                if said.get("event") in (event, "error"):
-                    return said
-        return {}
+        if self._here is None:
+            self._here = Sender(self.sweep_dir, self.uri)
+        here = self._here
+        try:
+            if command == "drain":
+                here.end_the_dead()
+            here.send_all()  # the parent first: children go under it
+            if command == "finish":
+                here.give_up()
+        except Exception:
+            pass  # the store refused a record: here.error says which
+        return here.state()
 
     def stop_sender(self) -> None:
-        if self.sender is not None and self.sender.poll() is None:
-            with contextlib.suppress(OSError):
-                os.killpg(self.sender.pid, signal.SIGKILL)
         if self.sender is not None:
-            with contextlib.suppress(Exception):
-                self.sender.communicate(timeout=10)
+            self.sender.stop()
 
     # --------------------------------------------------------------------- end
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from numgrad.processes import alive
+from numgrad.sweep.workers import tell_workers
 from numgrad.tracking.backoff import Backoff
 from numgrad.tracking.journal import JOURNAL_FILE, JournalReader
 from numgrad.tracking.mlflow_store import MlflowStore
@@ -36,6 +37,7 @@ from numgrad.tracking.records import describe_error
 from numgrad.tracking.uploader import JournalBusy, Uploader, end_if_writer_gone, journal_lock
 
 POLL_SECONDS = 0.5  # how often journals are read: the UI's live curves lag this much
+WORKERS_SECONDS = 10.0  # a dead sweep's live workers get this long to end their runs
 
 
 class Tracked:
@@ -219,6 +221,9 @@ def serve(sweep_dir: Path, uri: str, grace: float, parent_pid: int) -> int:
         gone = (ready and not command) or not alive(parent_pid)
         if command == "drain" or gone:
             sender.end_the_dead(sweep_gone=gone)
+            if gone:  # its pool workers die with it (sweep/workers.py): wait for their ends
+                tell_workers(parent_pid)
+                _until_ended(sender, WORKERS_SECONDS)
             _until_sent(sender, grace, parent=False)
             _say(sender.state())
         if command == "finish" or gone:
@@ -226,6 +231,18 @@ def serve(sweep_dir: Path, uri: str, grace: float, parent_pid: int) -> int:
             sender.give_up()
             _say(sender.state())
             return 0
+
+
+def _until_ended(sender: Sender, timeout: float) -> None:
+    """Wait at most ``timeout`` s until every child journal has an end; a writer that
+    dies meanwhile without one gets its end from :meth:`Sender.end_the_dead`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sender.end_the_dead(sweep_gone=True)
+        if all(t.reader.end is not None for t in sender.children.values()
+               if t.reader.entries and not t.foreign and not sender._earlier(t)):  # fmt: skip
+            return
+        time.sleep(0.2)
 
 
 def _until_sent(sender: Sender, grace: float, *, parent: bool) -> None:
