@@ -2,11 +2,11 @@
 how far the store holds the journal once a batch is in.
 
 The :class:`~numgrad.tracking.uploader.Uploader` sends a batch, then acknowledges it.
-Every record kind joins the batch it comes in (a finished short run is one or two
-batches): its params, tags and metrics go to the store in as few ``log_batch`` calls
-as MLflow's limits allow, sent before a ``model`` or ``end`` record of the same batch
-(the model's metrics are the run's own, and a run ends with everything in it); files,
-dataset inputs and models go as they come. Sending a batch again is harmless (see the
+Every record kind joins the batch it comes in (a finished short run is one batch):
+its params, tags and metrics go to the store in as few ``log_batch`` calls as MLflow's
+limits allow, with the model's metrics (the run's own final ones, naming the model),
+before the batch's ``end`` record (a run ends with everything in it); files, dataset
+inputs and models go as they come. Sending a batch again is harmless (see the
 uploader), so a batch cut short is sent again whole.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from numgrad.tracking.mlflow_store import Metric, MlflowStore
-from numgrad.tracking.model import send_model
+from numgrad.tracking.model import model_metrics, send_model
 from numgrad.tracking.records import MAX_METRICS_PER_BATCH
 
 Batch = list[tuple[str, Any]]
@@ -101,13 +101,17 @@ def send(run: Run, batch: Batch) -> None:
     metrics: list[Metric] = []
     params: dict[str, str] = {}
     tags: dict[str, str] = {}
+    of_model: list[Any] = []  # a model's metrics: the run's own final ones, naming the model
 
     def values() -> None:  # what was gathered, before a record that needs it stored
-        if metrics or params or tags:
-            store.log(run_id, metrics=metrics, params=params, tags=tags)
+        if metrics or params or tags or of_model:
+            # One copy each: the run's row of a final metric comes with the model's.
+            named = {(m.key, m.value, m.timestamp, m.step) for m in of_model}
+            own = [m for m in metrics if m not in named]
+            store.log(run_id, metrics=own, params=params, tags=tags, entities=of_model)
             sent.metrics, sent.params = sent.metrics + len(metrics), sent.params + len(params)
             sent.tags += len(tags)
-            metrics.clear(), params.clear(), tags.clear()
+            metrics.clear(), params.clear(), tags.clear(), of_model.clear()
 
     for kind, item in batch:
         if kind == "metrics":
@@ -123,10 +127,10 @@ def send(run: Run, batch: Batch) -> None:
             store.log_dataset(run_id, item["dataset"], item["context"])
             sent.inputs += 1
         elif kind == "model":
-            values()
             known = (run.experiment_id, ()) if run.new else None  # a new run: nothing to look up
             run.new = False  # tried once: a second try looks for what the first left
-            send_model(store, run_id, item, run.base_dir, known=known)
+            model_id = send_model(store, run_id, item, run.base_dir, known=known)
+            of_model.extend(model_metrics(item, model_id))  # logged with the run's values
             sent.models += 1
         elif kind == "end":
             values()

@@ -231,19 +231,22 @@ class MlflowStore:
         metrics: Sequence[Metric] = (),
         params: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
+        entities: Sequence[Any] = (),
     ) -> None:
         """Metrics, params and tags in as few ``log_batch`` calls as MLflow's limits allow
-        (each call: at most 100 params, 100 tags, 1,000 metrics, 1,000 in all)."""
+        (each call: at most 100 params, 100 tags, 1,000 metrics, 1,000 in all);
+        ``entities``: more metrics, as MLflow ``Metric`` objects (a model's)."""
         from mlflow.entities import Metric as MlflowMetric
         from mlflow.entities import Param, RunTag
 
         p = [Param(k, v) for k, v in (params or {}).items()]
         t = [RunTag(k, v) for k, v in (tags or {}).items()]
+        every = [*metrics, *entities]
         n, i, m = MAX_PARAMS_TAGS_PER_BATCH, 0, 0
-        while i < max(len(p), len(t)) or m < len(metrics):
+        while i < max(len(p), len(t)) or m < len(every):
             ps, ts = p[i : i + n], t[i : i + n]
             room = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(ps) - len(ts))
-            batch = [MlflowMetric(k, v, ms, step) for k, v, ms, step in metrics[m : m + room]]
+            batch = [MlflowMetric(*x) if isinstance(x, tuple) else x for x in every[m : m + room]]
             self.call(self.client.log_batch, run_id, metrics=batch, params=ps, tags=ts,
                       synchronous=True)  # fmt: skip
             i, m = i + n, m + room

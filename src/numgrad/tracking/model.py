@@ -89,6 +89,7 @@ def send_model(
     known: tuple[str, Collection[str]] | None = None,
 ) -> str:
     """Make (or complete) the logged model a ``model`` record describes; return its id.
+    Its metrics (:func:`model_metrics`) are the caller's to log, with the run's own.
 
     ``known``: the run's experiment id and the model ids among its outputs, where the
     caller knows them without asking (a run it has just made, no model tried in it yet:
@@ -128,21 +129,28 @@ def send_model(
         from mlflow.entities import LoggedModelOutput  # the runs table's Models column
 
         call(client.log_outputs, run_id, [LoggedModelOutput(model.model_id, step=entry["step"])])
-    _log_model_metrics(store, run_id, model.model_id, entry)
     return model.model_id
 
 
-def _log_model_metrics(store: Any, run_id: str, model_id: str, entry: Mapping[str, Any]) -> None:
-    """The final metrics as the model's, on its dataset: with the run's own values and
-    timestamps, so that the run keeps one copy (the store ignores an exact duplicate)."""
+def model_metrics(entry: Mapping[str, Any], model_id: str) -> list[Any]:
+    """The final metrics of a ``model`` record as the model's, on its dataset (MLflow
+    ``Metric`` entities for ``log_batch``): with the run's own values and timestamps, so
+    that the run keeps one copy of each, and the model shows them.
+
+    Examples
+    --------
+    >>> entry = {"metrics": [["final_loss", 0.5, 1700000000000, 0]],
+    ...          "dataset": {"name": "article", "digest": "e0b90cd2"}}
+    >>> (m,) = model_metrics(entry, "m-1")
+    >>> m.key, m.value, m.step, m.model_id, m.dataset_name
+    ('final_loss', 0.5, 0, 'm-1', 'article')
+    """
     from mlflow.entities import Metric
 
     dataset = entry["dataset"]
     on = dict(dataset_name=dataset["name"], dataset_digest=dataset["digest"]) if dataset else {}
-    batch = [Metric(k, float(v), int(ms), int(s), model_id=model_id, **on)
-             for k, v, ms, s in entry["metrics"]]  # fmt: skip
-    if batch:
-        store.call(store.client.log_batch, run_id, metrics=batch, synchronous=True)
+    return [Metric(k, float(v), int(ms), int(s), model_id=model_id, **on)
+            for k, v, ms, s in entry["metrics"]]  # fmt: skip
 
 
 def save_pyfunc(
