@@ -184,12 +184,14 @@ def finished_at(db: Path, seen: dict[str, float], stop: threading.Event) -> None
         time.sleep(0.02)
 
 
-def sender_live(root: Path, jobs: int, count: int) -> tuple[Path, str, float, list[float]]:
+def sender_live(
+    root: Path, name: str, jobs: int, count: int
+) -> tuple[Path, str, float, list[float]]:
     """The sender process following writers: (dir, uri, seconds to the last FINISHED
     child from the writers' start, each child's lag in seconds)."""
     from numgrad.tracking.journal import read_journal
 
-    sweep, uri = new_sweep(root, "live")
+    sweep, uri = new_sweep(root, name)
     sender = subprocess.Popen(
         [sys.executable, "-m", "numgrad.tracking.sender", str(sweep), uri, "--grace", "30"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env(),
@@ -300,15 +302,17 @@ def main() -> None:
         MlflowClient(f"sqlite:///{root / 'empty.db'}").search_experiments()  # tables, once
         # Untimed: the first model in a process pays for imports (~0.5 s), once a sweep.
         sender_backlog(*written(root, "warm-up", 2, 1)[:2], 2, None)
-        for _ in range(args.repeats):  # interleaved: a slow spell hits every variant
-            sweep, uri, seconds = written(root, "sender", jobs, count)
+        # Interleaved: a slow spell hits every variant. A new store name each time: MLflow
+        # keeps one engine per URI in a process, which a file made anew would confuse.
+        for r in range(args.repeats):
+            sweep, uri, seconds = written(root, f"sender-{r}", jobs, count)
             rows["write"].append(seconds)
             rows["sender"].append(sender_backlog(sweep, uri, jobs, None))
             check_store(sweep, uri, jobs)
-            sweep, uri, _ = written(root, "sync", jobs, count)
+            sweep, uri, _ = written(root, f"sync-{r}", jobs, count)
             rows["sync"].append(sync_backlog(sweep, uri))
             check_store(sweep, uri, jobs)
-            sweep, uri, seconds, trial_lags = sender_live(root, jobs, count)
+            sweep, uri, seconds, trial_lags = sender_live(root, f"live-{r}", jobs, count)
             rows["live"].append(seconds)
             lags += trial_lags
             check_store(sweep, uri, jobs)
