@@ -84,9 +84,9 @@ class Sender:
 
     def send_all(self, *, children: bool = True, parent: bool = True) -> bool:
         """Send what is new; False while the store does not answer (retried with back-off)."""
+        self.busy = False  # (a store in back-off is no reason to read again at once)
         if not self.backoff.due():
             return False
-        self.busy = False
         try:
             if self.store is None:
                 self.store = MlflowStore(self.uri).open()
