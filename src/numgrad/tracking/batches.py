@@ -6,7 +6,8 @@ Every record kind joins the batch it comes in (a finished short run is one batch
 its params, tags and metrics go to the store in as few ``log_batch`` calls as MLflow's
 limits allow, with the model's metrics (the run's own final ones, naming the model),
 before the batch's ``end`` record (a run ends with everything in it); files, dataset
-inputs and models go as they come. Sending a batch again is harmless (see the
+inputs and models go as they come. A param that a later record changes is not merged
+away: what came before goes first, and the store refuses the change as it would apart. Sending a batch again is harmless (see the
 uploader), so a batch cut short is sent again whole.
 """
 
@@ -117,6 +118,8 @@ def send(run: Run, batch: Batch) -> None:
         if kind == "metrics":
             metrics.extend((k, float(v), int(ms), int(step)) for k, v, ms, step in item)
         elif kind == "params":
+            if any(params.get(k, v) != v for k, v in item["params"].items()):
+                values()  # a param changed: sent apart, so that the store refuses it
             params.update(item["params"])
         elif kind == "tags":
             tags.update(item["tags"])
