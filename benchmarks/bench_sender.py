@@ -132,6 +132,7 @@ def written(root: Path, name: str, jobs: int, count: int) -> tuple[Path, str, fl
     wait(writers(sweep, uri, jobs, count))
     seconds = time.perf_counter() - start
     end_parent(sweep)
+    os.sync()  # the writers' files on disk: their write-back is not the upload's to pay
     return sweep, uri, seconds
 
 

@@ -7,8 +7,9 @@ its params, tags and metrics go to the store in as few ``log_batch`` calls as ML
 limits allow, with the model's metrics (the run's own final ones, naming the model),
 before the batch's ``end`` record (a run ends with everything in it); files, dataset
 inputs and models go as they come. A param that a later record changes is not merged
-away: what came before goes first, and the store refuses the change as it would apart. Sending a batch again is harmless (see the
-uploader), so a batch cut short is sent again whole.
+away: what came before goes first, and the store refuses the change as it would apart.
+Sending a batch again is harmless (see the uploader), so a batch cut short is sent
+again whole.
 """
 
 from __future__ import annotations
