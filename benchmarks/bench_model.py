@@ -34,7 +34,7 @@ def child(store: str, runs: int, log_model: bool, folder: Path) -> dict[str, lis
     from numgrad.config import DataConfig, DataSource, TrackingConfig
     from numgrad.descent import Descent
     from numgrad.gradient import vectorized_gradient
-    from numgrad.tracking import replay
+    from numgrad.tracking import batches
     from numgrad.tracking.mlflow_store import MlflowStore
     from numgrad.tracking.sink import open_sink
 
@@ -50,7 +50,7 @@ def child(store: str, runs: int, log_model: bool, folder: Path) -> dict[str, lis
 
         return wrapper
 
-    replay.send_model = timed("model", replay.send_model)
+    batches.send_model = timed("model", batches.send_model)
     MlflowStore.log_dataset = timed("dataset", MlflowStore.log_dataset)
     data = OmegaConf.structured(DataConfig(name=DataSource.blobs))
     rng = np.random.default_rng(0)

@@ -57,7 +57,8 @@ def test_children_go_under_their_parent_once(tmp_path, store):
     for n in (0, 1):
         journal_run(sweep / str(n), store, f"lr={n}", steps=4)
     sender = Sender(sweep, store)
-    assert sender.send_all() and sender.send_all()  # the second sends nothing new
+    assert sender.send_all() and sender.busy  # it sent: the next pass comes at once
+    assert sender.send_all() and not sender.busy  # nothing new: it waits to read again
     client, runs = all_runs(store)
     (parent,) = [r for r in runs if r.info.run_name.startswith("sweep")]
     children = [r for r in runs if r is not parent]
@@ -94,7 +95,7 @@ def test_a_store_that_does_not_answer_is_retried_later(tmp_path):
     journal_run(sweep, uri, "sweep", kind="sweep")
     sender = Sender(sweep, uri)
     assert not sender.send_all()
-    assert not sender.send_all()  # not yet due: no second attempt
+    assert not sender.send_all() and not sender.busy  # not yet due: no second attempt
     assert sender.error is None and sender.state()["parent"]["synced"] is False
 
 
@@ -155,3 +156,27 @@ def test_a_journal_the_store_holds_part_of_says_which_run_when_the_sender_gives_
     # numgrad-sync goes on in this run instead of making a second one, from where it stopped.
     assert view.runs == {store: sender.parent.run_id} and not view.synced(store)
     assert view.acked[store] == sender.parent.uploader.acked < sender.parent.reader.end["seq"]
+
+
+def test_a_sender_started_again_goes_on_in_the_runs_the_first_one_made(tmp_path, store):
+    sweep = tmp_path / "multirun"
+    journal_run(sweep, store, "sweep", kind="sweep", end=False)
+    journal_run(sweep / "0", store, "lr=0", steps=2, end=False)  # its job still writes
+    first = Sender(sweep, store)
+    assert first.send_all() and first.parent.uploader.made_here
+    for t in [first.parent, *first.children.values()]:
+        t.lock.release()  # the first sender is gone before the journals ended
+    journal, _ = Journal.reopen(sweep / "0" / JOURNAL_FILE)
+    journal.append("metrics", metrics=[["loss", 1 / 3, 1_700_000_000_002, 2]])
+    journal.append("end", status="FINISHED", end_time=1_700_000_000_999)
+    journal.close()
+    second = Sender(sweep, store)
+    assert second.send_all() and not second.parent.uploader.made_here
+    client, runs = all_runs(store)
+    assert len(runs) == 2  # its own runs found by their journals' keys, none made twice
+    (child,) = [r for r in runs if r.info.run_name == "lr=0"]
+    assert child.info.run_id == first.children[sweep / "0" / JOURNAL_FILE].run_id
+    assert child.info.status == "FINISHED" and child.data.tags["mlflow.parentRunId"] in {
+        r.info.run_id for r in runs if r.info.run_name == "sweep"
+    }
+    assert [s for s, _ in history(client, child.info.run_id, "loss")] == [0, 1, 2]

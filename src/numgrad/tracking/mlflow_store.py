@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from numgrad import signals, speed
 from numgrad.tracking.backoff import BUSY_RETRY, lost_a_race
 from numgrad.tracking.provenance import orphaned
 from numgrad.tracking.records import (
+    MAX_ENTITIES_PER_BATCH,
     MAX_METRICS_PER_BATCH,
     MAX_PARAMS_TAGS_PER_BATCH,
     short_message,
@@ -169,11 +170,8 @@ class MlflowStore:
         host = socket.gethostname()
         if "'" in host:
             return
-        runs = self.search_runs(
-            [experiment_id],
-            f"attributes.status = 'RUNNING' and tags.`numgrad.host` = '{host}'",
-        )
-        for run in runs:
+        where = f"attributes.status = 'RUNNING' and tags.`numgrad.host` = '{host}'"
+        for run in self.search_runs([experiment_id], where):
             if not orphaned(run):
                 continue
             # The search is a snapshot: its writer may have ended the run and exited since.
@@ -184,11 +182,8 @@ class MlflowStore:
             pid = run.data.tags["numgrad.pid"]
             self.call(self.client.set_tag, run.info.run_id, "numgrad.stop_reason", "orphaned")
             self.call(self.client.set_terminated, run.info.run_id, "KILLED")
-            print(
-                f"numgrad: marked run {run.info.run_id} ({run.info.run_name}) KILLED: it was "
-                f"RUNNING but its process {pid} on {host} is gone",
-                file=sys.stderr,
-            )
+            print(f"numgrad: marked run {run.info.run_id} ({run.info.run_name}) KILLED: it was "
+                  f"RUNNING but its process {pid} on {host} is gone", file=sys.stderr)  # fmt: skip
 
     # ------------------------------------------------------------------ runs
 
@@ -236,20 +231,25 @@ class MlflowStore:
         metrics: Sequence[Metric] = (),
         params: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
+        entities: Sequence[Any] = (),
     ) -> None:
-        """Metrics, params and tags in batches of MLflow's maximum sizes."""
+        """Metrics, params and tags in as few ``log_batch`` calls as MLflow's limits allow
+        (each call: at most 100 params, 100 tags, 1,000 metrics, 1,000 in all);
+        ``entities``: more metrics, as MLflow ``Metric`` objects (a model's)."""
         from mlflow.entities import Metric as MlflowMetric
         from mlflow.entities import Param, RunTag
 
-        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
-            batch = [MlflowMetric(k, v, ms, step) for k, v, ms, step in chunk]
-            self.call(self.client.log_batch, run_id, metrics=batch, synchronous=True)
         p = [Param(k, v) for k, v in (params or {}).items()]
         t = [RunTag(k, v) for k, v in (tags or {}).items()]
-        n = MAX_PARAMS_TAGS_PER_BATCH
-        for i in range(0, max(len(p), len(t)), n):
-            self.call(self.client.log_batch, run_id, params=p[i : i + n],
-                      tags=t[i : i + n], synchronous=True)  # fmt: skip
+        every = [*metrics, *entities]
+        n, i, m = MAX_PARAMS_TAGS_PER_BATCH, 0, 0
+        while i < max(len(p), len(t)) or m < len(every):
+            ps, ts = p[i : i + n], t[i : i + n]
+            room = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(ps) - len(ts))
+            batch = [MlflowMetric(*x) if isinstance(x, tuple) else x for x in every[m : m + room]]
+            self.call(self.client.log_batch, run_id, metrics=batch, params=ps, tags=ts,
+                      synchronous=True)  # fmt: skip
+            i, m = i + n, m + room
 
     def log_artifact(self, run_id: str, local: Path, artifact_path: str | None = None) -> None:
         """Upload a file, or a folder's contents, under ``artifact_path``."""
@@ -291,7 +291,3 @@ class MlflowStore:
     def download(self, run_id: str, path: str, dst: Path) -> Path:
         """Download one artifact of a run into ``dst``; return its local path."""
         return Path(self.call(self.client.download_artifacts, run_id, path, str(dst)))
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    return (items[i : i + size] for i in range(0, len(items), size))

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,16 +80,34 @@ def model_record(
     }
 
 
-def send_model(store: Any, run_id: str, entry: Mapping[str, Any], base_dir: Path) -> str:
-    """Make (or complete) the logged model a ``model`` record describes; return its id."""
+def send_model(
+    store: Any,
+    run_id: str,
+    entry: Mapping[str, Any],
+    base_dir: Path,
+    *,
+    known: tuple[str, Collection[str]] | None = None,
+) -> str:
+    """Make (or complete) the logged model a ``model`` record describes; return its id.
+    Its metrics (:func:`model_metrics`) are the caller's to log, with the run's own.
+
+    ``known``: the run's experiment id and the model ids among its outputs, where the
+    caller knows them without asking (a run it has just made, no model tried in it yet:
+    no model has its key); else they are read from the store.
+    """
     key = f"{run_id}:{entry['seq']}"
     W = load_weights(base_dir / entry["weights"])
-    run = store.get_run(run_id)
-    experiment_id = run.info.experiment_id
     client, call = store.client, store.call  # the store's client, with its retries
-    found = call(client.search_logged_models, experiment_ids=[experiment_id],
-                 filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1)  # fmt: skip
-    model = found[0] if found else None
+    model = None
+    if known is None:
+        run = store.get_run(run_id)
+        experiment_id = run.info.experiment_id
+        outputs: Collection[str] = {o.model_id for o in run.outputs.model_outputs}
+        found = call(client.search_logged_models, experiment_ids=[experiment_id],
+                     filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1)  # fmt: skip
+        model = found[0] if found else None
+    else:
+        experiment_id, outputs = known
     if model is None:
         n_inputs, n_classes = W.shape
         model = call(
@@ -107,25 +125,32 @@ def send_model(store: Any, run_id: str, entry: Mapping[str, Any], base_dir: Path
             with contextlib.suppress(Exception):  # the store may be the problem
                 call(client.finalize_logged_model, model.model_id, "FAILED")
             raise
-    if model.model_id not in {o.model_id for o in run.outputs.model_outputs}:
+    if model.model_id not in outputs:
         from mlflow.entities import LoggedModelOutput  # the runs table's Models column
 
         call(client.log_outputs, run_id, [LoggedModelOutput(model.model_id, step=entry["step"])])
-    _log_model_metrics(store, run_id, model.model_id, entry)
     return model.model_id
 
 
-def _log_model_metrics(store: Any, run_id: str, model_id: str, entry: Mapping[str, Any]) -> None:
-    """The final metrics as the model's, on its dataset: with the run's own values and
-    timestamps, so that the run keeps one copy (the store ignores an exact duplicate)."""
+def model_metrics(entry: Mapping[str, Any], model_id: str) -> list[Any]:
+    """The final metrics of a ``model`` record as the model's, on its dataset (MLflow
+    ``Metric`` entities for ``log_batch``): with the run's own values and timestamps, so
+    that the run keeps one copy of each, and the model shows them.
+
+    Examples
+    --------
+    >>> entry = {"metrics": [["final_loss", 0.5, 1700000000000, 0]],
+    ...          "dataset": {"name": "article", "digest": "e0b90cd2"}}
+    >>> (m,) = model_metrics(entry, "m-1")
+    >>> m.key, m.value, m.step, m.model_id, m.dataset_name
+    ('final_loss', 0.5, 0, 'm-1', 'article')
+    """
     from mlflow.entities import Metric
 
     dataset = entry["dataset"]
     on = dict(dataset_name=dataset["name"], dataset_digest=dataset["digest"]) if dataset else {}
-    batch = [Metric(k, float(v), int(ms), int(s), model_id=model_id, **on)
-             for k, v, ms, s in entry["metrics"]]  # fmt: skip
-    if batch:
-        store.call(store.client.log_batch, run_id, metrics=batch, synchronous=True)
+    return [Metric(k, float(v), int(ms), int(s), model_id=model_id, **on)
+            for k, v, ms, s in entry["metrics"]]  # fmt: skip
 
 
 def save_pyfunc(

@@ -26,6 +26,7 @@ MAX_TAG_VALUE = 8000
 MAX_KEY = 250
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
+MAX_ENTITIES_PER_BATCH = 1000  # metrics, params and tags of one log_batch together
 
 LONG_VALUE = "<see config.yaml>"  # a param value too long for MLflow; config.yaml has it
 # The per-step metrics are the step record's measurements: one definition, in descent.py.

@@ -36,7 +36,7 @@ from numgrad.tracking.mlflow_store import MlflowStore
 from numgrad.tracking.records import describe_error
 from numgrad.tracking.uploader import JournalBusy, Uploader, end_if_writer_gone, journal_lock
 
-POLL_SECONDS = 0.5  # how often journals are read: the UI's live curves lag this much
+POLL_SECONDS = 0.25  # how often idle journals are read: the UI's live curves lag this much
 WORKERS_SECONDS = 10.0  # a dead sweep's live workers get this long to end their runs
 
 
@@ -80,9 +80,13 @@ class Sender:
         self.children: dict[Path, Tracked] = {}
         self.backoff = Backoff()
         self.error: str | None = None
+        self.made: dict[str, str] = {}  # journal key -> the child run made for it here
+        self.experiments: dict[str, str] = {}  # name -> id: looked up once, not per child
+        self.busy = False  # the last pass sent something: more may be waiting
 
     def send_all(self, *, children: bool = True, parent: bool = True) -> bool:
         """Send what is new; False while the store does not answer (retried with back-off)."""
+        self.busy = False  # (a store in back-off is no reason to read again at once)
         if not self.backoff.due():
             return False
         try:
@@ -128,8 +132,17 @@ class Sender:
                 t.lock = journal_lock(t.path)
             except JournalBusy:
                 return  # numgrad-sync has it now: try again later
-            t.uploader = Uploader(self.store, t.reader, parent_run_id=parent_run_id)
+            # Children of a parent run made here: no run can exist for their journals but
+            # those made here (keys are per journal), so none is searched for.
+            made = self.made if parent_run_id and self.parent.uploader.made_here else None
+            experiment_id = self.experiments.get(t.reader.start["experiment"])
+            t.uploader = Uploader(self.store, t.reader, parent_run_id=parent_run_id,
+                                  experiment_id=experiment_id, made=made)  # fmt: skip
+        acked = t.uploader.acked, t.uploader.rows, t.uploader.run_id
         t.uploader.upload()
+        if t.uploader.experiment_id is not None:
+            self.experiments[t.reader.start["experiment"]] = t.uploader.experiment_id
+        self.busy |= acked != (t.uploader.acked, t.uploader.rows, t.uploader.run_id)
         if t.reader.end is not None:  # its writer is done: the journal records where it went
             self._close(t)
 
@@ -205,7 +218,8 @@ def serve(sweep_dir: Path, uri: str, grace: float, parent_pid: int) -> int:
     """The sender process's loop: follow, send, answer ``drain`` and ``finish``."""
     sender, told = Sender(sweep_dir, uri), False
     while True:
-        ready = select.select([sys.stdin], [], [], POLL_SECONDS)[0]
+        # After a pass that sent something, at once: a job may have ended meanwhile.
+        ready = select.select([sys.stdin], [], [], 0 if sender.busy else POLL_SECONDS)[0]
         command = sys.stdin.readline().strip() if ready else ""
         try:
             sender.send_all()

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +34,11 @@ import filelock
 
 from numgrad import signals
 from numgrad.processes import writer_gone
+from numgrad.tracking.batches import Run, Sent, batches, send
 from numgrad.tracking.entries import PathError, check_paths
 from numgrad.tracking.journal import Journal, JournalReader
-from numgrad.tracking.mlflow_store import Metric, MlflowStore
-from numgrad.tracking.model import send_model
+from numgrad.tracking.mlflow_store import MlflowStore
 from numgrad.tracking.provenance import UPLOADER_TAG
-from numgrad.tracking.records import MAX_METRICS_PER_BATCH
 
 PARENT_TAG = "mlflow.parentRunId"
 KEY_TAG = "numgrad.journal_key"  # a run's journal: no journal ever makes two runs
@@ -63,28 +60,14 @@ def journal_lock(path: Path, timeout: float = 0.0) -> filelock.BaseFileLock:
     return lock
 
 
-@dataclass
-class Sent:
-    """What an uploader has sent so far."""
-
-    metrics: int = 0
-    params: int = 0
-    tags: int = 0
-    artifacts: int = 0
-    inputs: int = 0
-    models: int = 0
-    status: str | None = None
-
-    @property
-    def values(self) -> int:
-        return self.metrics + self.params + self.tags
-
-
 class Uploader:
     """Brings the records of ``reader``'s journal into ``store`` (see the module's docstring).
 
     ``journal`` is the journal's open writer when the caller owns it; None when its
     writer may still be writing. ``parent_run_id`` makes a new run a child of that run.
+    ``made``: the runs this process made for journal keys, when no other process can
+    have made one for this journal (a child of a parent run this process made): the
+    run is looked up there, not searched for in the store, and a new one is added.
     """
 
     def __init__(
@@ -95,6 +78,7 @@ class Uploader:
         journal: Journal | None = None,
         parent_run_id: str | None = None,
         experiment_id: str | None = None,
+        made: dict[str, str] | None = None,
     ) -> None:
         self.store, self.reader, self.journal = store, reader, journal
         self.uri = store.uri
@@ -102,6 +86,8 @@ class Uploader:
         self.run_id: str | None = reader.runs.get(self.uri)
         self.acked, self.rows = reader.acked.get(self.uri, 0), reader.rows.get(self.uri, 0)
         self.sent = Sent()
+        self.made, self.made_here = made, False  # made_here: this uploader made the run
+        self._fresh = False  # made here, no model tried in it yet: none to look for
         self.recorded = False  # the run id and ack are written into the ended journal
         self._checked_run = False
         self._repair = False  # an earlier upload broke off: its tag goes once complete
@@ -128,15 +114,20 @@ class Uploader:
                 where = f"{self.reader.path}: record {entry['seq']} ({entry['kind']})"
                 raise PathError(f"{where}: {exc}") from None
         self._open_run()
+        run = Run(
+            self.store, self.run_id, self.experiment_id, self.base_dir, self._fresh, self.sent
+        )
         try:
-            for batch, upto in self._batches(pending):
+            for batch, upto in batches(pending, self.acked, self.rows):
                 with signals.held():  # a batch and its acknowledgement go together
-                    self._send(batch)
+                    send(run, batch)
                     self.acked, self.rows = upto
                     self._append("ack", uri=self.uri, seq_acked=upto[0], rows=upto[1])
         except BaseException as exc:
             self._broke_off(exc)
             raise
+        finally:
+            self._fresh = run.new  # a model once tried is looked up before it is made again
         if self._repair and self.reader.end is not None and self.done:
             self.store.call(self.store.client.delete_tag, self.run_id, UPLOAD_ERROR_TAG)
             self._repair = False
@@ -184,13 +175,21 @@ class Uploader:
         key = start.get("key")
         if key:  # the journal's own id: a run made for it before (its run record lost) is it
             tags[KEY_TAG] = key
-            found = self.store.search_runs([experiment_id], f"tags.`{KEY_TAG}` = '{key}'")
-            self.run_id = found[0].info.run_id if found else None
+            self.run_id = self._run_for(key, experiment_id)
         if self.run_id is None:
             self.run_id = self.store.create_run(
                 experiment_id, run_name=start["run_name"], tags=tags, start_time=start["start_time"]
             )
+            self.made_here = self._fresh = True
+            if key and self.made is not None:
+                self.made[key] = self.run_id
         self._append("run", uri=self.uri, run_id=self.run_id)
+
+    def _run_for(self, key: str, experiment_id: str) -> str | None:
+        if self.made is not None:
+            return self.made.get(key)
+        found = self.store.search_runs([experiment_id], f"tags.`{KEY_TAG}` = '{key}'")
+        return found[0].info.run_id if found else None
 
     def _append(self, kind: str, **fields: Any) -> None:
         if self.journal is not None:
@@ -213,67 +212,6 @@ class Uploader:
             self._repair = True
         except Exception:
             pass  # the error being raised says what went wrong
-
-    # --------------------------------------------------------------- the records
-
-    def _batches(self, pending: list[dict[str, Any]]) -> Iterator[tuple[list, tuple[int, int]]]:
-        """Groups of records to send together, each with how far the store then holds
-        the journal: ``(seq of the last whole record, metric rows of the next one)``."""
-        batch: list[Any] = []
-        count = 0
-        for entry in pending:
-            kind, seq = entry["kind"], entry["seq"]
-            if kind == "metrics":
-                rows = entry["metrics"]
-                i = self.rows if seq == self.acked + 1 else 0
-                while i < len(rows):
-                    chunk = rows[i : i + MAX_METRICS_PER_BATCH - count]
-                    batch.append(("metrics", chunk))
-                    count, i = count + len(chunk), i + len(chunk)
-                    if count >= MAX_METRICS_PER_BATCH:
-                        yield batch, ((seq, 0) if i == len(rows) else (seq - 1, i))
-                        batch, count = [], 0
-                continue
-            if kind in ("params", "tags", "start"):
-                batch.append((kind, entry))
-                continue
-            if batch:
-                yield batch, (seq - 1, 0)
-            batch, count = [], 0
-            yield [(kind, entry)], (seq, 0)
-        if batch:
-            yield batch, (pending[-1]["seq"], 0)
-
-    def _send(self, batch: list[tuple[str, Any]]) -> None:
-        store, run_id, sent = self.store, self.run_id, self.sent
-        metrics: list[Metric] = []
-        params: dict[str, str] = {}
-        tags: dict[str, str] = {}
-        for kind, item in batch:
-            if kind == "metrics":
-                metrics.extend((k, float(v), int(ms), int(step)) for k, v, ms, step in item)
-            elif kind == "params":
-                params.update(item["params"])
-            elif kind == "tags":
-                tags.update(item["tags"])
-            elif kind == "artifact":
-                store.log_artifact(run_id, self.base_dir / item["local"], item.get("path"))
-                sent.artifacts += 1
-            elif kind == "input":
-                store.log_dataset(run_id, item["dataset"], item["context"])
-                sent.inputs += 1
-            elif kind == "model":
-                send_model(store, run_id, item, self.base_dir)
-                sent.models += 1
-            elif kind == "end":
-                store.terminate(run_id, item["status"], item.get("end_time"))
-                sent.status = item["status"]
-            # "start" is the run's creation (_open_run); nothing more to send for it.
-        if metrics or params or tags:
-            store.log(run_id, metrics=metrics, params=params, tags=tags)
-            sent.metrics += len(metrics)
-            sent.params += len(params)
-            sent.tags += len(tags)
 
 
 def end_if_writer_gone(reader: JournalReader, *, dead_pid: str | None = None) -> bool:

@@ -1,0 +1,48 @@
+"""The sweep benchmarks run end to end at a tiny size, so that they cannot rot.
+
+No timing is checked here (the scripts print their tables; the README quotes them):
+each script reads every run back from its store and exits non-zero when one is
+incomplete, so its exit status and its table are what is checked.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import numgrad_env
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_script(name: str, *args: str, cwd: Path) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args],
+        cwd=cwd, env=numgrad_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_sender_uploads_every_run_complete_at_a_tiny_size(tmp_path):
+    out = run_script("bench_sender.py", "--jobs", "3", "--writers", "2", "--repeats", "1",
+                     cwd=tmp_path)  # fmt: skip
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| variant | seconds | runs/s | vs numgrad-sync | lag median")
+    assert [r.split(" | ")[0] for r in rows[1:]] == [
+        "| 2 writers alone (the jobs' pace)", "| numgrad-sync, backlog", "| sender, backlog",
+        "| sender, live beside the writers",
+    ]  # fmt: skip
+    assert "every run complete" in out and "load average" in out
+
+
+@pytest.mark.slow
+def test_many_core_sweep_quick_checks_every_tracked_sweep_in_its_store(tmp_path):
+    out = run_script("many_core_sweep.py", "--quick", cwd=tmp_path)
+    checked = [line for line in out.splitlines() if line.startswith("| ") and "FINISHED" in line]
+    assert len(checked) == 3  # the tracked sweeps: long with 2 and 1 workers, short with 2
+    assert "tracked / untracked with 2 workers" in out
