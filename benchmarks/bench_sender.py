@@ -13,7 +13,7 @@ fresh SQLite store (its tables made beforehand) and fresh journals:
   store until every child is FINISHED and closed: runs per second;
 - numgrad-sync, backlog: the same journals through one ``numgrad-sync`` pass
   (``Syncer.sync``, the same uploader), timed the same way;
-- sender, live: the sender process a sweep starts (``python -m numgrad.tracking.sender``,
+- sender, live: the sender process a sweep starts (``python -m numgrad.sweep.sender_process``,
   its stdin/stdout protocol) follows the sweep dir while the writers write; a thread
   here reads the store's ``runs`` table every 20 ms. Lag: the moment a run is seen
   FINISHED less its end record's ``end_time``.
@@ -194,7 +194,7 @@ def sender_live(
 
     sweep, uri = new_sweep(root, name)
     sender = subprocess.Popen(
-        [sys.executable, "-m", "numgrad.tracking.sender", str(sweep), uri, "--grace", "30"],
+        [sys.executable, "-m", "numgrad.sweep.sender_process", str(sweep), uri, "--grace", "30"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env(),
     )  # fmt: skip
     said = json.loads(sender.stdout.readline())

@@ -104,7 +104,7 @@ def test_the_process_answers_drain_and_finish(tmp_path, store):
     journal_run(sweep, store, "sweep", kind="sweep", end=False)
     journal_run(sweep / "0", store, "lr=0")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "numgrad.tracking.sender", str(sweep), store, "--grace", "5"],
+        [sys.executable, "-m", "numgrad.sweep.sender_process", str(sweep), store, "--grace", "5"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     said = json.loads(proc.stdout.readline())
@@ -130,7 +130,7 @@ def test_a_sweep_killed_outright_has_its_parent_ended_killed(tmp_path, store):
     journal_run(sweep, store, "sweep", kind="sweep", end=False)
     journal_run(sweep / "0", store, "lr=0")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "numgrad.tracking.sender", str(sweep), store,
+        [sys.executable, "-m", "numgrad.sweep.sender_process", str(sweep), store,
          "--grace", "5", "--parent-pid", str(dead_pid())],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

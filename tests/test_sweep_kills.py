@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
 LRS = "optimizer.lr=0.1,0.2,0.3,0.4"
-SENDER = "numgrad.tracking.sender"
+SENDER = "numgrad.sweep.sender_process"
 
 
 class Sweep:

@@ -203,7 +203,7 @@ def test_a_group_signal_before_the_first_job_on_a_new_store(workdir, sig, launch
 def _sender(proc: subprocess.Popen[str]) -> psutil.Process | None:
     for child in psutil.Process(proc.pid).children():
         try:
-            if "numgrad.tracking.sender" in " ".join(child.cmdline()):
+            if "numgrad.sweep.sender_process" in " ".join(child.cmdline()):
                 return child
         except psutil.Error:  # a child that ended meanwhile (Hydra's, the sweep's probe)
             continue

@@ -492,7 +492,7 @@ def test_a_sweep_killed_outright_leaves_no_run_running(workdir):
     senders = [
         c
         for c in Path("/proc").glob("[0-9]*/cmdline")
-        if b"numgrad.tracking.sender" in _read(c) and str(workdir.path).encode() in _read(c)
+        if b"numgrad.sweep.sender_process" in _read(c) and str(workdir.path).encode() in _read(c)
     ]
     assert not senders  # it exited
 

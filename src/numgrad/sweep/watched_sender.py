@@ -37,7 +37,7 @@ class WatchedSender:
 
     def __init__(self, sweep_dir: Path, uri: str, grace: float) -> None:
         self.args = [
-            sys.executable, "-m", "numgrad.tracking.sender", str(sweep_dir), uri,
+            sys.executable, "-m", "numgrad.sweep.sender_process", str(sweep_dir), uri,
             "--grace", str(grace), "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
