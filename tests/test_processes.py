@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -46,22 +48,29 @@ def _parent(start_child: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
 
 
-@linux
-def test_a_child_hears_of_its_parents_death_even_by_sigkill():
-    parent = _parent("start()")
+@contextlib.contextmanager
+def _family(body: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A parent running ``body`` and its child that asked for the word; both gone after."""
+    parent = _parent(body)
     pid = None
     try:
         pid, taken = parent.stdout.readline().split()
         assert taken == "True"  # the kernel took the request
-        parent.kill()
-        parent.wait()
-        assert parent.stdout.readline().strip() == "parent gone"
+        yield parent, int(pid)
     finally:
         parent.kill()
         parent.wait()
         if pid is not None and alive(int(pid)):
             os.kill(int(pid), signal.SIGKILL)
         parent.stdout.close()
+
+
+@linux
+def test_a_child_hears_of_its_parents_death_even_by_sigkill():
+    with _family("start()") as (parent, _):
+        parent.kill()
+        parent.wait()
+        assert parent.stdout.readline().strip() == "parent gone"
 
 
 @linux
@@ -70,23 +79,13 @@ def test_the_word_also_comes_when_the_thread_that_started_the_child_ends():
     # the signal when the parent's *thread* that started the child ends, though the
     # parent lives on, and again for each thread of a dying parent.
     # The thread ends 3 s after it started the child, once the child has asked.
-    parent = _parent("t = threading.Thread(target=lambda: (start(), time.sleep(3))); "
-                     "t.start(); t.join()")  # fmt: skip
-    pid = None
-    try:
-        pid, taken = parent.stdout.readline().split()
-        assert taken == "True"
+    body = "t = threading.Thread(target=lambda: (start(), time.sleep(3))); t.start(); t.join()"
+    with _family(body) as (parent, pid):
         assert parent.stdout.readline().strip() == "same parent"
-        assert parent.poll() is None and alive(int(pid))
+        assert parent.poll() is None and alive(pid)
         parent.kill()
         parent.wait()
         assert parent.stdout.readline().strip() == "parent gone"
-    finally:
-        parent.kill()
-        parent.wait()
-        if pid is not None and alive(int(pid)):
-            os.kill(int(pid), signal.SIGKILL)
-        parent.stdout.close()
 
 
 def test_this_process_is_no_pool_worker_and_has_none():
