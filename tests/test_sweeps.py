@@ -504,6 +504,7 @@ def _read(path: Path) -> bytes:
         return b""
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_basic_sweep_counts_the_jobs_never_started(workdir):
     proc = workdir.popen("optimizer.lr=0.1,0.2,0.3,0.4", "optimizer.steps=10000000",
                          "tracking.flush_seconds=0.2", multirun=True)  # fmt: skip
