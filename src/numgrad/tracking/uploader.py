@@ -87,7 +87,7 @@ class Uploader:
         self.acked, self.rows = reader.acked.get(self.uri, 0), reader.rows.get(self.uri, 0)
         self.sent = Sent()
         self.made, self.made_here = made, False  # made_here: this uploader made the run
-        self._fresh = False  # made here, no model tried in it yet: none to look for
+        self._run: Run | None = None  # where batches go, once the run is open
         self.recorded = False  # the run id and ack are written into the ended journal
         self._checked_run = False
         self._repair = False  # an earlier upload broke off: its tag goes once complete
@@ -114,9 +114,10 @@ class Uploader:
                 where = f"{self.reader.path}: record {entry['seq']} ({entry['kind']})"
                 raise PathError(f"{where}: {exc}") from None
         self._open_run()
-        run = Run(
-            self.store, self.run_id, self.experiment_id, self.base_dir, self._fresh, self.sent
-        )
+        if self._run is None:  # new while made here and no model tried in it yet
+            self._run = Run(self.store, self.run_id, self.experiment_id, self.base_dir,
+                            self.made_here, self.sent)  # fmt: skip
+        run = self._run
         try:
             for batch, upto in batches(pending, self.acked, self.rows):
                 with signals.held():  # a batch and its acknowledgement go together
@@ -126,8 +127,6 @@ class Uploader:
         except BaseException as exc:
             self._broke_off(exc)
             raise
-        finally:
-            self._fresh = run.new  # a model once tried is looked up before it is made again
         if self._repair and self.reader.end is not None and self.done:
             self.store.call(self.store.client.delete_tag, self.run_id, UPLOAD_ERROR_TAG)
             self._repair = False
@@ -180,7 +179,7 @@ class Uploader:
             self.run_id = self.store.create_run(
                 experiment_id, run_name=start["run_name"], tags=tags, start_time=start["start_time"]
             )
-            self.made_here = self._fresh = True
+            self.made_here = True
             if key and self.made is not None:
                 self.made[key] = self.run_id
         self._append("run", uri=self.uri, run_id=self.run_id)
