@@ -8,6 +8,7 @@ and read what it printed and how it ended.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -151,9 +152,13 @@ def test_numgrad_mid_descent(tmp_path, empty_store, sig):
     assert run.info.status == "KILLED"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_numgrad_ui_serving_takes_its_server_group_down(tmp_path, empty_store, sig):
+@contextlib.contextmanager
+def serving_ui(tmp_path: Path, empty_store: Path):
+    """numgrad-ui answering on a free port; yields it, its port and its server's process group.
+
+    Afterwards whatever is left of the group is killed, so that a failed test leaves no
+    server behind.
+    """
     import psutil
 
     copy_store(empty_store, tmp_path)
@@ -166,11 +171,37 @@ def test_numgrad_ui_serving_takes_its_server_group_down(tmp_path, empty_store, s
         assert group == server.pid != os.getpgid(proc.pid)  # its own group: Ctrl-C is ours
         members = [p for p in psutil.process_iter() if _group(p) == group]
         assert len(members) >= 2  # the server and its worker(s)
+        try:
+            yield proc, port, members
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+
+
+def running_members(members: list) -> list:
+    import psutil
+
+    return [p for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_numgrad_ui_serving_takes_its_server_group_down(tmp_path, empty_store, sig):
+    with serving_ui(tmp_path, empty_store) as (proc, port, members):
         err = signalled(proc, sig, "numgrad-ui")
-    assert err.splitlines()[0].startswith("numgrad-ui: MLflow UI on")  # its lines come first
-    alive = [p for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert alive == [], alive
+        assert err.splitlines()[0].startswith("numgrad-ui: MLflow UI on")  # its lines come first
+        assert running_members(members) == []
     assert not answers(f"http://127.0.0.1:{port}/health")
+
+
+@pytest.mark.slow
+def test_numgrad_ui_killed_outright_takes_its_server_along(tmp_path, empty_store):
+    # SIGKILL runs no handler of numgrad-ui's: the kernel tells the server (PR_SET_PDEATHSIG).
+    with serving_ui(tmp_path, empty_store) as (proc, port, members):
+        proc.kill()
+        proc.wait()
+        assert wait_for(lambda: running_members(members) == [], timeout=30)
+        assert not answers(f"http://127.0.0.1:{port}/health")
 
 
 def _group(process) -> int | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import psutil
 
@@ -117,6 +117,23 @@ def die_with_parent(signum: int) -> bool:
 
     libc = ctypes.CDLL(None, use_errno=True)
     return libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
+
+
+def ending_with_this_process(signum: int) -> Callable[[], None]:
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``signum`` when we die.
+
+    Even when this process is SIGKILLed, where no handler of ours runs to stop the
+    child. If we are already gone by the time the child asks (a kill between fork and
+    exec), the child ends at once instead of running on unwatched.
+    """
+    parent = os.getpid()
+
+    def preexec() -> None:
+        die_with_parent(signum)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 def listening(pid: int) -> set[tuple[str, int]]:
