@@ -271,6 +271,55 @@ def test_float32_every_scheme(name, case):
     assert relative_error(vec32, loop32) < loop_tol + vec_tol
 
 
+@pytest.mark.parametrize("h", [0.05, 0.5, 5.0])
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_wide_steps_every_scheme(name, h):
+    # As test_precision.py's for central: h max|x| from ~4 to ~400, float32's e^88 range.
+    # Gradient entries below float32's smallest normal are 0 or subnormal, never an error.
+    W, x, labels = random_case(3, 20, 10, 16)
+    x = 30 * x
+    W32, x32 = W.astype(np.float32), x.astype(np.float32)
+    with np.errstate(all="raise"):
+        vec32 = SCHEMES[name].vectorized(W32, x32, labels, h)
+        loop32 = SCHEMES[name].loop(W32, x32, labels, h)
+    vec64 = SCHEMES[name].vectorized(W, x, labels, h)
+    assert vec32.dtype == loop32.dtype == np.float32
+    assert relative_error(vec32, vec64) < 1e-4  # measured <= 4.5e-5 (forward, h = 0.05)
+    assert relative_error(loop32, vec64) < 1e-3  # measured <= 3.5e-4 (central4, h = 0.05)
+
+
+@pytest.mark.parametrize("h", [0.05, 0.5, 5.0])
+def test_float32_wide_steps_on_a_saturated_loss(h):
+    # Every sample confidently wrong (loss 16, gradient ~3e-19): the real steps see only
+    # float32's rounding, the complex step still resolves the gradient. No engine raises.
+    W, x, labels = random_case(0, 20, 10, 16)
+    x = 30 * x
+    W32, x32 = W.astype(np.float32), x.astype(np.float32)
+    with np.errstate(all="raise"):
+        for name in NAMES:
+            for engine in (SCHEMES[name].vectorized, SCHEMES[name].loop):
+                assert np.isfinite(engine(W32, x32, labels, h)).all()
+        vec32 = SCHEMES["complex"].vectorized(W32, x32, labels, h)
+        loop32 = SCHEMES["complex"].loop(W32, x32, labels, h)
+    vec64 = SCHEMES["complex"].vectorized(W, x, labels, h)
+    assert 0 < np.abs(vec64).max() < 1e-18
+    assert relative_error(vec32, vec64) < 3e-5  # measured <= 6.4e-6
+    assert relative_error(loop32, vec64) < 3e-5
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_extreme_logits_every_scheme(name):
+    h = 1e-20 if name == "complex" else 1e-2  # 1e-2 resolves max|W| = 1000 in float32
+    W32, x32 = EXTREME_W.astype(np.float32), EXTREME_X.astype(np.float32)
+    with np.errstate(all="raise"):
+        vec32 = SCHEMES[name].vectorized(W32, x32, EXTREME_LABELS, h)
+        loop32 = SCHEMES[name].loop(W32, x32, EXTREME_LABELS, h)
+    vec64 = SCHEMES[name].vectorized(EXTREME_W, EXTREME_X, EXTREME_LABELS, h)
+    vec_tol, loop_tol = FLOAT32[name]  # measured <= 1.1e-5 and 9.3e-4 (central4)
+    assert relative_error(vec32, vec64) < vec_tol
+    assert relative_error(loop32, vec64) < loop_tol
+
+
 # -- the complex step: no cancellation, down to where h x underflows ------------------------
 
 COMPLEX_STEPS = [10.0**-k for k in (8, 10, 16, 20, 50, 100, 150, 200, 250, 300)]

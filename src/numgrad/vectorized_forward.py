@@ -64,7 +64,8 @@ def forward_gradient(W: np.ndarray, x: np.ndarray, labels: np.ndarray, h: float)
             sums = sum_log_ratios(_near_one_ratios(q, p_minus_q, x, h), x, n_classes, group)
         else:
             sums = _wide_sums(*_log_coefficients(W, x, labels), x, h)
-    return np.ascontiguousarray(sums.T / (h * batch))
+        grad = sums.T / (h * batch)  # an entry below the smallest normal is its value
+    return np.ascontiguousarray(grad)
 
 
 def _near_one_ratios(q: np.ndarray, p_minus_q: np.ndarray, x: np.ndarray, h: float) -> Ratios:
