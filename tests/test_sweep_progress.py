@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from numgrad.sweep import progress
 from numgrad.sweep.jobs import write_job_status
 from numgrad.sweep.summary import SweepOutcome
-from tests.conftest import numgrad_env, running, wait_for
+from tests.conftest import answers, numgrad_env, running, wait_for
 
 JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
 JOB_LINE = re.compile(r"numgrad: \[(\d+)/(\d+)\] job (\d+) \((.*?)\) (\w+)(?: after [\d.]+ s)?")
@@ -94,7 +94,8 @@ def test_the_bar_counts_the_jobs_and_the_failed_ones_up_to_the_total(tmp_path):
     watch.finish([])
     drawn = err.getvalue().split("\r")
     assert re.search(r"sweep:\s+0%.*\| 0/3 ", drawn[1])  # drawn at the start
-    assert re.search(r"sweep: 100%.*\| 3/3 \[.*, 1 failed\]", drawn[-1])  # and its end
+    # and its end: elapsed<left, the failed ones
+    assert re.search(r"sweep: 100%.*\| 3/3 \[\d\d:\d\d<\d\d:\d\d, .*, 1 failed\]", drawn[-1])
     assert "job" not in "".join(re.sub(r"\d+job/s|\?job/s", "", d) for d in drawn)  # lines: out
 
 
@@ -145,6 +146,19 @@ def test_the_last_lines_count_by_status_and_name_the_best_job_and_its_page(capsy
         "numgrad: parent run p",
         "numgrad: summary /s/sweep_summary.csv",
     ]
+
+
+def test_a_best_job_ranked_by_held_out_loss_is_shown_with_its_held_out_accuracy(capsys):
+    # Job 0 fits its training part best; job 1 does best on the held-out part, and its
+    # held-out accuracy (0.9) is shown beside its held-out loss, not its training one (0.6).
+    rows = [{"job": job, "overrides": f"seed={job}", "status": "FINISHED", "final_loss": loss,
+             "final_accuracy": 0.6 + job / 10, "final_test_loss": test_loss,
+             "final_test_accuracy": 0.8 + job / 10, "run_id": ""}
+            for job, loss, test_loss in ((0, 0.1, 0.5), (1, 0.2, 0.3))]  # fmt: skip
+    progress.report(SweepOutcome("FINISHED", rows, summary=None), [], None)
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "numgrad: best job 1 (seed=1): lowest final_test_loss 0.3, held-out accuracy 0.9000"
+    )
 
 
 # ---------------------------------------------------------------- whole process
@@ -199,7 +213,17 @@ def test_a_sweep_on_a_pipe_prints_a_line_per_job_and_names_the_best_child(workdi
         f"{best.data.metrics['final_accuracy']:.4f}; page: http://127.0.0.1:5000/{page}"
     )
     assert best.data.params["optimizer.lr"] == "1.0"
-    assert lines[end + 1].startswith("numgrad: parent run ")
+    (parent,) = [r for r in client.search_runs([experiment])
+                 if r.data.tags.get("numgrad.kind") == "sweep"]  # fmt: skip
+    pid = parent.info.run_id
+    assert lines[end + 1] == (
+        f"numgrad: parent run {pid} ({parent.info.run_name}) on {workdir.uri}; page: "
+        f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{pid}?workflowType=machine_learning"
+    )
+    # How to serve the pages, while no UI answers on numgrad-ui's port.
+    hint = "numgrad: no MLflow UI answers on http://127.0.0.1:5000; serve the store with: "
+    hint += "numgrad-ui"  # the store numgrad-ui serves by default where the sweep started
+    assert lines[end + 2 : -1] == ([] if answers("http://127.0.0.1:5000/health") else [hint])
     assert lines[-1] == f"numgrad: summary {workdir.path / 'multirun' / 'sweep_summary.csv'}"
     assert all(JOB_LINE.match(x) for x in lines[1:end])  # nothing else between them
 
@@ -258,7 +282,8 @@ def test_on_a_terminal_a_bar_counts_the_jobs_up_to_the_total(workdir, size):
     assert proc.returncode == 1, text
     frames = [f for f in re.split(r"[\r\n]+", text) if f.startswith("sweep:")]
     assert re.search(r"\| 0/3 \[", frames[0]), frames
-    assert re.search(r"sweep: 100%.*\| 3/3 \[.*, 1 failed\]", frames[-1]), frames
+    ended = r"sweep: 100%.*\| 3/3 \[\d\d:\d\d<\d\d:\d\d, .*, 1 failed\]"  # elapsed<left
+    assert re.search(ended, frames[-1]), frames
     lines = text.replace("\r\n", "\n").split("\n")
     assert sorted(int(m[3]) for m in map(JOB_LINE.search, lines) if m) == [0, 1, 2]
     assert "W_final" not in text

@@ -284,9 +284,10 @@ def report(
     ranked = best_job(outcome.rows)
     if ranked is not None:
         best, column = ranked
-        accuracy = best.get("final_accuracy")
+        held_out = column == "final_test_loss"  # its own accuracy beside it, not training's
+        accuracy = best.get("final_test_accuracy" if held_out else "final_accuracy")
         shown = f"lowest {column} {best[column]:.10g}" + (
-            f", accuracy {accuracy:.4f}" if accuracy is not None else ""
+            f", {'held-out ' * held_out}accuracy {accuracy:.4f}" if accuracy is not None else ""
         )
         url = run_url(best["run_id"]) if run_url and best.get("run_id") else None
         print(f"numgrad: best job {best['job']} ({best['overrides']}): {shown}"
