@@ -84,6 +84,16 @@ def test_a_bug_keeps_its_traceback_and_argparse_its_exit(capsys):
     assert info.value.code == 2 and capsys.readouterr().err == ""
 
 
+@pytest.fixture
+def hangup_as_on_a_terminal():
+    """SIGHUP at its default, as a terminal's session has it: a suite started under
+    ``nohup`` inherits it ignored, and numgrad rightly leaves an ignored SIGHUP alone."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGHUP, previous)
+
+
+@pytest.mark.usefixtures("hangup_as_on_a_terminal")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_in_the_body_is_one_line_and_handlers_are_restored(capsys, sig):
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
@@ -105,7 +115,30 @@ def script(name: str) -> str:
 
 def start(argv: list[str], cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(argv, cwd=cwd, env=numgrad_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_hangup_at_its_default)  # fmt: skip
+
+
+def _hangup_at_its_default() -> None:
+    # As under a terminal, whether or not this suite was started with nohup.
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+def test_under_nohup_a_hangup_is_left_ignored(capsys):
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what nohup hands its command
+    seen = []
+
+    def body() -> None:
+        seen.append(signal.getsignal(signal.SIGHUP))
+        signal.raise_signal(signal.SIGHUP)  # the terminal closes: the command goes on
+
+    try:
+        with pytest.raises(SystemExit) as info:
+            run_command("numgrad-x", body)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert seen == [signal.SIG_IGN]
+    assert info.value.code == 0 and capsys.readouterr().err == ""
 
 
 def descending(uri: str, output_dir: Path) -> bool:
