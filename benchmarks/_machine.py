@@ -1,9 +1,13 @@
-"""Shared by the benchmark scripts: a one-line description of the machine."""
+"""Shared by the benchmark scripts: a one-line description of the machine, and numgrad's
+console scripts to start."""
 
 from __future__ import annotations
 
 import os
 import platform
+import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -32,3 +36,15 @@ def machine() -> str:
         f"Machine: {platform.platform()}, {cpu} ({os.cpu_count()} logical CPUs), "
         f"Python {platform.python_version()}, numpy {np.__version__}, BLAS {blas or 'unknown'}"
     )
+
+
+def script(name: str) -> list[str]:
+    """The console script ``name`` next to this interpreter (not a pyenv/asdf shim: no
+    shell hop in the timings), as an argv prefix."""
+    path = Path(sys.executable).parent / name
+    if path.is_file():
+        return [sys.executable, str(path)]
+    found = shutil.which(name)
+    if found is None:
+        sys.exit(f"{name} is not installed: pip install -e .")
+    return [found]

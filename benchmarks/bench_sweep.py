@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import machine  # benchmarks/ is on sys.path when run as a script
+from _machine import machine, script  # benchmarks/ is on sys.path when run as a script
 
 JOBS = 16
 SHORT = (f"optimizer.lr={','.join(str(round(0.05 * (i + 1), 2)) for i in range(JOBS))}",
@@ -42,22 +42,11 @@ LAUNCHERS = {
 OVERHEAD_TARGET, SPEEDUP_TARGET = 2.0, 1.6
 
 
-def numgrad_command() -> list[str]:
-    """The console script next to this interpreter (not a pyenv/asdf shim: no shell hop)."""
-    script = Path(sys.executable).parent / "numgrad"
-    if script.is_file():
-        return [sys.executable, str(script)]
-    found = shutil.which("numgrad")
-    if found is None:
-        sys.exit("numgrad is not installed: pip install -e .")
-    return [found]
-
-
 def sweep_seconds(work: Path, args: tuple[str, ...], steps: int | None) -> float:
     """Wall time of one ``numgrad -m`` process in ``work``; checks the store when tracked."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     shutil.rmtree(work / "multirun", ignore_errors=True)
-    argv = [*numgrad_command(), "-m", *args, f"hydra.sweep.dir={work}/multirun"]
+    argv = [*script("numgrad"), "-m", *args, f"hydra.sweep.dir={work}/multirun"]
     start = time.perf_counter()
     proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start

@@ -30,21 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import machine  # benchmarks/ is on sys.path when run as a script
+from _machine import machine, script  # benchmarks/ is on sys.path when run as a script
 
 TARGET = 2.0
 FRACTIONS = (0.25, 0.5, 0.75)
-
-
-def script(name: str) -> list[str]:
-    """The console script next to this interpreter (not a shim: no shell hop)."""
-    path = Path(sys.executable).parent / name
-    if path.is_file():
-        return [sys.executable, str(path)]
-    found = shutil.which(name)
-    if found is None:
-        sys.exit(f"{name} is not installed: pip install -e .")
-    return [found]
 
 
 def env() -> dict[str, str]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,20 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import machine  # benchmarks/ is on sys.path when run as a script
+from _machine import machine, script  # benchmarks/ is on sys.path when run as a script
 
 SLOPE_TARGET, FIXED_TARGET = 1.25, 2.0
-
-
-def numgrad_command() -> list[str]:
-    """The console script next to this interpreter (not a pyenv/asdf shim: no shell hop)."""
-    script = Path(sys.executable).parent / "numgrad"
-    if script.is_file():
-        return [sys.executable, str(script)]
-    found = shutil.which("numgrad")
-    if found is None:
-        sys.exit("numgrad is not installed: pip install -e .")
-    return [found]
 
 
 def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
@@ -61,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    numgrad = numgrad_command()
+    numgrad = script("numgrad")
     with tempfile.TemporaryDirectory(prefix="bench-tracking-") as tmp:
         work = Path(tmp)
 

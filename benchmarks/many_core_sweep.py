@@ -30,8 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import machine  # benchmarks/ is on sys.path when run as a script
-from bench_sweep import numgrad_command
+from _machine import machine, script  # benchmarks/ is on sys.path when run as a script
 
 LONG = ("gradient.method=loop", "data=blobs", "net.shape=[20,10]", "data.n_samples=200")
 GRID = ("optimizer.lr=" + ",".join(f"{0.05 * (i + 1):.2f}" for i in range(8)),
@@ -46,7 +45,7 @@ def env() -> dict[str, str]:
 def seconds(work: Path, args: list[str]) -> float:
     """Wall time of one ``numgrad`` process in ``work``; stop if it fails."""
     start = time.perf_counter()
-    proc = subprocess.run([*numgrad_command(), *args], cwd=work, env=env(),
+    proc = subprocess.run([*script("numgrad"), *args], cwd=work, env=env(),
                           capture_output=True, text=True)  # fmt: skip
     took = time.perf_counter() - start
     if proc.returncode != 0:
