@@ -254,6 +254,8 @@ BEFORE_ERRORS = [
      "invalid data.path='{d}/only_x.npz': needs arrays x and t (found: x)"),
     (["data=file", "data.path={d}/text.npz"], "invalid data.path='{d}/text.npz': not a .npz "
      "archive (np.savez writes one, with arrays x and t)"),
+    (["data=file", "data.path={d}/objects.npz"], "invalid data.path='{d}/objects.npz': not a "
+     "readable .npz (Object arrays cannot be loaded when allow_pickle=False)"),
     (["data=file", "data.path={d}/ok.npz"], "invalid data.path='{d}/ok.npz': label 9 at t[3] is "
      "out of range: W has 3 classes, so labels must be in 0..2"),
     (["data=file", "data.path={d}/d.csv", "net.shape=[3,2]"], "invalid net.shape=[3, 2]: does "
@@ -313,6 +315,7 @@ def files(tmp_path):
     (tmp_path / "big.csv").write_text("1,2,0\n" * 3000)
     (tmp_path / "dir.csv").mkdir()
     (tmp_path / "text.npz").write_text("hello")
+    np.savez(tmp_path / "objects.npz", x=np.array([[1, "a"]], dtype=object), t=np.array([0]))
     return tmp_path
 
 

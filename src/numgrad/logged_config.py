@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from numgrad.config import ConfigError, DataConfig, NumgradConfig
-from numgrad.data import SOURCES
+from numgrad.data import DEFAULT, SOURCES
 
 NOT_CARRIED = frozenset(
     {"tracking.enabled", "tracking.offline", "tracking.uri", "progress", "rerun_of"}
@@ -119,7 +119,7 @@ def _drop_other_sources_defaults(values: dict[str, Any]) -> None:
     part where none is logged."""
     if "data.name" in values:  # nothing held out before data.test_fraction existed
         values.setdefault("data.test_fraction", 0.0)
-    source = SOURCES.get(values.get("data.name", "article"))
+    source = SOURCES.get(values.get("data.name", DEFAULT))
     if source is None:
         return
     own = {f"data.{f.name}" for f in dataclasses.fields(source.Schema)}
@@ -154,7 +154,7 @@ def _check_types(values: Mapping[str, Any], where: str) -> None:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    name = values.get("data.name", "article")
+    name = values.get("data.name", DEFAULT)
     if name not in SOURCES:  # a group option: only numgrad's own data sources
         raise ConfigError("data.name", name, f"in {where}: {_expected(name)}")
     cfg = OmegaConf.structured(NumgradConfig(data=SOURCES[name].Schema()))
@@ -295,6 +295,6 @@ def plan(
         for key, value in values.items()
         if key != "data.name" and not _same(value, base.get(key))
     ]
-    if name != "article" or "data" in order:
+    if name != DEFAULT or "data" in order:
         entries.append((order.get("data", -1), f"data={name}"))
     return [text for _, text in sorted(entries, key=lambda entry: entry[0])]

@@ -114,7 +114,7 @@ def logged_experiment(run_id: str, source: str) -> tuple[Any, list[str], Any]:
     refuses and for a config that does not validate; nothing has run yet.
     """
     from numgrad.config import ConfigError, validate
-    from numgrad.logged_config import carried_values, check_overrides, plan
+    from numgrad.logged_config import DEFAULT, carried_values, check_overrides, plan
     from numgrad.tracking.logged import logged_run
 
     where = f"run {run_id}'s config.yaml"
@@ -123,7 +123,7 @@ def logged_experiment(run_id: str, source: str) -> tuple[Any, list[str], Any]:
         config = _read_yaml(run, "config.yaml")
         named = check_overrides(_read_yaml(run, "overrides.yaml"), f"run {run_id}'s overrides.yaml")
     values = carried_values(config, where)
-    base = _flat(_compose([f"data={values.get('data.name', 'article')}"]))
+    base = _flat(_compose([f"data={values.get('data.name', DEFAULT)}"]))
     overrides = plan(values, base, named, where)
     cfg = _compose(overrides)
     for key, value in _flat(cfg).items():  # what Hydra made of them: the logged values

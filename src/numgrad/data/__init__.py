@@ -21,9 +21,10 @@ from numgrad.data.holdout import check_fraction, held_out
 from numgrad.errors import ConfigError
 
 SOURCES: dict[str, Source] = {m.NAME: m for m in (article, blobs, iris, file, digits)}
+DEFAULT = article.NAME  # conf/config.yaml's data option: a rerun's plan leaves data= out for it
 
 __all__ = [
-    "SOURCES", "DataConfig", "Sizes", "blame", "check", "dataset_name", "dataset_source",
+    "DEFAULT", "SOURCES", "DataConfig", "Sizes", "blame", "check", "dataset_name", "dataset_source",
     "load_data", "schemas", "sizes", "source", "split",
 ]  # fmt: skip
 
