@@ -252,6 +252,18 @@ def _artifact_folder_gone(lines, run):
     return None, "recorded in the journal is missing"
 
 
+def _artifact_path_climbs(lines, run):  # MLflow refuses it: the run was left RUNNING
+    i = next(i for i, r in enumerate(lines) if r["kind"] == "artifact")
+    lines[i]["path"] = "../../escape"
+    return i + 1, "path='../../escape' is not a relative artifact path"
+
+
+def _artifact_path_absolute(lines, run):
+    i = next(i for i, r in enumerate(lines) if r["kind"] == "artifact")
+    lines[i]["path"] = "/abs/escape"
+    return i + 1, "path='/abs/escape' is not a relative artifact path"
+
+
 def _not_a_dict(lines, run):
     lines.insert(2, "[1, 2, 3]")
     return 3, "not a JSON object"
@@ -286,7 +298,8 @@ CORRUPT = {
     f.__name__.lstrip("_"): f
     for f in (_run_without_uri, _format_string, _format_newer, _seq_acked_text, _metric_nan,
               _metric_infinity, _model_metric_nan, _status_refused, _status_running,
-              _artifact_missing, _artifact_folder_gone, _not_a_dict, _null_line, _seq_negative,
+              _artifact_missing, _artifact_folder_gone, _artifact_path_climbs,
+              _artifact_path_absolute, _not_a_dict, _null_line, _seq_negative,
               _seq_repeated, _unknown_kind, _params_not_strings)
 }  # fmt: skip
 
@@ -457,6 +470,8 @@ def test_a_hostile_weights_file_in_the_store_is_refused_in_one_line(
     assert out.returncode == 2, out.stdout + out.stderr
     (line,) = out.stderr.splitlines()
     assert "W_final" in line and "Memory" not in line, line
+    if how == "huge-sparse":  # refused by its size in the store, before it is downloaded
+        assert re.search(r"holds [\d,]+ bytes: more than a W of [\d,]+ elements$", line), line
     _, runs = all_runs(uri)
     assert len(runs) == 1  # no new run
     assert not (workdir.path / "run").exists()

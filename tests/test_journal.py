@@ -111,3 +111,20 @@ def test_a_journal_is_never_shared(tmp_path):
     write(tmp_path / JOURNAL_FILE, START)
     with pytest.raises(JournalError, match="cannot create the run journal"):
         Journal.create(tmp_path / JOURNAL_FILE)
+
+
+@pytest.mark.parametrize(
+    "path", [None, "", "figures", "a/b", "x..y", "../x", "/etc", "a/../b", "./a", ".", "..x", "a/"]
+)
+def test_an_artifact_destination_is_read_as_mlflow_would_take_it(tmp_path, path):
+    """A destination MLflow refuses makes the journal unreadable on reading, before its
+    run exists: refused only by MLflow, it stopped the upload part-way, the run RUNNING."""
+    from mlflow.utils.validation import path_not_unique  # MLflow's own rule: the reference
+
+    journal = tmp_path / JOURNAL_FILE
+    write(journal, START, ("artifact", {"local": "artifacts", "path": path}))
+    if path and path_not_unique(path):
+        with pytest.raises(JournalError, match=r"line 2: path=.* is not a relative artifact path"):
+            read_journal(journal)
+    else:
+        assert read_journal(journal).entries[-1]["path"] == path

@@ -5,15 +5,23 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 
 import psutil
 import pytest
 
-from numgrad.processes import alive, is_pool_worker, pool_workers, pool_workers_of
+from numgrad.processes import (
+    alive,
+    is_pool_worker,
+    pool_workers,
+    pool_workers_of,
+    writer_gone,
+)
 from numgrad.sweep.workers import bound_to_sweep
 from tests.conftest import wait_for
 
@@ -111,3 +119,25 @@ def test_processes_started_here_are_alive_until_they_end():
         proc.kill()
         proc.wait()
     wait_for(lambda: not alive(proc.pid), timeout=10)
+
+
+def test_a_runs_writer_is_gone_only_with_evidence():
+    """A run without an end is ended KILLED only when the host, pid and start time of its
+    start record name a process that no longer runs: a live pid started after the run
+    began is a reused pid, and another host's pid says nothing."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    host = socket.gethostname()
+    tags = {"numgrad.host": host, "numgrad.pid": str(proc.pid)}
+    started_ms = int(psutil.Process(proc.pid).create_time() * 1000)
+    try:
+        assert not writer_gone(tags, started_ms)  # its own writer, running
+        assert not writer_gone(tags, int(time.time() * 1000))  # a run begun after it started
+        assert writer_gone(tags, started_ms - 3_600_000)  # the run began an hour before: reused
+        assert not writer_gone({**tags, "numgrad.host": host + "-other"}, started_ms - 3_600_000)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert writer_gone(tags, started_ms)  # gone
+    assert not writer_gone({**tags, "numgrad.host": host + "-other"}, started_ms)  # not ours to say
+    assert not writer_gone({"numgrad.host": host}, started_ms)  # no pid: no evidence
+    assert not writer_gone({"numgrad.host": host, "numgrad.pid": str(os.getpid())}, 0)  # this one

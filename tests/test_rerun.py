@@ -130,6 +130,15 @@ def test_rerun_of_a_run_missing_its_files_is_refused(
     assert refused(tmp_path, monkeypatch, capsys, store, run_id) == f"run {run_id} {message}"
 
 
+def test_rerun_of_a_deleted_run_is_refused(tmp_path, monkeypatch, capsys, store):
+    run_id = upload(store, tmp_path, numgrad_files())
+    MlflowClient(store).delete_run(run_id)
+    assert refused(tmp_path, monkeypatch, capsys, store, run_id) == (
+        f"run {run_id} is deleted in {store}; restore it first "
+        f"(mlflow runs restore --run-id {run_id})"
+    )
+
+
 def tampered_run(store, tmp_path, *, config=None, overrides=None, raw=None) -> str:
     files = numgrad_files()
     if config:

@@ -17,6 +17,7 @@ from numgrad.tracking.journal import JOURNAL_FILE, read_journal
 from tests.conftest import (
     all_runs,
     artifact_paths,
+    free_port,
     history,
     numgrad_env,
     read_csv,
@@ -112,6 +113,21 @@ def test_a_path_with_no_journal_is_an_error_not_nothing_to_sync(workdir):
     out = sync(workdir.path)  # no path: nothing under ./outputs is nothing to do
     assert out.returncode == 0
     assert out.stdout == "numgrad-sync: 0 journals: 0 uploaded, 0 already complete, 0 skipped\n"
+
+
+def test_a_dead_store_gets_numgrad_syncs_own_advice(workdir):
+    """Not numgrad's (``tracking.offline=true``: meaningless to a sync), and nothing written."""
+    workdir.run(*OFFLINE)
+    journal = workdir.path / "run" / JOURNAL_FILE
+    before = journal.read_bytes()
+    uri = f"http://127.0.0.1:{free_port()}"
+    proc = sync(workdir.path, "--uri", uri, str(workdir.path / "run"))
+    assert proc.returncode == 1
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"numgrad-sync: run: skipped: tracking server {uri} is not reachable")
+    assert line.endswith("; start it, or name another store with numgrad-sync --uri"), line
+    assert "tracking." not in line
+    assert journal.read_bytes() == before
 
 
 def test_a_torn_last_line_is_skipped_and_said(workdir):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from numgrad.tracking.journal import JOURNAL_FILE, Journal, read_journal
+from numgrad.tracking.records import MAX_METRICS_PER_BATCH
 from numgrad.tracking.uploader import journal_lock
 from tests.conftest import NUMGRAD, all_runs, history, numgrad_env, running, store_rows, wait_for
 from tests.test_hostile_journals import copy_run, records
@@ -224,6 +225,38 @@ def test_an_interrupted_sync_leaves_no_run_running(tmp_path, store):
     _, (same,) = all_runs(store)
     assert same.info.run_id == run.info.run_id and same.info.status == "FINISHED"
     assert "numgrad.upload_error" not in same.data.tags
+
+
+def test_a_store_lost_mid_upload_is_one_line_and_a_later_sync_completes_the_same_run(
+    tmp_path, mlflow_server
+):
+    """The server dies (SIGKILL) part-way through a sync: one line saying so, exit 1; the
+    run cannot be told, but the journal holds how far it got, and the next sync sends
+    only the rest into the same run."""
+    journal = big_journal(tmp_path / "big", values=30_000)
+    db = mlflow_server.root / "server.db"
+    with running(start_sync(tmp_path, "--uri", mlflow_server.uri, str(journal.parent))) as proc:
+        wait_for(lambda: stored_points(db)[0] > 3_000 or proc.poll() is not None,
+                 timeout=240, every=0.05)  # fmt: skip
+        mlflow_server.stop(signal.SIGKILL)
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    (line,) = err.splitlines()
+    assert line.startswith("numgrad-sync: big: stopped part-way: ") and line.endswith(
+        "the journal records how far it got: sync it again to go on"
+    ), line
+    before, distinct = stored_points(db)
+    assert before == distinct and 3_000 < before < 30_000
+    (run_id,) = {r["run_id"] for r in records(journal) if r["kind"] == "run"}
+    mlflow_server.start()
+    again = sync(tmp_path, "--uri", mlflow_server.uri, str(journal.parent))
+    assert again.returncode == 0, again.stderr
+    assert f"to run {run_id} (big)" in again.stdout
+    rest = 30_000 - before  # at most one batch in flight was stored but not acknowledged
+    assert rest <= reported_metric_values(again.stdout) <= rest + MAX_METRICS_PER_BATCH
+    assert stored_points(db) == (30_000, 30_000)  # every point exactly once
+    _, (run,) = all_runs(mlflow_server.uri)
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
 
 
 # ------------------------------------------------------ 6. disk full, read-only dirs

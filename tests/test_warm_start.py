@@ -93,6 +93,17 @@ def test_warm_start_from_a_run_without_w_final_is_refused(tmp_path, store, statu
     assert run_ids(store) == {run_id}
 
 
+def test_warm_start_from_a_deleted_run_is_refused(tmp_path, store):
+    """Refused, not gone on with a warning: a deleted run's files may vanish any moment."""
+    run_id = logged(store, np.ones((2, 3)))
+    MlflowClient(store).delete_run(run_id)
+    assert refusal(tmp_path, store, run_id) == (
+        f"invalid net.from_run='{run_id}': run {run_id} is deleted in {store}; restore it "
+        f"first (mlflow runs restore --run-id {run_id})"
+    )
+    assert run_ids(store) == set()  # still deleted, nothing new
+
+
 def test_warm_start_from_a_sweeps_parent_says_to_use_a_child(tmp_path, store):
     run_id = logged(store, None)
     MlflowClient(store).set_tag(run_id, "numgrad.kind", "sweep")  # as a sweep's parent is

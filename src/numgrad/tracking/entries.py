@@ -17,6 +17,7 @@ ValueError: seq_acked='abc' is not a whole number
 from __future__ import annotations
 
 import math
+import posixpath
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,6 @@ def _int(value: Any) -> bool:
 
 def _str(value: Any) -> bool:
     return isinstance(value, str)
-
-
-def _opt_str(value: Any) -> bool:
-    return value is None or isinstance(value, str)
 
 
 def _str_map(value: Any) -> bool:
@@ -60,6 +57,17 @@ def _metric_rows(value: Any) -> bool:
     return isinstance(value, list) and all(_metric_row(row) for row in value)
 
 
+def _artifact_path(value: Any) -> bool:
+    # MLflow's own rule (path_not_unique), checked here so that a path it would refuse
+    # skips the journal before its run exists instead of stopping the upload part-way.
+    if value is None or value == "":
+        return True
+    if not isinstance(value, str):
+        return False
+    norm = posixpath.normpath(value)
+    return norm == value and norm != "." and not norm.startswith(("..", "/"))
+
+
 def _status(value: Any) -> bool:
     return value in STATUSES
 
@@ -73,10 +81,11 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 
 _WHAT = {
-    _int: "a whole number", _str: "a string", _opt_str: "a string or null",
+    _int: "a whole number", _str: "a string",
     _str_map: "a mapping of strings to strings", _metric_rows: "a list of [key, finite value, "
     "timestamp, step] rows", _status: f"one of {sorted(STATUSES)}",
     _format: f"format {FORMAT} (this numgrad's)", _id: "an id (letters and digits)",
+    _artifact_path: "a relative artifact path as MLflow keeps it (no '.', '..' or leading '/')",
 }  # fmt: skip
 
 # kind -> {field: check}; a field in ``_OPTIONAL`` may be absent.
@@ -87,7 +96,7 @@ _FIELDS: dict[str, dict[str, Callable[[Any], bool]]] = {
     "params": {"params": _str_map},
     "tags": {"tags": _str_map},
     "metrics": {"metrics": _metric_rows},
-    "artifact": {"local": _str, "path": _opt_str},
+    "artifact": {"local": _str, "path": _artifact_path},
     "input": {"dataset": lambda v: isinstance(v, dict) and all(_str(v.get(k)) for k in
                                                                ("name", "digest")),
               "context": _str},
