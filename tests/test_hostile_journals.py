@@ -402,7 +402,7 @@ def hostile_npy(path: Path, how: str) -> None:
         header = {"descr": "<f8", "fortran_order": False, "shape": (17000, 17000)}
         with open(path, "wb") as f:
             np.lib.format.write_array_header_1_0(f, header)
-            f.truncate(f.tell() + 17000 * 17000 * 8)  # 2.3 GB, past the 2 GiB cap
+            f.truncate(f.tell() + 17000 * 17000 * 8)  # 2.3 GB: past weights.MAX_ELEMENTS (2 GiB)
     elif how == "pickle":
         np.save(path, np.array([{"x": 1}], dtype=object), allow_pickle=True)
     elif how == "3d":
