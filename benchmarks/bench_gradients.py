@@ -17,6 +17,7 @@ tracing slows the code down.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 import tracemalloc
@@ -116,6 +117,7 @@ def run_float32_case(n_inputs: int, n_classes: int, batch: int, _: int) -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     print(machine())
     print(f"h = {H}; median wall time; x ~ U[0, 1), W = 0.01 N(0, 1), seed {SEED}")
     print()

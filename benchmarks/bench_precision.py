@@ -11,15 +11,14 @@ gradient (every quotient exactly 0: ``StepTooSmall``) are counted, not plotted.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
-import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from _machine import machine  # benchmarks/ is on sys.path when run as a script
+from _machine import machine, script  # benchmarks/ is on sys.path when run as a script
 
 HS = ("1e-1", "3e-2", "1e-2", "3e-3", "1e-3", "1e-4", "1e-5", "1e-6", "1e-7", "1e-8", "1e-9")
 DATA = {
@@ -30,11 +29,11 @@ THEORY = {"float32": "≈ 5e-3", "float64": "≈ 6e-6"}  # eps^(1/3)
 
 
 def sweep_rows(args: tuple[str, ...]) -> list[dict[str, str]]:
-    numgrad = shutil.which("numgrad") or sys.exit("numgrad is not installed: pip install -e .")
+    numgrad = script("numgrad")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
         argv = [
-            numgrad, "-m", "gradient.dtype=float32,float64", f"gradient.h={','.join(HS)}",
+            *numgrad, "-m", "gradient.dtype=float32,float64", f"gradient.h={','.join(HS)}",
             "gradient.check=true", "optimizer.steps=0", "tracking.enabled=false",
             f"hydra.sweep.dir={tmp}/sweep", *args,
         ]  # fmt: skip
@@ -45,6 +44,7 @@ def sweep_rows(args: tuple[str, ...]) -> list[dict[str, str]]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     print(machine() + "\n")
     print(f"h in {{{', '.join(HS)}}}; relative error ‖numerical − analytic‖ / (‖·‖ + ‖·‖), "
           "the analytic gradient in float64; the gradient at W0 (optimizer.steps=0)\n")  # fmt: skip

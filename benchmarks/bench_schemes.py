@@ -20,10 +20,10 @@ that error, and the error at ``gradient.h=auto``.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _machine import machine  # benchmarks/ is on sys.path when run as a script
+from _machine import machine, script  # benchmarks/ is on sys.path when run as a script
 from bench_gradients import median_ms
 from numgrad.gradient import analytic_gradient, loss_from_labels
 from numgrad.net import SimpleNet
@@ -100,11 +100,11 @@ def numdifftools_rows(W, x, labels, reference, repeats):
 
 
 def study(args: tuple[str, ...]) -> list[dict[str, str]]:
-    numgrad = shutil.which("numgrad") or sys.exit("numgrad is not installed: pip install -e .")
+    numgrad = script("numgrad")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     with tempfile.TemporaryDirectory(prefix="bench-schemes-") as tmp:
         argv = [
-            numgrad, "-m", f"gradient.scheme={','.join(NAMES)}",
+            *numgrad, "-m", f"gradient.scheme={','.join(NAMES)}",
             f"gradient.h={','.join(STEPS)},auto", "gradient.check=true", "optimizer.steps=0",
             "tracking.enabled=false", f"hydra.sweep.dir={tmp}/sweep", *args,
         ]  # fmt: skip
@@ -164,7 +164,9 @@ def auto_h_used(data: str, name: str) -> float:
 
 
 def main() -> None:
-    quick = "--quick" in sys.argv[1:]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="leave numdifftools at 784x10 out")
+    quick = parser.parse_args().quick
     print(machine())
     speed, found = speed_table(quick)
     print("\n" + speed + "\n")

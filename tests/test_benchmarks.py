@@ -1,4 +1,5 @@
-"""The sweep benchmarks run end to end at a tiny size, so that they cannot rot.
+"""The sweep benchmarks run end to end at a tiny size, so that they cannot rot; every
+benchmark answers ``--help`` without running.
 
 No timing is checked here (the scripts print their tables; the README quotes them):
 each script reads every run back from its store and exits non-zero when one is
@@ -16,6 +17,7 @@ import pytest
 from tests.conftest import numgrad_env
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
 
 
 def run_script(name: str, *args: str, cwd: Path) -> str:
@@ -25,6 +27,14 @@ def run_script(name: str, *args: str, cwd: Path) -> str:
     )  # fmt: skip
     assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
     return proc.stdout
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_benchmark_answers_help_without_running(tmp_path, name):
+    # A benchmark takes minutes; --help must say how to run it, not start it.
+    out = run_script(name, "--help", cwd=tmp_path)
+    assert out.startswith("usage:") and "| " not in out, out
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
