@@ -111,12 +111,8 @@ def die_with_parent(signum: int) -> bool:
     SIGKILLed. (Strictly, the kernel watches the parent's thread that started this
     process.) False on other systems, where nothing is set.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
+    prctl = _prctl()
+    return prctl is not None and prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
 
 
 def ending_with_this_process(signum: int) -> Callable[[], None]:
@@ -127,13 +123,25 @@ def ending_with_this_process(signum: int) -> Callable[[], None]:
     exec), the child ends at once instead of running on unwatched.
     """
     parent = os.getpid()
+    # Looked up here, not in the child: between fork and exec the child must not load
+    # libraries (a lock another thread held at the fork would never be released there).
+    prctl = _prctl()
 
     def preexec() -> None:
-        die_with_parent(signum)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
         if os.getppid() != parent:
             os._exit(1)
 
     return preexec
+
+
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl
 
 
 def listening(pid: int) -> set[tuple[str, int]]:
