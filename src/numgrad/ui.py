@@ -8,8 +8,9 @@ the URL of the experiment's runs in MLflow's model-training view (the UI's own d
 is its GenAI view, which shows no runs) and, with ``--open``, opens it in a browser
 (Python's ``webbrowser``: ``$BROWSER`` chooses) once the server answers. Ctrl-C or
 SIGTERM stop the server's whole group, then numgrad-ui ends with one line and 130 or 143
-(:mod:`numgrad.command`). Other options go through to ``mlflow ui``; ``--host`` is
-refused: expose a store with ``mlflow server`` deliberately, not by accident.
+(:mod:`numgrad.command`); if numgrad-ui is killed outright, the kernel stops the server.
+Other options go through to ``mlflow ui``; ``--host`` is refused: expose a store with
+``mlflow server`` deliberately, not by accident.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Mapping, Sequence
 
 from numgrad import command, signals
 from numgrad.command import UsageError
-from numgrad.processes import listening
+from numgrad.processes import ending_with_this_process, listening
 from numgrad.tracking.pages import DEFAULT_PORT, HOST, experiment_page, local_url
 from numgrad.tracking.uri import is_http, resolve_uri, server_alive, sqlite_path
 
@@ -153,7 +154,10 @@ def serve(args: Sequence[str]) -> int:
     server = None
     try:
         with signals.held():  # a signal now would leave a server nobody stops
-            server = subprocess.Popen(argv, env=env, start_new_session=True)
+            # SIGTERM to `mlflow ui` takes its uvicorn worker along; asking the kernel to send
+            # it when numgrad-ui dies covers a SIGKILL, which no handler of ours sees.
+            with_us = ending_with_this_process(signal.SIGTERM)
+            server = subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=with_us)
         return _serve(server, url, options)
     finally:
         if server is not None:
