@@ -28,6 +28,16 @@ import pytest
 NUMGRAD = shutil.which("numgrad") or "numgrad"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # A shell script that starts the suite in the background (`pytest &`) hands it SIGINT
+    # ignored, and ignored signals pass on to every command a test starts; numgrad rightly
+    # leaves an ignored SIGINT alone, so the Ctrl-C tests would see nothing. The suite
+    # takes Python's own Ctrl-C back. (An ignored SIGHUP, nohup's, is the user's wish: the
+    # SIGHUP tests set it for themselves.)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def numgrad_env(**extra: str) -> dict[str, str]:
     """The environment for a ``numgrad`` subprocess: no inherited tracking URI."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
