@@ -148,3 +148,25 @@ def test_a_signal_at_any_moment_on_an_existing_store(tmp_path):
     follow = subprocess.run([numgrad_script(), f"hydra.run.dir={tmp_path}/last", "optimizer.steps=1"],
                             cwd=tmp_path, env=numgrad_env(), capture_output=True, text=True)  # fmt: skip
     assert follow.returncode == 0, follow.stderr  # and the store goes on working
+
+
+def test_a_signal_before_hydra_sets_the_run_dir_leaves_nothing_to_remove_and_no_error():
+    # Hydra's config is set, its runtime.output_dir not yet: where the test above once met
+    # a traceback (MissingMandatoryValue) instead of the signal's one line.
+    from hydra.conf import HydraConf
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from numgrad.cli import _remove_hydras_run_dir
+
+    hydra_cfg = OmegaConf.structured(HydraConf)
+    hydra_cfg.mode = RunMode.RUN
+    assert OmegaConf.is_missing(hydra_cfg.runtime, "output_dir")
+    instance = HydraConfig.instance()
+    before = instance.cfg
+    instance.cfg = OmegaConf.create({"hydra": hydra_cfg})
+    try:
+        _remove_hydras_run_dir()  # nothing made yet: nothing to do, nothing raised
+    finally:
+        instance.cfg = before

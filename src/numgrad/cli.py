@@ -44,9 +44,14 @@ def _remove_hydras_run_dir() -> None:
 
     if not HydraConfig.initialized():
         return
+    from omegaconf import OmegaConf
+
+    # select(): a signal can land after Hydra set its config, before it set the run dir
+    # (reading a value not set yet raises, and the signal's one line became a traceback).
     hc = HydraConfig.get()
-    if hc.mode == RunMode.RUN and hc.runtime.output_dir:
-        remove_unused_output_dir(Path(hc.runtime.output_dir))
+    output_dir = OmegaConf.select(hc, "runtime.output_dir", default=None)
+    if OmegaConf.select(hc, "mode", default=None) == RunMode.RUN and output_dir:
+        remove_unused_output_dir(Path(output_dir))
 
 
 def _compose_and_run(own_errors: bool) -> int:
