@@ -12,6 +12,7 @@ from numgrad.plots.figure import new_figure, quietly, save
 
 CLIP = 1e300  # curves show values up to this magnitude
 ANNOTATE_MAX = 36  # matrices with at most this many values get them written in the cells
+MESH_MAX = 4096  # matrices with more cells are drawn as an image (see _cells)
 
 
 def draw_run(
@@ -146,14 +147,13 @@ def _new_heatmaps(data: _PanelData) -> Any:
     fig.subplots_adjust(left=0.25 / n, right=1 - 0.12 / n, wspace=0.55)
     for i, (name, (M, shown, vmax)) in enumerate(data.panels.items()):
         ax = fig.add_subplot(1, n, i + 1)
-        image = ax.imshow(shown, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto",
-                          interpolation="nearest")  # fmt: skip
+        cells = _cells(ax, M.shape, shown, vmax)
         if M.size <= ANNOTATE_MAX:  # small enough to read the numbers: no colour scale needed
             for (r, c), value in np.ndenumerate(M):
                 text, color = _cell_text(value, vmax)
                 ax.text(c, r, text, ha="center", va="center", fontsize=8, color=color)
         else:
-            fig.colorbar(image, ax=ax, shrink=0.8, format="%.2g")
+            fig.colorbar(cells, ax=ax, shrink=0.8, format="%.2g")
         if max(M.shape) <= 12:
             ax.set_xticks(range(M.shape[1]))
             ax.set_yticks(range(M.shape[0]))
@@ -164,12 +164,28 @@ def _new_heatmaps(data: _PanelData) -> Any:
     return fig
 
 
+def _cells(ax: Any, shape: tuple[int, int], shown: np.ndarray, vmax: float) -> Any:
+    """The coloured cells of a matrix, row 0 at the top, cell (r, c) centred on (c, r).
+
+    A small matrix is a mesh of its cells: an image is resampled to the axes' pixels
+    at every draw, a quarter of a three-panel figure's drawing time, whatever its size.
+    A large one stays an image, which costs no more per cell."""
+    rows, cols = shape
+    style = dict(cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+    if rows * cols > MESH_MAX:
+        return ax.imshow(shown, aspect="auto", interpolation="nearest", **style)
+    mesh = ax.pcolormesh(np.arange(cols + 1) - 0.5, np.arange(rows + 1) - 0.5, shown, **style)
+    ax.set_xlim(-0.5, cols - 0.5)
+    ax.set_ylim(rows - 0.5, -0.5)
+    return mesh
+
+
 def _redraw_heatmaps(fig: Any, data: _PanelData) -> None:
     axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     for ax, (M, shown, vmax) in zip(axes, data.panels.values(), strict=True):
-        image = ax.images[0]
-        image.set_data(shown)
-        image.set_clim(-vmax, vmax)  # a colour bar follows its image
+        cells = ax.images[0] if ax.images else ax.collections[0]
+        (cells.set_data if ax.images else cells.set_array)(shown)
+        cells.set_clim(-vmax, vmax)  # a colour bar follows its cells
         if M.size > ANNOTATE_MAX:
             continue
         for text, value in zip(ax.texts, M.ravel(), strict=True):  # written row by row
@@ -191,11 +207,28 @@ class _KeptFigures:
         if fig is None:
             fig = new(data)
         else:
+            _keep_label_places(fig)
             redraw(fig, data)
         self._figures[data.key] = fig  # most recently used last
         while len(self._figures) > self.LIMIT:
             del self._figures[next(iter(self._figures))]
         return fig
+
+
+def _keep_label_places(fig: Any) -> None:
+    """Leave the axis labels of a figure drawn before where its first drawing put them.
+
+    Every drawing places an axis label beside its tick labels, measuring each one: a
+    tenth of a redrawn figure's time. Where they cannot move, it need not: an x label
+    sits under tick labels of one line of digits, always as high; a heatmap's y label
+    beside the row numbers of its shape, the same in every figure of that shape. A
+    curve's y label moves with its values' tick labels, and is left to matplotlib."""
+    for ax in fig.axes:
+        axes = (ax.xaxis, ax.yaxis) if ax.images or ax.collections else (ax.xaxis,)
+        for axis in axes:
+            label = axis.label
+            if label.get_text():  # where the last drawing put it, to the last bit
+                axis.set_label_coords(*label.get_position(), transform=label.get_transform())
 
 
 _KEPT = _KeptFigures()
