@@ -17,12 +17,14 @@ from types import SimpleNamespace
 import mlflow.pyfunc
 import numpy as np
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from numgrad.descent import Descent
 from numgrad.functions import softmax
 from numgrad.gradient import vectorized_gradient
 from numgrad.net import SimpleNet
+from numgrad.tracking import model as model_module
 from numgrad.tracking.journal import JOURNAL_FILE, Journal, read_journal
 from numgrad.tracking.mlflow_store import MlflowStore
 from numgrad.tracking.model import KEY_TAG, model_record, save_pyfunc
@@ -214,3 +216,55 @@ def test_mlflow_models_serve_answers_with_the_nets_probabilities(tmp_path, store
     finally:
         stop(proc)
     np.testing.assert_allclose(predictions, probabilities(W, descent.x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_later_model_of_the_same_kind_is_what_mlflow_would_save(tmp_path, dtype, monkeypatch):
+    """The first model of a kind is saved by MLflow, later ones are copied from it
+    (model._TEMPLATES): file for file what MLflow saves, but their own W and ids."""
+    monkeypatch.setattr(model_module, "_TEMPLATES", {})
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 2))
+    entry = model_record("W.npy", step=4, example=x, metrics=[], dataset=None, tags={})
+    W1, W2 = (rng.normal(size=(2, 3)).astype(dtype) for _ in range(2))
+
+    def save(name, W, model_id, run_id):
+        fake = SimpleNamespace(artifact_location=f"file:///store/{model_id}", model_id=model_id)
+        (tmp_path / name).mkdir()
+        return save_pyfunc(tmp_path / name / "model", W, entry, fake, run_id=run_id)
+
+    save("first", W1, "m-1", "r-1")
+    copied = save("copied", W2, "m-2", "r-2")
+    assert len(model_module._TEMPLATES) == 1
+    model_module._TEMPLATES.clear()
+    fresh = save("fresh", W2, "m-2", "r-2")  # what MLflow itself writes for this model
+
+    def mlmodel(path):
+        d = yaml.safe_load((path / "MLmodel").read_text())
+        del d["utc_time_created"]  # when it was written
+        del d["flavors"]["python_function"]["artifacts"]["W"]["uri"]  # a temporary source
+        return d
+
+    assert mlmodel(copied) == mlmodel(fresh)
+    assert mlmodel(copied)["run_id"] == "r-2" and mlmodel(copied)["model_id"] == "m-2"
+    files = sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(copied) for p in copied.rglob("*") if p.is_file()) == files
+    for name in files:
+        if name != Path("MLmodel"):
+            assert (copied / name).read_bytes() == (fresh / name).read_bytes(), name
+    loaded = mlflow.pyfunc.load_model(str(copied))
+    np.testing.assert_array_equal(loaded.predict(x.astype(dtype)), softmax(x.astype(dtype) @ W2))
+    assert loaded.metadata.run_id == "r-2"
+
+
+def test_a_model_of_another_kind_is_saved_by_mlflow_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(model_module, "_TEMPLATES", {})
+    x = np.ones((1, 2))
+    entry = model_record("W.npy", step=0, example=x, metrics=[], dataset=None, tags={})
+    for i, W in enumerate([np.ones((2, 3)), np.ones((2, 4)), np.ones((2, 3), np.float32)]):
+        fake = SimpleNamespace(artifact_location=str(tmp_path), model_id=f"m-{i}")
+        (tmp_path / str(i)).mkdir()
+        path = save_pyfunc(tmp_path / str(i) / "model", W, entry, fake, run_id="r")
+        got = mlflow.pyfunc.load_model(str(path)).predict(x.astype(W.dtype))
+        assert got.shape == (1, W.shape[1]) and got.dtype == W.dtype
+    assert len(model_module._TEMPLATES) == 3

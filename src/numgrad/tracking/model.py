@@ -21,9 +21,13 @@ output is added once, the metrics are exact duplicates the store ignores).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import copy
+import datetime
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -156,7 +160,51 @@ def model_metrics(entry: Mapping[str, Any], model_id: str) -> list[Any]:
 def save_pyfunc(
     path: Path, W: np.ndarray, entry: Mapping[str, Any], model: Any, run_id: str
 ) -> Path:
-    """Write the pyfunc model of ``W`` into the folder ``path`` (which must not exist)."""
+    """Write the pyfunc model of ``W`` into the folder ``path`` (which must not exist).
+
+    The first model of its kind in a process (W's dtype and shape, the input example,
+    the requirements) is saved by MLflow; later ones are copies of it with their own
+    W and ids in ``MLmodel``: what MLflow would write, in a tenth of the time (a
+    sweep's sender and ``numgrad-sync`` make one per run)."""
+    import mlflow
+
+    key = (W.dtype.str, W.shape, entry.get("example_dtype"), repr(entry.get("example")),
+           tuple(entry["requirements"]), mlflow.__version__)  # fmt: skip
+    from mlflow.models import Model
+
+    if key not in _TEMPLATES:
+        _save_with_mlflow(path, W, entry, model, run_id)
+        _TEMPLATES[key] = _keep(path), Model.load(path / "MLmodel").to_dict()
+        return path
+    template, fields = _TEMPLATES[key]
+    shutil.copytree(template, path)
+    weights = path.parent / "W.npy"  # where MLflow takes the artifact from, as it would
+    np.save(weights, W)
+    shutil.copyfile(weights, path / "artifacts" / "W.npy")
+    mlmodel = Model.from_dict(copy.deepcopy(fields))
+    mlmodel.flavors["python_function"]["artifacts"]["W"]["uri"] = str(weights)
+    mlmodel.artifact_path, mlmodel.run_id = model.artifact_location, run_id
+    mlmodel.model_uuid = mlmodel.model_id = model.model_id
+    mlmodel.utc_time_created = str(datetime.datetime.now(datetime.UTC).replace(tzinfo=None))
+    mlmodel.save(path / "MLmodel")
+    return path
+
+
+# A saved model per kind, and its MLmodel's fields, for this process's later ones.
+_TEMPLATES: dict[tuple, tuple[Path, dict[str, Any]]] = {}
+
+
+def _keep(path: Path) -> Path:
+    """A copy of a saved model, removed when the process exits."""
+    kept = Path(tempfile.mkdtemp(prefix="numgrad-model-template-"))
+    atexit.register(shutil.rmtree, kept, ignore_errors=True)
+    shutil.copytree(path, kept / "model")
+    return kept / "model"
+
+
+def _save_with_mlflow(
+    path: Path, W: np.ndarray, entry: Mapping[str, Any], model: Any, run_id: str
+) -> None:
     import mlflow
     import mlflow.pyfunc
     from mlflow.models import Model, ModelSignature
@@ -185,7 +233,6 @@ def save_pyfunc(
             input_example=example, mlflow_model=mlmodel,
             pip_requirements=[f"mlflow=={mlflow.__version__}", *entry["requirements"]],
         )  # fmt: skip
-    return path
 
 
 @contextlib.contextmanager
