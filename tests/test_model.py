@@ -268,3 +268,22 @@ def test_a_model_of_another_kind_is_saved_by_mlflow_again(tmp_path, monkeypatch)
         got = mlflow.pyfunc.load_model(str(path)).predict(x.astype(W.dtype))
         assert got.shape == (1, W.shape[1]) and got.dtype == W.dtype
     assert len(model_module._TEMPLATES) == 3
+
+
+def test_figures_false_draws_no_figure_and_the_run_is_whole(tmp_path, store):
+    drawn = run_tracked(store, tmp_path / "drawn", article_descent(3))
+    run_dir = tmp_path / "run"
+    sink = run_tracked(store, run_dir, article_descent(3), figures=False)
+    assert sorted(p.name for p in (tmp_path / "drawn" / "artifacts" / "figures").iterdir()) == [
+        "grad_norm.png", "loss.png", "weights.png",
+    ]  # fmt: skip
+    assert not (run_dir / "artifacts" / "figures").exists()
+    client = MlflowClient(store)
+    listed = {f.path for f in client.list_artifacts(sink.run_id)}
+    assert "figures" in {f.path for f in client.list_artifacts(drawn.run_id)}
+    assert "figures" not in listed and "weights" in listed and "history.csv" in listed
+    run = client.get_run(sink.run_id)
+    assert (
+        run.info.status == "FINISHED" and len(client.get_metric_history(sink.run_id, "loss")) == 4
+    )
+    assert the_model(store, sink.run_id)  # the model still

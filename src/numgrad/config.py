@@ -104,6 +104,9 @@ class TrackingConfig:
     history_max_rows: int = 1_000_000
     # Log the final SimpleNet as an MLflow model (pyfunc, servable) of the finished run.
     log_model: bool = True
+    # Draw figures/loss.png, grad_norm.png and weights.png. Most of a short tracked job's
+    # cost in a sweep; MLflow charts the metrics without them.
+    figures: bool = True
 
 
 @dataclass

@@ -38,9 +38,15 @@ def save_initial(folder: Path, W_init: np.ndarray) -> None:
 
 
 def write_outputs(
-    folder: Path, end: Mapping[str, Any] | None, history: Any, W_init: np.ndarray | None
+    folder: Path,
+    end: Mapping[str, Any] | None,
+    history: Any,
+    W_init: np.ndarray | None,
+    *,
+    figures: bool = True,
 ) -> None:
-    """Final weights (when the run finished: ``end``) and the figures, which never fail a run.
+    """Final weights (when the run finished: ``end``) and, with ``figures``, the figures,
+    which never fail a run.
 
     ``history`` is the run's :class:`~numgrad.tracking.history.History` (the figures'
     columns), ``W_init`` the initial weights.
@@ -52,6 +58,8 @@ def write_outputs(
         with open(folder / "weights" / "W_final.json", "w") as f:
             json.dump({"shape": list(W_final.shape), "dtype": str(W_final.dtype),
                        "values": W_final.tolist()}, f)  # fmt: skip
+    if not figures:
+        return
     try:
         from numgrad.plots.run import draw_run
 

@@ -285,7 +285,8 @@ class MlflowSink:
         if self._metrics:
             self.recorder.record("metrics", metrics=self._metrics)
             self._metrics = []
-        write_outputs(self.artifacts, end or self._stopped, self._history, self._W_init)
+        write_outputs(self.artifacts, end or self._stopped, self._history, self._W_init,
+                      figures=self.settings.figures)  # fmt: skip
         self.recorder.record("artifact", local=ARTIFACTS_DIR, path=None)
         self.recorder.record("tags", tags=tags)
         if finals and self.settings.log_model:
