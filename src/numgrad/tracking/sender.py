@@ -51,8 +51,12 @@ class Tracked:
         """The store holds every record read here so far."""
         if self.uploader is not None:
             return self.uploader.done
-        acked, entries = self.remote.get("acked", 0), self.reader.entries
-        return self.run_id is not None and (not entries or acked >= entries[-1]["seq"])
+        # Its upload process's word, unless this process has read records it had not
+        # (once recorded, it had read the end: what follows is that record's own).
+        said, entries = self.remote, self.reader.entries
+        return bool(said.get("done")) and (
+            said["recorded"] or not entries or entries[-1]["seq"] <= said["seq"]
+        )
 
     def state(self) -> dict[str, Any]:
         end = self.reader.end
@@ -91,6 +95,8 @@ class Sender:
         try:
             if self.store is None:
                 self.store = MlflowStore(self.uri).open()
+            if self.pool is not None and not self.pool.shared:  # (an SQLite store: WAL mode)
+                self.pool.share(self.store)
             if parent:
                 self._send(self.parent, parent_run_id=None)
             if children and self.pool is not None:
@@ -115,21 +121,27 @@ class Sender:
         return None if up is None or up.run_id is None else (up.run_id, up.made_here)
 
     def _give_out(self) -> None:
-        """Give each new child journal of this sweep to this process or an upload
-        process, whichever has fewest unfinished ones; hear what those said."""
-        if self.parent.reader.entries:  # (which journals are an earlier sweep's: known)
-            loads = [0] * (len(self.pool.slots) + 1)
-            for t in self.children.values():
-                if t.slot is not None and not t.closed:
-                    loads[t.slot] += 1
-            for t in self._children():
-                if t.slot is None and self._ours(t):
-                    t.slot = self.pool.give(t.path, loads)
-                    loads[t.slot] += 1
-        if (link := self._link()) is not None:
-            self.pool.linked(*link)
+        """Hear what the upload processes said; give each new child journal of this sweep
+        to this process or an upload process (:meth:`UploadPool.give`)."""
         self.busy |= self.pool.hear(self.children)
         self.error = self.error or self.pool.error
+        for t in self.children.values():  # their ends, read here too: the sweep asks for them
+            if t.slot and t.reader.end is None:
+                t.reader.read_new()
+        if self.parent.reader.entries:  # (which journals are an earlier sweep's: known)
+            load = [[0, 0] for _ in range(len(self.pool.slots) + 1)]  # [ended, all] unclosed
+            for t in self.children.values():
+                if t.slot is not None and not t.closed:
+                    load[t.slot][0] += t.reader.end is not None
+                    load[t.slot][1] += 1
+            for t in self._children():
+                if t.slot is None and self._ours(t):
+                    t.slot = self.pool.give(t.path, load, ended=t.reader.end is not None)
+                    if t.slot is not None:
+                        load[t.slot][0] += t.reader.end is not None
+                        load[t.slot][1] += 1
+        if (link := self._link()) is not None:
+            self.pool.linked(*link)
 
     def _ours(self, t: Tracked) -> bool:
         """Read what is new; True when this sender sends the journal (else it is foreign)."""

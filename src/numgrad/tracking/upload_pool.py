@@ -16,7 +16,8 @@ run of its own for a key without searching first.
 
 They talk over pipes, one JSON object a line: to it ``{"do": "link" | "take" |
 "end_the_dead" | "hurry" | "give_up", ...}``; from it ``{"event": "journal", "path":
-..., "run_id", "experiment_id", "acked", "recorded"}`` whenever a journal moved,
+..., "run_id", "experiment_id", "acked", "done", "seq", "recorded"}`` whenever a
+journal moved (``done``: the store holds every record up to ``seq``, the last it read),
 ``{"event": "error"}``, and ``{"event": "done", "do": ...}`` after a request.
 """
 
@@ -34,8 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from numgrad.processes import ending_with_this_process
+from numgrad.tracking.uri import share_writes
 
 MAX_STARTS = 6  # an upload process that dies this often has a cause a restart cannot cure
+BACKLOG = 3  # ended journals given to one process and waiting: the rest wait to be given
 REQUEST_SECONDS = 60.0  # how long a request (end the dead, give up) is waited for
 
 
@@ -71,6 +74,7 @@ class UploadPool:
         self.slots = [_Slot(n + 1) for n in range(count)]
         self.link: dict[str, Any] | None = None
         self.error: str | None = None
+        self.shared = False  # the store is ready for several writers
         for slot in self.slots:
             self._start(slot)
 
@@ -81,10 +85,20 @@ class UploadPool:
             for slot in self.slots:
                 self._tell(slot, self.link)
 
-    def give(self, path: Path, loads: list[int]) -> int:
-        """Give the journal ``path`` to the least busy of the sender (0, whose number of
-        unfinished journals is ``loads[0]``) and the upload processes; which one."""
-        best = min(range(len(loads)), key=lambda n: (loads[n], n))
+    def give(self, path: Path, load: list[list[int]], *, ended: bool) -> int | None:
+        """Give the journal ``path`` to the sender (0) or an upload process (n); which one,
+        or None: not yet. ``load[n]`` is how many journals n has unfinished: [ended, all].
+
+        A journal still being written goes at once (its live curves), to the one with the
+        fewest; an ended one only to one with fewer than :data:`BACKLOG` ended journals
+        waiting, so that a backlog goes to whichever is free first.
+        """
+        free = [n for n in range(len(load)) if n == 0 or self.slots[n - 1].proc is not None]
+        if ended:
+            free = [n for n in free if load[n][0] < BACKLOG]
+        if not free:
+            return None
+        best = min(free, key=lambda n: (load[n], n))
         if best:
             slot = self.slots[best - 1]
             slot.given.append(str(path))
@@ -121,6 +135,12 @@ class UploadPool:
         waiting, deadline = {s.number for s in self.slots}, time.monotonic() + timeout
         while waiting and time.monotonic() < deadline:
             waiting -= {s["slot"] for s in self._lines(0.25) if s.get("event") == "ready"}
+
+    def share(self, store: Any) -> None:
+        """Make the open ``store`` ready for writers side by side (a SQLite file: WAL)."""
+        if store.db is not None:
+            share_writes(store.db)
+        self.shared = True
 
     def hurry(self) -> None:
         """The store may be back any moment: every upload process tries again now."""

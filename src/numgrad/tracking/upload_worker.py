@@ -62,8 +62,9 @@ class Share(Sender):
         up = t.uploader
         if up is None:
             return
+        read = t.reader.entries[-1]["seq"] if t.reader.entries else 0
         now = {"run_id": up.run_id, "experiment_id": up.experiment_id, "acked": up.acked,
-               "recorded": up.recorded}  # fmt: skip
+               "done": up.done, "seq": read, "recorded": up.recorded}  # fmt: skip
         if self._said.get(t.path) != now:
             self._said[t.path] = now
             say({"event": "journal", "path": str(t.path), **now})
