@@ -122,7 +122,8 @@ def main() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     if args.uploaders < 1:
-        p.error(f"--uploaders must be at least 1, not {args.uploaders}")
+        print(f"numgrad: --uploaders must be at least 1, not {args.uploaders}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(serve(args.sweep_dir, args.uri, args.grace, args.parent_pid, args.uploaders))
 
 

@@ -160,6 +160,7 @@ class UploadPool:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            proc.stdout.close()
 
     # ------------------------------------------------------------------ inside
 
