@@ -78,6 +78,7 @@ def test_a_journal_whose_upload_process_died_is_sent_by_its_replacement(tmp_path
     for n in (0, 1):  # still being written (by this process): one to each uploader
         journal_run(sweep / str(n), store, f"lr={n}", steps=2, end=False)
     sender = Sender(sweep, store, uploaders=2)
+    sender.pool.started()  # (else one starts only for a backlog of ended journals)
     try:
         path = sweep / "1" / JOURNAL_FILE
         wait_for(lambda: sender.send_all() and sender.children.get(path)
@@ -108,7 +109,8 @@ def test_a_journal_whose_upload_process_died_is_sent_by_its_replacement(tmp_path
 def test_a_sender_killed_outright_takes_its_upload_processes_along(tmp_path, store):
     sweep = tmp_path / "multirun"
     journal_run(sweep, store, "sweep", kind="sweep", end=False)
-    journal_run(sweep / "0", store, "lr=0", end=False)  # its writer (this process) goes on
+    for n in range(12):  # a backlog: both upload processes start for it
+        journal_run(sweep / str(n), store, f"lr={n}", steps=200)
     proc = subprocess.Popen(
         [sys.executable, "-m", "numgrad.sweep.sender_process", str(sweep), store,
          "--grace", "5", "--uploaders", "3"],
@@ -116,18 +118,25 @@ def test_a_sender_killed_outright_takes_its_upload_processes_along(tmp_path, sto
     )  # fmt: skip
     try:
         assert json.loads(proc.stdout.readline())["event"] == "parent"
-        workers = workers_of(proc.pid)
-        assert len(workers) == 2
-        proc.kill()
+        workers = wait_for(lambda: len(workers_of(proc.pid)) == 2 and workers_of(proc.pid))
+        proc.kill()  # while they upload
         proc.wait(timeout=10)
         _, alive = psutil.wait_procs(workers, timeout=10)
         assert alive == [], [p.pid for p in alive]
     finally:
         proc.kill()
         proc.communicate()
-    # Their journal locks went with them: a successor takes the journal over at once.
+    # Their journals' locks went with them: a successor sends every journal, each once.
     successor = Sender(sweep, store)
-    assert successor.send_all() and successor.children[sweep / "0" / JOURNAL_FILE].lock
+    until_closed(successor, 12)
+    client, runs = all_runs(store)
+    assert sorted(r.info.run_name for r in runs) == sorted(
+        ["sweep", *(f"lr={n}" for n in range(12))]
+    )
+    for run in runs:
+        if run.info.run_name != "sweep":
+            assert run.info.status == "FINISHED"
+            assert len(history(client, run.info.run_id, "loss")) == 200
 
 
 def test_a_sender_process_refuses_fewer_than_one_uploader(tmp_path, store):

@@ -2,10 +2,13 @@
 
 One Python process uploads about a dozen short runs a second, nearly all of it MLflow's
 ORM holding the GIL; more cores help only as more processes. So a sender with ``K``
-uploaders sends some children itself and gives the others to ``K - 1`` upload
+uploaders sends some children itself and gives the others to up to ``K - 1`` upload
 processes (:mod:`numgrad.tracking.upload_worker`), a journal to whichever has the
-fewest unfinished ones. A journal, once given, stays with its process: its uploader's
-state (run id, how far the store holds it, the runs made) lives in one place only.
+fewest unfinished ones. An upload process starts only once the sender and those
+started are each :data:`BACKLOG` ended journals behind: a sweep whose sender keeps up
+pays for no second mlflow import. A journal, once given, stays with its process: its
+uploader's state (run id, how far the store holds it, the runs made) lives in one
+place only.
 
 Each upload process is a fresh interpreter (``python -m``): no SQLAlchemy engine is
 inherited across a fork. It gets SIGKILL when the sender dies, also when the sender
@@ -75,8 +78,6 @@ class UploadPool:
         self.link: dict[str, Any] | None = None
         self.error: str | None = None
         self.shared = False  # the store is ready for several writers
-        for slot in self.slots:
-            self._start(slot)
 
     def linked(self, run_id: str, made_here: bool) -> None:
         """The parent run exists: the upload processes may send its children."""
@@ -91,11 +92,16 @@ class UploadPool:
 
         A journal still being written goes at once (its live curves), to the one with the
         fewest; an ended one only to one with fewer than :data:`BACKLOG` ended journals
-        waiting, so that a backlog goes to whichever is free first.
+        waiting, so that a backlog goes to whichever is free first, and when none is,
+        to an upload process started for it.
         """
         free = [n for n in range(len(load)) if n == 0 or self.slots[n - 1].proc is not None]
         if ended:
             free = [n for n in free if load[n][0] < BACKLOG]
+            idle = [slot for slot in self.slots if not slot.starts]
+            if not free and idle:
+                self._start(idle[0])
+                free = [idle[0].number]
         if not free:
             return None
         best = min(free, key=lambda n: (load[n], n))
@@ -130,8 +136,11 @@ class UploadPool:
             waiting = {n for n in waiting if self.slots[n - 1].proc.poll() is None}
 
     def started(self, timeout: float = 60.0) -> None:
-        """Wait until every upload process has its store open (what a benchmark of the
-        uploads waits for: a sweep's sender starts them while its first jobs run)."""
+        """Start every upload process now and wait until each has its store open (a
+        benchmark of the uploads themselves; a test of one that holds a live journal)."""
+        for slot in self.slots:
+            if not slot.starts:
+                self._start(slot)
         waiting, deadline = {s.number for s in self.slots}, time.monotonic() + timeout
         while waiting and time.monotonic() < deadline:
             waiting -= {s["slot"] for s in self._lines(0.25) if s.get("event") == "ready"}
