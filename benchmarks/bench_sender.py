@@ -188,13 +188,19 @@ def sync_backlog(sweep: Path, uri: str) -> float:
 
 
 def finished_at(db: Path, seen: dict[str, float], stop: threading.Event) -> None:
-    """Note the wall time (ms) at which each run is first seen FINISHED."""
-    while not stop.is_set():
-        with contextlib.suppress(sqlite3.OperationalError):  # no tables yet, or busy
+    """Note the wall time (ms) at which each run is first seen FINISHED; once more after
+    ``stop`` (a run FINISHED just before it, between two looks, is seen then)."""
+    last, failed = False, 0
+    while not last:
+        last = stop.is_set()
+        try:
             with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
                 now = time.time() * 1000
                 for (run_id,) in con.execute("select run_uuid from runs where status='FINISHED'"):
                     seen.setdefault(run_id, now)
+        except sqlite3.OperationalError:  # no tables yet, or busy: a last look is retried
+            failed += last
+            last = last and failed >= 50
         time.sleep(0.02)
 
 

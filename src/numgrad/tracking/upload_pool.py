@@ -146,10 +146,18 @@ class UploadPool:
             waiting -= {s["slot"] for s in self._lines(0.25) if s.get("event") == "ready"}
 
     def share(self, store: Any) -> None:
-        """Make the open ``store`` ready for writers side by side (a SQLite file: WAL)."""
-        if store.db is not None:
-            share_writes(store.db)
+        """Make the open ``store`` ready for writers side by side (a SQLite file: WAL);
+        where it cannot be, the sender uploads alone (two would only slow each other)."""
         self.shared = True
+        why = "not in WAL mode"
+        try:
+            if store.db is None or share_writes(store.db):
+                return
+        except Exception as exc:  # a network file system, a store held by another
+            why = f"{type(exc).__name__}: {exc}"
+        print(f"numgrad: the sweep's sender uploads alone: {store.db} cannot take writers "
+              f"side by side ({why})", file=sys.stderr)  # fmt: skip
+        self.slots = []
 
     def hurry(self) -> None:
         """The store may be back any moment: every upload process tries again now."""

@@ -170,7 +170,7 @@ def store_lock(db: Path) -> Iterator[None]:
         raise TrackingError(f"timed out after {LOCK_TIMEOUT:.0f} s waiting for {db}.lock") from None
 
 
-def share_writes(db: Path) -> None:
+def share_writes(db: Path) -> bool:
     """Let several processes write the SQLite store ``db`` side by side: WAL journal mode.
 
     In SQLite's default (rollback) mode a reader blocks a writer's commit and every wait
@@ -179,12 +179,12 @@ def share_writes(db: Path) -> None:
     other's commits. The mode is kept in the file; ``<db>-wal`` and ``<db>-shm`` lie
     beside it while it is open (and after a process was killed: the next one to open it
     takes their contents in). A store on a network file system cannot use it (SQLite's
-    documentation): keep such a sweep's sender to one uploader.
+    documentation). True when the store is in WAL mode now.
     """
     with store_lock(db):
         con = sqlite3.connect(db, timeout=30)
         try:
-            con.execute("PRAGMA journal_mode=WAL")
+            return con.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() == "wal"
         finally:
             con.close()
 
