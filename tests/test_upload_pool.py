@@ -72,6 +72,19 @@ def test_with_two_uploaders_every_child_lands_once_under_its_parent(tmp_path, st
         assert con.execute("pragma journal_mode").fetchone() == ("wal",)
 
 
+def test_a_sender_that_keeps_up_starts_no_upload_process(tmp_path, store):
+    sweep = tmp_path / "multirun"
+    journal_run(sweep, store, "sweep", kind="sweep", end=False)
+    for n in range(3):  # no backlog beyond what the sender sends itself
+        journal_run(sweep / str(n), store, f"lr={n}")
+    sender = Sender(sweep, store, uploaders=4)
+    until_closed(sender, 3)
+    assert {t.slot for t in sender.children.values()} == {0}
+    assert all(slot.proc is None and not slot.starts for slot in sender.pool.slots)
+    with sqlite3.connect(sqlite_path(store)) as con:  # the store's mode as it was
+        assert con.execute("pragma journal_mode").fetchone() == ("delete",)
+
+
 def test_a_journal_whose_upload_process_died_is_sent_by_its_replacement(tmp_path, store, capfd):
     sweep = tmp_path / "multirun"
     journal_run(sweep, store, "sweep", kind="sweep", end=False)

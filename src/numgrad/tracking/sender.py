@@ -95,8 +95,6 @@ class Sender:
         try:
             if self.store is None:
                 self.store = MlflowStore(self.uri).open()
-            if self.pool is not None and not self.pool.shared:  # (an SQLite store: WAL mode)
-                self.pool.share(self.store)
             if parent:
                 self._send(self.parent, parent_run_id=None)
             if children and self.pool is not None:

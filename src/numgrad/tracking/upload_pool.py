@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from numgrad.processes import ending_with_this_process
-from numgrad.tracking.uri import share_writes
+from numgrad.tracking.uri import share_writes, sqlite_path
 
 MAX_STARTS = 6  # an upload process that dies this often has a cause a restart cannot cure
 BACKLOG = 3  # ended journals given to one process and waiting: the rest wait to be given
@@ -77,7 +77,7 @@ class UploadPool:
         self.slots = [_Slot(n + 1) for n in range(count)]
         self.link: dict[str, Any] | None = None
         self.error: str | None = None
-        self.shared = False  # the store is ready for several writers
+        self.db, self.shared = sqlite_path(uri), False  # shared: ready for several writers
 
     def linked(self, run_id: str, made_here: bool) -> None:
         """The parent run exists: the upload processes may send its children."""
@@ -99,7 +99,7 @@ class UploadPool:
         if ended:
             free = [n for n in free if load[n][0] < BACKLOG]
             idle = [slot for slot in self.slots if not slot.starts]
-            if not free and idle:
+            if not free and idle and self._share():
                 self._start(idle[0])
                 free = [idle[0].number]
         if not free:
@@ -139,25 +139,28 @@ class UploadPool:
         """Start every upload process now and wait until each has its store open (a
         benchmark of the uploads themselves; a test of one that holds a live journal)."""
         for slot in self.slots:
-            if not slot.starts:
+            if not slot.starts and self._share():
                 self._start(slot)
         waiting, deadline = {s.number for s in self.slots}, time.monotonic() + timeout
         while waiting and time.monotonic() < deadline:
             waiting -= {s["slot"] for s in self._lines(0.25) if s.get("event") == "ready"}
 
-    def share(self, store: Any) -> None:
-        """Make the open ``store`` ready for writers side by side (a SQLite file: WAL);
-        where it cannot be, the sender uploads alone (two would only slow each other)."""
-        self.shared = True
-        why = "not in WAL mode"
+    def _share(self) -> bool:
+        """Make the store ready for writers side by side (a SQLite file: WAL mode), before
+        the first upload process starts; where it cannot be, the sender uploads alone
+        (two would only slow each other). True when upload processes may start."""
+        if self.shared or self.db is None:
+            return bool(self.slots)
+        self.shared, why = True, "not in WAL mode"
         try:
-            if store.db is None or share_writes(store.db):
-                return
+            if share_writes(self.db):
+                return True
         except Exception as exc:  # a network file system, a store held by another
             why = f"{type(exc).__name__}: {exc}"
-        print(f"numgrad: the sweep's sender uploads alone: {store.db} cannot take writers "
+        print(f"numgrad: the sweep's sender uploads alone: {self.db} cannot take writers "
               f"side by side ({why})", file=sys.stderr)  # fmt: skip
         self.slots = []
+        return False
 
     def hurry(self) -> None:
         """The store may be back any moment: every upload process tries again now."""
