@@ -8,23 +8,27 @@ record a sweep's job writes is there: params, the dataset input, per-step metric
 the artifacts (history.csv, config, W, figures), the model, the end. Each variant has a
 fresh SQLite store (its tables made beforehand) and fresh journals:
 
-- sender, backlog: every journal already ended; the real sender path
-  (``Sender.send_all`` → ``Uploader.upload``) in this process, timed from an opened
-  store until every child is FINISHED and closed: runs per second;
+- sender, backlog, K uploaders: every journal already ended; the real sender path
+  (``Sender.send_all`` → ``Uploader.upload``) in this process, with ``K - 1`` upload
+  processes beside it (``--uploaders``, each K its own variant), timed from an opened
+  store (and started upload processes: a sweep starts them while its first jobs run)
+  until every child is FINISHED and closed: runs per second;
 - numgrad-sync, backlog: the same journals through one ``numgrad-sync`` pass
   (``Syncer.sync``, the same uploader), timed the same way;
-- sender, live: the sender process a sweep starts (``python -m numgrad.sweep.sender_process``,
-  its stdin/stdout protocol) follows the sweep dir while the writers write; a thread
-  here reads the store's ``runs`` table every 20 ms. Lag: the moment a run is seen
-  FINISHED less its end record's ``end_time``.
+- sender, live, K uploaders: the sender process a sweep starts (``python -m
+  numgrad.sweep.sender_process --uploaders K``, its stdin/stdout protocol) follows
+  the sweep dir while the writers write; a thread here reads the store's ``runs``
+  table every 20 ms. Lag: the moment a run is seen FINISHED less its end record's
+  ``end_time``.
 
 After every variant the store is read back with ``MlflowClient``: each child FINISHED
 under the parent, its whole loss history as its journal holds it, history.csv and
 W_final among its artifacts, one logged model each; otherwise the script stops.
 
 Target (issue 22): the backlog sender at least 30 finished 10-step journals a second
-on 2 cores. ``--profile`` prints cProfile's top entries of the backlog sender.
-Usage: ``python benchmarks/bench_sender.py [--jobs 48] [--writers 2] [--repeats 3]``.
+on 2 cores. ``--profile`` prints cProfile's top entries of the backlog sender (K=1).
+Usage: ``python benchmarks/bench_sender.py [--jobs 48] [--writers 2] [--repeats 3]
+[--uploaders 1,2]``.
 """
 
 from __future__ import annotations
@@ -139,23 +143,32 @@ def written(root: Path, name: str, jobs: int, count: int) -> tuple[Path, str, fl
 # -------------------------------------------------------------------- uploads
 
 
-def sender_backlog(sweep: Path, uri: str, jobs: int, profile: cProfile.Profile | None) -> float:
-    """Seconds the sender takes over ``jobs`` ended journals, its store open."""
+def sender_backlog(
+    sweep: Path, uri: str, jobs: int, profile: cProfile.Profile | None, uploaders: int = 1
+) -> float:
+    """Seconds the sender with ``uploaders`` takes over ``jobs`` ended journals, its
+    store open and its upload processes started."""
     from numgrad.tracking.mlflow_store import MlflowStore
     from numgrad.tracking.sender import Sender
 
-    sender = Sender(sweep, uri)
+    sender = Sender(sweep, uri, uploaders=uploaders)
     sender.store = MlflowStore(uri).open()
+    if sender.pool is not None:
+        sender.pool.started()
     start = time.perf_counter()
     if profile is not None:
         profile.enable()
     followed = lambda: [sender.parent, *sender.children.values()]  # noqa: E731
     while not (len(sender.children) == jobs and all(t.closed for t in followed())):
-        if not sender.send_all():
+        if not sender.send_all() or sender.error:
             sys.exit(f"the sender failed: {sender.error}")
+        if not sender.busy:
+            time.sleep(0.005)  # the upload processes work: no spinning beside them
     if profile is not None:
         profile.disable()
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    sender.close()
+    return seconds
 
 
 def sync_backlog(sweep: Path, uri: str) -> float:
@@ -175,18 +188,24 @@ def sync_backlog(sweep: Path, uri: str) -> float:
 
 
 def finished_at(db: Path, seen: dict[str, float], stop: threading.Event) -> None:
-    """Note the wall time (ms) at which each run is first seen FINISHED."""
-    while not stop.is_set():
-        with contextlib.suppress(sqlite3.OperationalError):  # no tables yet, or busy
+    """Note the wall time (ms) at which each run is first seen FINISHED; once more after
+    ``stop`` (a run FINISHED just before it, between two looks, is seen then)."""
+    last, failed = False, 0
+    while not last:
+        last = stop.is_set()
+        try:
             with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
                 now = time.time() * 1000
                 for (run_id,) in con.execute("select run_uuid from runs where status='FINISHED'"):
                     seen.setdefault(run_id, now)
+        except sqlite3.OperationalError:  # no tables yet, or busy: a last look is retried
+            failed += last
+            last = last and failed >= 50
         time.sleep(0.02)
 
 
 def sender_live(
-    root: Path, name: str, jobs: int, count: int
+    root: Path, name: str, jobs: int, count: int, uploaders: int
 ) -> tuple[Path, str, float, list[float]]:
     """The sender process following writers: (dir, uri, seconds to the last FINISHED
     child from the writers' start, each child's lag in seconds)."""
@@ -194,7 +213,8 @@ def sender_live(
 
     sweep, uri = new_sweep(root, name)
     sender = subprocess.Popen(
-        [sys.executable, "-m", "numgrad.sweep.sender_process", str(sweep), uri, "--grace", "30"],
+        [sys.executable, "-m", "numgrad.sweep.sender_process", str(sweep), uri, "--grace", "30",
+         "--uploaders", str(uploaders)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env(),
     )  # fmt: skip
     said = json.loads(sender.stdout.readline())
@@ -282,6 +302,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=48, help="journals per variant")
     parser.add_argument("--writers", type=int, default=2, help="concurrent writer processes")
     parser.add_argument("--repeats", type=int, default=3, help="trials per variant (median)")
+    parser.add_argument(
+        "--uploaders",
+        default="1,2",
+        help="sender variants: processes uploading children (K), comma-separated",
+    )
     parser.add_argument("--profile", action="store_true",
                         help="then cProfile one more backlog sender (untimed)")  # fmt: skip
     parser.add_argument("--write", nargs=3, help=argparse.SUPPRESS)  # a writer process
@@ -293,8 +318,10 @@ def main() -> None:
     print(machine())
     print(f"Before: {load()}")
     jobs, count = args.jobs, args.writers
-    rows: dict[str, list[float]] = {"write": [], "sender": [], "sync": [], "live": []}
-    lags: list[float] = []
+    ks = [int(k) for k in args.uploaders.split(",")]
+    rows: dict[str, list[float]] = {"write": [], "sync": []}
+    rows |= {f"{kind} K={k}": [] for kind in ("sender", "live") for k in ks}
+    lags: dict[str, list[float]] = {f"live K={k}": [] for k in ks}
     profile = cProfile.Profile() if args.profile else None
     with tempfile.TemporaryDirectory(prefix="bench-sender-") as tmp:
         root = Path(tmp)
@@ -308,15 +335,17 @@ def main() -> None:
         for r in range(args.repeats):
             sweep, uri, seconds = written(root, f"sender-{r}", jobs, count)
             rows["write"].append(seconds)
-            rows["sender"].append(sender_backlog(sweep, uri, jobs, None))
-            check_store(sweep, uri, jobs)
             sweep, uri, _ = written(root, f"sync-{r}", jobs, count)
             rows["sync"].append(sync_backlog(sweep, uri))
             check_store(sweep, uri, jobs)
-            sweep, uri, seconds, trial_lags = sender_live(root, f"live-{r}", jobs, count)
-            rows["live"].append(seconds)
-            lags += trial_lags
-            check_store(sweep, uri, jobs)
+            for k in ks:
+                sweep, uri, _ = written(root, f"sender-{r}-{k}", jobs, count)
+                rows[f"sender K={k}"].append(sender_backlog(sweep, uri, jobs, None, k))
+                check_store(sweep, uri, jobs)
+                sweep, uri, seconds, trial_lags = sender_live(root, f"live-{r}-{k}", jobs, count, k)
+                rows[f"live K={k}"].append(seconds)
+                lags[f"live K={k}"] += trial_lags
+                check_store(sweep, uri, jobs)
         if profile is not None:  # apart: cProfile slows what it watches
             sender_backlog(*written(root, "profiled", jobs, count)[:2], jobs, profile)
     print(f"After: {load()}")
@@ -325,7 +354,7 @@ def main() -> None:
         print_profile(profile, 25)
 
 
-def report(rows: dict[str, list[float]], lags: list[float], jobs: int, count: int,
+def report(rows: dict[str, list[float]], lags: dict[str, list[float]], jobs: int, count: int,
            repeats: int) -> None:  # fmt: skip
     median = {name: statistics.median(values) for name, values in rows.items()}
     pace = {name: jobs / seconds for name, seconds in median.items()}
@@ -333,15 +362,26 @@ def report(rows: dict[str, list[float]], lags: list[float], jobs: int, count: in
           f"store each; median of {repeats} (target: sender ≥ {TARGET:g} runs/s)\n")  # fmt: skip
     print("| variant | seconds | runs/s | vs numgrad-sync | lag median (s) | lag max (s) |")
     print("|---|---:|---:|---:|---:|---:|")
-    names = {"write": f"{count} writers alone (the jobs' pace)", "sync": "numgrad-sync, backlog",
-             "sender": "sender, backlog", "live": "sender, live beside the writers"}  # fmt: skip
+    names = {"write": f"{count} writers alone (the jobs' pace)", "sync": "numgrad-sync, backlog"}
+    for name in rows:
+        kind, _, k = name.partition(" ")
+        if k:
+            names[name] = (f"sender, backlog, {k}" if kind == "sender"
+                           else f"sender, live beside the writers, {k}")  # fmt: skip
     for name, label in names.items():
-        lag = (f"{statistics.median(lags):.2f} | {max(lags):.2f}" if name == "live"
+        lag = (f"{statistics.median(lags[name]):.2f} | {max(lags[name]):.2f}" if name in lags
                else "— | —")  # fmt: skip
-        ratio = f"{pace[name] / pace['sync']:.2f}x" if name in ("sender", "sync") else "—"
+        ratio = f"{pace[name] / pace['sync']:.2f}x" if name.startswith(("sender", "sync")) else "—"
         print(f"| {label} | {median[name]:.2f} | {pace[name]:.1f} | {ratio} | {lag} |")
-    met = "met" if pace["sender"] >= TARGET else "NOT met"
-    print(f"\nSender backlog: {pace['sender']:.1f} runs/s ({met}); every run complete.")
+    backlog = {name: pace[name] for name in rows if name.startswith("sender")}
+    best = max(backlog, key=backlog.get)
+    if "sender K=1" in backlog:
+        for name in backlog:
+            print(f"{name} / sender K=1: {backlog[name] / backlog['sender K=1']:.2f}x")
+    met = "met" if backlog[best] >= TARGET else "NOT met"
+    print(
+        f"\nSender backlog, best ({best}): {backlog[best]:.1f} runs/s ({met}); every run complete."
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ def test_bench_sender_uploads_every_run_complete_at_a_tiny_size(tmp_path):
     rows = [line for line in out.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| variant | seconds | runs/s | vs numgrad-sync | lag median")
     assert [r.split(" | ")[0] for r in rows[1:]] == [
-        "| 2 writers alone (the jobs' pace)", "| numgrad-sync, backlog", "| sender, backlog",
-        "| sender, live beside the writers",
+        "| 2 writers alone (the jobs' pace)", "| numgrad-sync, backlog",
+        "| sender, backlog, K=1", "| sender, backlog, K=2",
+        "| sender, live beside the writers, K=1", "| sender, live beside the writers, K=2",
     ]  # fmt: skip
     assert "every run complete" in out and "load average" in out
 

@@ -28,14 +28,15 @@ from typing import Any
 from numgrad.processes import alive
 from numgrad.sweep.workers import tell_workers
 from numgrad.tracking.sender import Sender
+from numgrad.tracking.upload_pool import default_uploaders
 
 POLL_SECONDS = 0.25  # how often idle journals are read: the UI's live curves lag this much
 WORKERS_SECONDS = 10.0  # a dead sweep's live workers get this long to end their runs
 
 
-def serve(sweep_dir: Path, uri: str, grace: float, parent_pid: int) -> int:
+def serve(sweep_dir: Path, uri: str, grace: float, parent_pid: int, uploaders: int = 1) -> int:
     """The sender process's loop: follow, send, answer ``drain`` and ``finish``."""
-    sender, told = Sender(sweep_dir, uri), False
+    sender, told = Sender(sweep_dir, uri, uploaders=uploaders), False
     while True:
         # After a pass that sent something, at once: a job may have ended meanwhile.
         ready = select.select([sys.stdin], [], [], 0 if sender.busy else POLL_SECONDS)[0]
@@ -63,6 +64,7 @@ def serve(sweep_dir: Path, uri: str, grace: float, parent_pid: int) -> int:
             _until_sent(sender, grace, parent=True)
             sender.give_up()
             _say(sender.state())
+            sender.close()
             return 0
 
 
@@ -79,7 +81,7 @@ def _until_ended(sender: Sender, timeout: float) -> None:
 
 def _until_sent(sender: Sender, grace: float, *, parent: bool) -> None:
     deadline = time.monotonic() + grace
-    sender.backoff.succeeded()  # the store may be back any moment
+    sender.hurry()  # the store may be back any moment
     while sender.error is None:
         try:
             if sender.send_all(parent=parent) and _all_sent(sender, parent):
@@ -93,8 +95,7 @@ def _until_sent(sender: Sender, grace: float, *, parent: bool) -> None:
 
 def _all_sent(sender: Sender, parent: bool) -> bool:
     followed = [*sender.children.values(), *([sender.parent] if parent else [])]
-    return all(t.closed or t.foreign or (t.uploader is not None and t.uploader.done)
-               for t in followed if t.reader.entries)  # fmt: skip
+    return all(t.closed or t.foreign or t.done for t in followed if t.reader.entries)
 
 
 _protocol = sys.stdout  # main() keeps the real stdout for the protocol alone
@@ -112,13 +113,18 @@ def main() -> None:
     p.add_argument("uri")
     p.add_argument("--grace", type=float, default=30.0)
     p.add_argument("--parent-pid", type=int, default=os.getppid())
+    p.add_argument("--uploaders", type=int, default=default_uploaders(),
+                   help="processes uploading child journals, this one included")  # fmt: skip
     args = p.parse_args()
     # The protocol gets stdout to itself; whatever a library prints goes to stderr.
     global _protocol
     _protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    sys.exit(serve(args.sweep_dir, args.uri, args.grace, args.parent_pid))
+    if args.uploaders < 1:
+        print(f"numgrad: --uploaders must be at least 1, not {args.uploaders}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(serve(args.sweep_dir, args.uri, args.grace, args.parent_pid, args.uploaders))
 
 
 if __name__ == "__main__":

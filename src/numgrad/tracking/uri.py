@@ -170,6 +170,25 @@ def store_lock(db: Path) -> Iterator[None]:
         raise TrackingError(f"timed out after {LOCK_TIMEOUT:.0f} s waiting for {db}.lock") from None
 
 
+def share_writes(db: Path) -> bool:
+    """Let several processes write the SQLite store ``db`` side by side: WAL journal mode.
+
+    In SQLite's default (rollback) mode a reader blocks a writer's commit and every wait
+    sleeps in steps of milliseconds: two processes uploading into one store went slower
+    than one (bench_sender.py). In WAL mode readers never wait and writers only for each
+    other's commits. The mode is kept in the file; ``<db>-wal`` and ``<db>-shm`` lie
+    beside it while it is open (and after a process was killed: the next one to open it
+    takes their contents in). A store on a network file system cannot use it (SQLite's
+    documentation). True when the store is in WAL mode now.
+    """
+    with store_lock(db):
+        con = sqlite3.connect(db, timeout=30)
+        try:
+            return con.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() == "wal"
+        finally:
+            con.close()
+
+
 def sqlite_tables(path: Path) -> set[str]:
     """The names in a SQLite file's schema, read without writing a byte (``mode=ro``)."""
     con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)

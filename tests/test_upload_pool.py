@@ -1,0 +1,163 @@
+"""A sweep's sender with upload processes: every child once under its parent, and none
+of them outliving the sender, nor a journal lost with one that dies.
+
+In-process through :class:`numgrad.tracking.sender.Sender` with ``uploaders=2``, and as
+the sender process a sweep starts; everything read back with ``MlflowClient`` or psutil.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from numgrad.tracking.journal import JOURNAL_FILE, Journal, read_journal
+from numgrad.tracking.sender import Sender
+from numgrad.tracking.uri import sqlite_path
+from tests.conftest import all_runs, history, wait_for
+from tests.test_sender import journal_run
+
+WORKER = "numgrad.tracking.upload_worker"
+
+
+def workers_of(pid: int) -> list[psutil.Process]:
+    return [p for p in psutil.Process(pid).children() if WORKER in " ".join(p.cmdline())]
+
+
+def until_closed(sender: Sender, jobs: int, timeout: float = 120) -> None:
+    """Send until every child journal is closed (the parent's goes on: no end yet)."""
+    deadline = time.monotonic() + timeout
+    while not (len(sender.children) == jobs and all(t.closed for t in sender.children.values())):
+        assert sender.send_all() and sender.error is None, sender.error
+        assert time.monotonic() < deadline, [t.state() for t in sender.children.values()]
+        time.sleep(0.02)
+
+
+def test_with_two_uploaders_every_child_lands_once_under_its_parent(tmp_path, store):
+    sweep = tmp_path / "multirun"
+    journal_run(sweep, store, "sweep", kind="sweep", end=False)
+    for n in range(8):
+        journal_run(sweep / str(n), store, f"lr={n}", steps=5)
+    sender = Sender(sweep, store, uploaders=2)
+    try:
+        until_closed(sender, 8)
+        state = sender.state()
+        worker = psutil.Process(sender.pool.slots[0].proc.pid)
+    finally:
+        sender.close()
+    assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
+    # Both did their part: some journals were sent here, the others by the upload process.
+    assert {t.slot for t in sender.children.values()} == {0, 1}
+    client, runs = all_runs(store)
+    (parent,) = [r for r in runs if r.info.run_name == "sweep"]
+    children = [r for r in runs if r is not parent]
+    assert sorted(c.info.run_name for c in children) == [f"lr={n}" for n in range(8)]
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        assert [s for s, _ in history(client, child.info.run_id, "loss")] == [0, 1, 2, 3, 4]
+    for n in range(8):  # each journal says where it went, and the sender's state agrees
+        path = sweep / str(n) / JOURNAL_FILE
+        assert read_journal(path).synced(store)
+        assert state["children"][str(path)]["synced"]
+        assert state["children"][str(path)]["run_id"] == read_journal(path).runs[store]
+    # Two processes write the store side by side: SQLite's WAL mode (bench_sender.py).
+    with sqlite3.connect(sqlite_path(store)) as con:
+        assert con.execute("pragma journal_mode").fetchone() == ("wal",)
+
+
+def test_a_sender_that_keeps_up_starts_no_upload_process(tmp_path, store):
+    sweep = tmp_path / "multirun"
+    journal_run(sweep, store, "sweep", kind="sweep", end=False)
+    for n in range(3):  # no backlog beyond what the sender sends itself
+        journal_run(sweep / str(n), store, f"lr={n}")
+    sender = Sender(sweep, store, uploaders=4)
+    until_closed(sender, 3)
+    assert {t.slot for t in sender.children.values()} == {0}
+    assert all(slot.proc is None and not slot.starts for slot in sender.pool.slots)
+    with sqlite3.connect(sqlite_path(store)) as con:  # the store's mode as it was
+        assert con.execute("pragma journal_mode").fetchone() == ("delete",)
+
+
+def test_a_journal_whose_upload_process_died_is_sent_by_its_replacement(tmp_path, store, capfd):
+    sweep = tmp_path / "multirun"
+    journal_run(sweep, store, "sweep", kind="sweep", end=False)
+    for n in (0, 1):  # still being written (by this process): one to each uploader
+        journal_run(sweep / str(n), store, f"lr={n}", steps=2, end=False)
+    sender = Sender(sweep, store, uploaders=2)
+    sender.pool.started()  # (else one starts only for a backlog of ended journals)
+    try:
+        path = sweep / "1" / JOURNAL_FILE
+        wait_for(lambda: sender.send_all() and sender.children.get(path)
+                 and sender.children[path].run_id, timeout=60)  # fmt: skip
+        assert sender.children[path].slot == 1  # the upload process sends it
+        first = sender.children[path].run_id
+        dead = sender.pool.slots[0].proc.pid
+        psutil.Process(dead).send_signal(signal.SIGKILL)  # holding its journal's lock
+        for n in (0, 1):  # the writer goes on, then ends
+            journal, _ = Journal.reopen(sweep / str(n) / JOURNAL_FILE)
+            journal.append("metrics", metrics=[["loss", 1 / 3, 1_700_000_000_002, 2]])
+            journal.append("end", status="FINISHED", end_time=1_700_000_000_999)
+            journal.close()
+        until_closed(sender, 2)
+        assert sender.pool.slots[0].proc.pid != dead and sender.pool.slots[0].starts == 2
+    finally:
+        sender.close()
+    assert "upload process 1 (pid" in capfd.readouterr().err
+    client, runs = all_runs(store)
+    assert len(runs) == 3  # its run found again by the journal's key, not made twice
+    (child,) = [r for r in runs if r.info.run_name == "lr=1"]
+    assert child.info.run_id == first == read_journal(path).runs[store]
+    assert child.info.status == "FINISHED"
+    assert [s for s, _ in history(client, first, "loss")] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_a_sender_killed_outright_takes_its_upload_processes_along(tmp_path, store):
+    sweep = tmp_path / "multirun"
+    journal_run(sweep, store, "sweep", kind="sweep", end=False)
+    for n in range(12):  # a backlog: both upload processes start for it
+        journal_run(sweep / str(n), store, f"lr={n}", steps=200)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "numgrad.sweep.sender_process", str(sweep), store,
+         "--grace", "5", "--uploaders", "3"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert json.loads(proc.stdout.readline())["event"] == "parent"
+        workers = wait_for(lambda: len(workers_of(proc.pid)) == 2 and workers_of(proc.pid))
+        proc.kill()  # while they upload
+        proc.wait(timeout=10)
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        assert alive == [], [p.pid for p in alive]
+    finally:
+        proc.kill()
+        proc.communicate()
+    # Their journals' locks went with them: a successor sends every journal, each once.
+    successor = Sender(sweep, store)
+    until_closed(successor, 12)
+    client, runs = all_runs(store)
+    assert sorted(r.info.run_name for r in runs) == sorted(
+        ["sweep", *(f"lr={n}" for n in range(12))]
+    )
+    for run in runs:
+        if run.info.run_name != "sweep":
+            assert run.info.status == "FINISHED"
+            assert len(history(client, run.info.run_id, "loss")) == 200
+
+
+def test_a_sender_process_refuses_fewer_than_one_uploader(tmp_path, store):
+    sweep = tmp_path / "multirun"
+    proc = subprocess.run(
+        [sys.executable, "-m", "numgrad.sweep.sender_process", str(sweep), store,
+         "--uploaders", "0"], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "numgrad: --uploaders must be at least 1, not 0\n"
+    assert not sweep.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]
