@@ -31,7 +31,8 @@ def child(store: str, runs: int, log_model: bool, folder: Path) -> dict[str, lis
     import numpy as np
     from omegaconf import OmegaConf
 
-    from numgrad.config import DataConfig, DataSource, TrackingConfig
+    from numgrad.config import TrackingConfig
+    from numgrad.data import blobs
     from numgrad.descent import Descent
     from numgrad.gradient import vectorized_gradient
     from numgrad.tracking import batches
@@ -52,7 +53,7 @@ def child(store: str, runs: int, log_model: bool, folder: Path) -> dict[str, lis
 
     batches.send_model = timed("model", batches.send_model)
     MlflowStore.log_dataset = timed("dataset", MlflowStore.log_dataset)
-    data = OmegaConf.structured(DataConfig(name=DataSource.blobs))
+    data = OmegaConf.structured(blobs.Schema)
     rng = np.random.default_rng(0)
     x, t = rng.normal(size=(60, 4)), np.arange(60) % 3
     for i in range(runs):

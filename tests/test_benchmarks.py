@@ -52,6 +52,17 @@ def test_bench_sender_uploads_every_run_complete_at_a_tiny_size(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_model_times_the_dataset_and_the_model_at_a_tiny_size(tmp_path):
+    out = run_script("bench_model.py", "--repeats", "1", "--runs", "2", cwd=tmp_path)
+    rows = {r.split(" | ")[0][2:]: r.split(" | ")[1:] for r in out.splitlines()
+            if r.startswith("| ") and not r.startswith("| measure")}  # fmt: skip
+    assert list(rows) == ["dataset input (log_dataset)", "logged model (send_model)",
+                          "whole run, `log_model=true`", "whole run, `log_model=false`"]  # fmt: skip
+    for label, (first, later) in rows.items():  # milliseconds, measured in both columns
+        assert float(first) > 0 and float(later.rstrip(" |")) > 0, label
+
+
+@pytest.mark.slow
 def test_many_core_sweep_quick_checks_every_tracked_sweep_in_its_store(tmp_path):
     out = run_script("many_core_sweep.py", "--quick", cwd=tmp_path)
     checked = [line for line in out.splitlines() if line.startswith("| ") and "FINISHED" in line]
