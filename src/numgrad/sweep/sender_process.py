@@ -16,16 +16,14 @@ It talks to the sweep over its stdin and stdout, one JSON object a line:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import select
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from numgrad.processes import alive
+from numgrad.reports import Reports, take_stdout
 from numgrad.sweep.workers import tell_workers
 from numgrad.tracking.sender import Sender
 from numgrad.tracking.upload_pool import default_uploaders
@@ -98,13 +96,8 @@ def _all_sent(sender: Sender, parent: bool) -> bool:
     return all(t.closed or t.foreign or t.done for t in followed if t.reader.entries)
 
 
-_protocol = sys.stdout  # main() keeps the real stdout for the protocol alone
-
-
-def _say(message: dict[str, Any]) -> None:
-    with contextlib.suppress(OSError):  # a sweep killed outright no longer listens
-        _protocol.write(json.dumps(message) + "\n")
-        _protocol.flush()
+_reports = Reports()  # main() keeps the real stdout for the protocol alone
+_say = _reports.say
 
 
 def main() -> None:
@@ -116,11 +109,7 @@ def main() -> None:
     p.add_argument("--uploaders", type=int, default=default_uploaders(),
                    help="processes uploading child journals, this one included")  # fmt: skip
     args = p.parse_args()
-    # The protocol gets stdout to itself; whatever a library prints goes to stderr.
-    global _protocol
-    _protocol = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
+    take_stdout(_reports)  # whatever a library prints goes to stderr
     if args.uploaders < 1:
         print(f"numgrad: --uploaders must be at least 1, not {args.uploaders}", file=sys.stderr)
         sys.exit(2)

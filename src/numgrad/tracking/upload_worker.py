@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from numgrad.reports import Reports, take_stdout
 from numgrad.tracking.mlflow_store import MlflowStore
 from numgrad.tracking.sender import Sender, Tracked
 
@@ -110,13 +111,8 @@ def serve(sweep_dir: Path, uri: str, slot: int, search: bool) -> int:
             say({"event": "error", "error": share.error})
 
 
-_protocol = sys.stdout  # main() keeps the real stdout for the protocol alone
-
-
-def say(message: dict[str, Any]) -> None:
-    with contextlib.suppress(OSError):  # a sender killed outright no longer listens
-        _protocol.write(json.dumps(message) + "\n")
-        _protocol.flush()
+_reports = Reports()  # main() keeps the real stdout for the protocol alone
+say = _reports.say
 
 
 def main() -> None:
@@ -126,10 +122,7 @@ def main() -> None:
     p.add_argument("--slot", type=int, required=True)
     p.add_argument("--search", action="store_true")
     args = p.parse_args()
-    global _protocol
-    _protocol = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
+    take_stdout(_reports)  # whatever a library prints goes to stderr
     sys.exit(serve(args.sweep_dir, args.uri, args.slot, args.search))
 
 
