@@ -167,20 +167,20 @@ def save_pyfunc(
     W and ids in ``MLmodel``: what MLflow would write, in a tenth of the time (a
     sweep's sender and ``numgrad-sync`` make one per run)."""
     import mlflow
+    from mlflow.models import Model
 
     key = (W.dtype.str, W.shape, entry.get("example_dtype"), repr(entry.get("example")),
            tuple(entry["requirements"]), mlflow.__version__)  # fmt: skip
-    from mlflow.models import Model
-
     if key not in _TEMPLATES:
         _save_with_mlflow(path, W, entry, model, run_id)
         _TEMPLATES[key] = _keep(path), Model.load(path / "MLmodel").to_dict()
         return path
     template, fields = _TEMPLATES[key]
     shutil.copytree(template, path)
-    weights = path.parent / "W.npy"  # where MLflow takes the artifact from, as it would
+    # Written once, in place. (MLflow copies it from a source file, which "uri" names:
+    # a temporary path in every case, gone once the model is logged.)
+    weights = path / "artifacts" / "W.npy"
     np.save(weights, W)
-    shutil.copyfile(weights, path / "artifacts" / "W.npy")
     mlmodel = Model.from_dict(copy.deepcopy(fields))
     mlmodel.flavors["python_function"]["artifacts"]["W"]["uri"] = str(weights)
     mlmodel.artifact_path, mlmodel.run_id = model.artifact_location, run_id
