@@ -6,6 +6,7 @@ journal on disk, never from the sink that wrote it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -26,7 +27,7 @@ from numgrad import signals
 from numgrad.data.article import ArticleData
 from numgrad.descent import Descent, Diverged
 from numgrad.gradient import vectorized_gradient
-from numgrad.tracking.journal import JOURNAL_FILE, read_journal
+from numgrad.tracking.journal import JOURNAL_FILE, JournalError, read_journal
 from numgrad.tracking.provenance import PARENT_RUN_ENV, git_commit
 from numgrad.tracking.records import sampled_steps
 from numgrad.tracking.sink import MlflowSink, NullSink, open_sink
@@ -320,6 +321,43 @@ def test_exception_mid_run_sets_status(tmp_path, store, exc, status, reason):
     if status == "FAILED":
         assert run.data.tags["numgrad.error"] == "ValueError: boom"
     assert read_journal(tmp_path / "run" / JOURNAL_FILE).end["status"] == status
+
+
+def test_a_write_that_failed_mid_run_is_its_one_line_and_no_figures_are_drawn(
+    tmp_path, store, capsys
+):
+    """A full disk that fails a write mid-run: drawing the figures on it would fail too and
+    say so in a second line (seen in CI); the run fails on the write's one line instead."""
+    descent, run_dir = article_descent(10), tmp_path / "run"
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with pytest.raises(JournalError, match="No space left on device; once there is room"):
+        with open_run(store, run_dir, 10) as sink:
+            sink.log_start(descent.W)
+            for record in descent:
+                sink.log_step(record)
+                if record.step == 4:
+                    raise JournalError.writing(full, str(run_dir / "history.csv"))
+    assert capsys.readouterr().err == ""  # the one line is the raised error's, said by main
+    _, (run,) = all_runs(store)
+    assert run.info.status == "FAILED"
+    assert not (run_dir / "artifacts" / "figures").exists()
+
+
+def test_figures_that_cannot_be_drawn_are_one_line_after_a_whole_run(tmp_path, store, capsys):
+    run_dir = tmp_path / "run"
+    sink = open_run(store, run_dir, 10)
+    with sink:
+        descent = article_descent(10)
+        sink.log_start(descent.W.copy())
+        (run_dir / "artifacts" / "figures").write_text("a file where the folder goes")
+        for record in descent:
+            sink.log_step(record)
+        sink.log_end(descent, W_final=descent.W)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("numgrad: figures not drawn: "), err
+    client, (run,) = all_runs(store)
+    assert run.info.status == "FINISHED" and sink.synced
+    assert "weights/W_final.npy" in artifact_paths(client, run.info.run_id)
 
 
 def test_sigterm_mid_run_ends_it_killed(tmp_path, store):

@@ -8,7 +8,6 @@ start of the descent. ``history.csv`` is :mod:`numgrad.tracking.history`'s.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,9 +43,10 @@ def write_outputs(
     W_init: np.ndarray | None,
     *,
     figures: bool = True,
-) -> None:
+) -> str | None:
     """Final weights (when the run finished: ``end``) and, with ``figures``, the figures,
-    which never fail a run.
+    which never fail a run: why they were not drawn is returned, for the caller to say
+    once the run's end is written (a full disk is then said once, by the journal's error).
 
     ``history`` is the run's :class:`~numgrad.tracking.history.History` (the figures'
     columns), ``W_init`` the initial weights.
@@ -59,7 +59,7 @@ def write_outputs(
             json.dump({"shape": list(W_final.shape), "dtype": str(W_final.dtype),
                        "values": W_final.tolist()}, f)  # fmt: skip
     if not figures:
-        return
+        return None
     try:
         from numgrad.plots.run import draw_run
 
@@ -68,4 +68,5 @@ def write_outputs(
             {"W_init": W_init, "W_final": W_final, "gradient": gradient},
         )  # fmt: skip
     except Exception as exc:
-        print(f"numgrad: figures not drawn: {describe_error(exc)}", file=sys.stderr)
+        return f"figures not drawn: {describe_error(exc)}"
+    return None

@@ -245,7 +245,7 @@ class MlflowSink:
         why = ""  # why the store may lack records, when it is not that it is unreachable
         try:
             with signals.held(absorb=True) as late:
-                self._write_end(status, tags, end)
+                self._write_end(status, tags, end, isinstance(exc, JournalError))
             self.synced = self.recorder.finish(status)
         except (KeyboardInterrupt, signals.Terminated, TrackingError, JournalError, OSError) as err:
             # Interrupted while waiting for the store, the store refused the run, or the
@@ -267,8 +267,9 @@ class MlflowSink:
         if late and exc is None:  # a signal as the run finished: the run is whole, then it acts
             raise signals.exception_for(late[0])
 
-    def _write_end(self, status: str, tags: dict[str, str], end: Any) -> None:
-        """The journal's last records (and the files they name), its end included."""
+    def _write_end(self, status: str, tags: dict[str, str], end: Any, disk_failed: bool) -> None:
+        """The journal's last records (and the files they name), its end included; no
+        figures once a write failed: the run fails on that line, a full disk adds none."""
         try:  # the description never fails a run
             tags[NOTE_TAG] = fit_tag(note(self.config, self._dataset, tags, end, self._last))
         except Exception as err:
@@ -285,8 +286,8 @@ class MlflowSink:
         if self._metrics:
             self.recorder.record("metrics", metrics=self._metrics)
             self._metrics = []
-        write_outputs(self.artifacts, end or self._stopped, self._history, self._W_init,
-                      figures=self.settings.figures)  # fmt: skip
+        not_drawn = write_outputs(self.artifacts, end or self._stopped, self._history, self._W_init,
+                                  figures=self.settings.figures and not disk_failed)  # fmt: skip
         self.recorder.record("artifact", local=ARTIFACTS_DIR, path=None)
         self.recorder.record("tags", tags=tags)
         if finals and self.settings.log_model:
@@ -295,3 +296,5 @@ class MlflowSink:
                 example=self._example, metrics=finals, dataset=self._dataset,
             ))  # fmt: skip
         self.recorder.end(status)
+        if not_drawn:  # said once the end is journaled: a disk that filled up says it there
+            print(f"numgrad: {not_drawn}", file=sys.stderr)
