@@ -149,6 +149,8 @@ def test_type_errors_fail_at_composition(override):
         ("data=iris data.name=blobs", r"^invalid data.name='blobs': choose a source with data="),
         ("data=blobs data.n_samples=0", r"invalid data.n_samples=0: must be >= 1"),
         ("tracking.log_every=0", r"invalid tracking.log_every=0: must be >= 1"),
+        ("tracking.uploaders=0", r"^invalid tracking.uploaders=0: must be from 1 to 16, or null"),
+        ("tracking.uploaders=17", r"^invalid tracking.uploaders=17: must be from 1 to 16, or null"),
     ],
 )
 def test_validate_names_field_and_value(override, message):

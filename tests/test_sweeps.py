@@ -537,7 +537,8 @@ def test_sigterm_during_a_basic_sweep_counts_the_jobs_never_started(workdir):
 @pytest.mark.parametrize(
     ("swept", "field"),
     [("tracking.uri=sqlite:///{d}/a.db,sqlite:///{d}/b.db", "tracking.uri"),
-     ("tracking.offline=true,false", "tracking.offline")],
+     ("tracking.offline=true,false", "tracking.offline"),
+     ("tracking.uploaders=1,2", "tracking.uploaders")],
 )  # fmt: skip
 def test_a_swept_sweep_wide_tracking_setting_is_refused_before_anything_runs(workdir, swept, field):
     proc = workdir.run(swept.format(d=workdir.path), "optimizer.steps=1", multirun=True,

@@ -7,6 +7,7 @@ the sender process a sweep starts; everything read back with ``MlflowClient`` or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sqlite3
@@ -22,6 +23,7 @@ from numgrad.tracking.sender import Sender
 from numgrad.tracking.uri import sqlite_path
 from tests.conftest import all_runs, history, wait_for
 from tests.test_sender import journal_run
+from tests.test_sweeps import sweep_runs
 
 WORKER = "numgrad.tracking.upload_worker"
 
@@ -161,3 +163,58 @@ def test_a_sender_process_refuses_fewer_than_one_uploader(tmp_path, store):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == "numgrad: --uploaders must be at least 1, not 0\n"
     assert not sweep.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]
+
+
+def journal_mode(db) -> str:
+    with sqlite3.connect(db) as con:
+        return con.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def ended_journals(folder) -> int:
+    ended = 0
+    for path in folder.glob(f"*/{JOURNAL_FILE}"):
+        with contextlib.suppress(Exception):  # one being written
+            ended += read_journal(path).end is not None
+    return ended
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("uploaders", [1, 2])
+def test_a_sweep_with_tracking_uploaders_sends_every_child_once(workdir, uploaders):
+    """The setting reaches the sweep's sender. The store is held busy by another writer
+    until every job has ended, so the ended journals pile up: with 2 an upload process
+    starts (the store turns WAL), with 1 the sender sends them all itself and leaves the
+    store's journal mode alone."""
+    workdir.run("optimizer.steps=0")  # an existing store: the jobs do not wait for it
+    lrs = ",".join(str(0.05 * (n + 1)) for n in range(12))
+    held = sqlite3.connect(workdir.store, isolation_level=None)
+    held.execute("BEGIN IMMEDIATE")  # readers go on, writers wait
+    try:
+        proc = workdir.popen(f"optimizer.lr={lrs}", "optimizer.steps=3",
+                             f"tracking.uploaders={uploaders}", "tracking.experiment=sweep",
+                             multirun=True)  # fmt: skip
+        wait_for(lambda: ended_journals(workdir.path / "multirun") == 12, timeout=120)
+    finally:
+        held.execute("ROLLBACK")
+        held.close()
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out + err
+    client, parent, children = sweep_runs(workdir.uri, "sweep")
+    assert parent.info.status == "FINISHED" and len(children) == 12
+    assert len({c.data.tags["numgrad.journal_key"] for c in children}) == 12
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert [s for s, _ in history(client, child.info.run_id, "loss")] == [0, 1, 2, 3]
+    assert journal_mode(workdir.store) == ("wal" if uploaders > 1 else "delete")
+
+
+@pytest.mark.slow
+def test_a_sweep_refuses_tracking_uploaders_out_of_range_before_anything_runs(workdir):
+    proc = workdir.run("optimizer.lr=0.1,0.2", "tracking.uploaders=0", multirun=True,
+                       check=False)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (
+        "numgrad: error: invalid tracking.uploaders=0: must be from 1 to 16, "
+        "or null (one per 4 cores)\n"
+    )
+    assert not workdir.store.exists()

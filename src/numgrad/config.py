@@ -107,6 +107,9 @@ class TrackingConfig:
     # Draw figures/loss.png, grad_norm.png and weights.png. Most of a short tracked job's
     # cost in a sweep; MLflow charts the metrics without them.
     figures: bool = True
+    # A local sweep's upload processes, its sender included; null: one per 4 cores (1 to 4).
+    # Above 1, a SQLite store is switched to WAL mode when the second one starts.
+    uploaders: int | None = None
 
 
 @dataclass
@@ -135,6 +138,23 @@ def register_configs() -> None:
 
 #: An MLflow run id: 32 lowercase hex digits (a uuid4's hex).
 RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+MAX_UPLOADERS = 16  # SQLite takes one write at a time: more processes would only wait
+
+
+def check_uploaders(value: int | None) -> None:
+    """A ConfigError for a ``tracking.uploaders`` outside 1 to :data:`MAX_UPLOADERS`.
+
+    >>> try:
+    ...     check_uploaders(0)
+    ... except ConfigError as exc:
+    ...     print(exc)
+    invalid tracking.uploaders=0: must be from 1 to 16, or null (one per 4 cores)
+    """
+    if value is not None and not 1 <= value <= MAX_UPLOADERS:
+        why = f"must be from 1 to {MAX_UPLOADERS}, or null (one per 4 cores)"
+        raise ConfigError("tracking.uploaders", value, why)
 
 
 def check_run_id(name: str, value: Any) -> None:
@@ -221,5 +241,6 @@ def validate(cfg: Any) -> None:
     )
     if tracking.history_max_rows < 2:
         raise ConfigError("tracking.history_max_rows", tracking.history_max_rows, "must be >= 2")
+    check_uploaders(tracking.uploaders)
     if not tracking.experiment.strip():
         raise ConfigError("tracking.experiment", tracking.experiment, "must not be empty")

@@ -31,6 +31,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from numgrad import signals
+from numgrad.config import check_uploaders
 from numgrad.sweep import plan, progress, stopping, workers
 from numgrad.sweep.jobs import record_failure
 from numgrad.sweep.parent import FIGURES_DIR, SweepParent
@@ -142,6 +143,7 @@ class Sweep:
 
     def start(self, config: DictConfig) -> None:
         plan.refuse_sweep_wide(self.params, self.overrides)
+        check_uploaders(self.settings.uploaders)  # the sender's, before it starts
         stopping.clear(self.sweep_dir)  # an earlier sweep's, in a reused sweep dir
         if self.settings.enabled:
             self.parent = SweepParent(self.settings, self.sweep_dir, self.name)

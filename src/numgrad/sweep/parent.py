@@ -86,7 +86,8 @@ class SweepParent:
         self.recorder.start(kind="sweep", tags={**base_tags(), **tags})
         if settings.offline:
             return
-        self.sender = WatchedSender(self.sweep_dir, uri, settings.outage_grace_seconds)
+        self.sender = WatchedSender(self.sweep_dir, uri, settings.outage_grace_seconds,
+                                    uploaders=settings.uploaders)  # fmt: skip
         self.sender.start()
         if remote_jobs or _new_sqlite_store(uri):
             said = self.sender.hear("parent", START_SECONDS)

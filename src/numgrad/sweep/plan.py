@@ -53,7 +53,8 @@ def planned_jobs(
 
 
 # Settings the sweep's parent run and its sender share with every job: one value a sweep.
-SWEEP_WIDE = ("tracking.enabled", "tracking.uri", "tracking.offline", "tracking.experiment")
+SWEEP_WIDE = ("tracking.enabled", "tracking.uri", "tracking.offline", "tracking.experiment",
+              "tracking.uploaders")  # fmt: skip
 
 
 def refuse_sweep_wide(params: Mapping[str, str], overrides: Sequence[str]) -> None:

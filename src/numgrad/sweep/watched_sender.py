@@ -35,10 +35,11 @@ ASKS = 3  # how many senders a question is asked of before the sweep gives up on
 class WatchedSender:
     """The sender of the sweep in ``sweep_dir`` for store ``uri`` (see the module's docstring)."""
 
-    def __init__(self, sweep_dir: Path, uri: str, grace: float) -> None:
+    def __init__(self, sweep_dir: Path, uri: str, grace: float, *, uploaders: int | None = None):
         self.args = [
             sys.executable, "-m", "numgrad.sweep.sender_process", str(sweep_dir), uri,
             "--grace", str(grace), "--parent-pid", str(os.getpid()),
+            *(["--uploaders", str(uploaders)] if uploaders is not None else []),
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
         self._buffer = b""  # what the sender said past its last whole line
