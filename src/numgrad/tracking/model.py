@@ -176,7 +176,11 @@ def save_pyfunc(
         _TEMPLATES[key] = _keep(path), Model.load(path / "MLmodel").to_dict()
         return path
     template, fields = _TEMPLATES[key]
-    shutil.copytree(template, path)
+    # Linked, not copied: MLflow copies them into the store next, and a copy here would
+    # cost as much again. The two files written below are left out, so a link is never
+    # written through.
+    shutil.copytree(template, path, ignore=shutil.ignore_patterns("W.npy", "MLmodel"),
+                    copy_function=_link)  # fmt: skip
     # Written once, in place. (MLflow copies it from a source file, which "uri" names:
     # a temporary path in every case, gone once the model is logged.)
     weights = path / "artifacts" / "W.npy"
@@ -192,6 +196,13 @@ def save_pyfunc(
 
 # A saved model per kind, and its MLmodel's fields, for this process's later ones.
 _TEMPLATES: dict[tuple, tuple[Path, dict[str, Any]]] = {}
+
+
+def _link(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or one without hard links
+        shutil.copy2(source, target)
 
 
 def _keep(path: Path) -> Path:
