@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 
 from numgrad.tracking.journal import JOURNAL_FILE, Journal, read_journal
 from numgrad.tracking.sender import Sender
+from numgrad.tracking.upload_pool import UploadPool
 from numgrad.tracking.uri import sqlite_path
 from tests.conftest import all_runs, history, wait_for
 from tests.test_sender import journal_run
@@ -85,6 +87,18 @@ def test_a_sender_that_keeps_up_starts_no_upload_process(tmp_path, store):
     assert all(slot.proc is None and not slot.starts for slot in sender.pool.slots)
     with sqlite3.connect(sqlite_path(store)) as con:  # the store's mode as it was
         assert con.execute("pragma journal_mode").fetchone() == ("delete",)
+
+
+def test_waiting_for_upload_processes_gives_up_on_one_that_died_at_start(
+    tmp_path, store, monkeypatch
+):
+    pool = UploadPool(tmp_path, store, 1)
+    monkeypatch.setattr(sys, "executable", shutil.which("false"))  # exits 1 at once
+    started = time.monotonic()
+    pool.started(timeout=60)
+    assert time.monotonic() - started < 10
+    assert pool.slots[0].proc.returncode == 1
+    pool.close()
 
 
 def test_a_journal_whose_upload_process_died_is_sent_by_its_replacement(tmp_path, store, capfd):

@@ -149,6 +149,9 @@ class UploadPool:
         waiting, deadline = {s.number for s in self.slots}, time.monotonic() + timeout
         while waiting and time.monotonic() < deadline:
             waiting -= {s["slot"] for s in self._lines(0.25) if s.get("event") == "ready"}
+            # One that died before it was ready will never say so (its pipe reads empty
+            # at once: waiting on it would spin until the deadline).
+            waiting = {n for n in waiting if self.slots[n - 1].proc.poll() is None}
 
     def _share(self) -> bool:
         """Make the store ready for writers side by side (a SQLite file: WAL mode), before
