@@ -138,7 +138,7 @@ class UploadPool:
                 self._note(said, children)
                 if said.get("event") == "done" and said.get("do") == do:
                     waiting.discard(said["slot"])
-            waiting = {n for n in waiting if self.slots[n - 1].proc.poll() is None}
+            waiting = self._alive(waiting)
 
     def started(self, timeout: float = 60.0) -> None:
         """Start every upload process now and wait until each has its store open (a
@@ -151,7 +151,7 @@ class UploadPool:
             waiting -= {s["slot"] for s in self._lines(0.25) if s.get("event") == "ready"}
             # One that died before it was ready will never say so (its pipe reads empty
             # at once: waiting on it would spin until the deadline).
-            waiting = {n for n in waiting if self.slots[n - 1].proc.poll() is None}
+            waiting = self._alive(waiting)
 
     def _share(self) -> bool:
         """Make the store ready for writers side by side (a SQLite file: WAL mode), before
@@ -216,6 +216,11 @@ class UploadPool:
         except OSError:
             return False  # it died: started again by the next hear()
         return True
+
+    def _alive(self, numbers: set[int]) -> set[int]:
+        """Those of the upload processes ``numbers`` still running."""
+        procs = {n: self.slots[n - 1].proc for n in numbers}
+        return {n for n, proc in procs.items() if proc is not None and proc.poll() is None}
 
     def _restart_the_dead(self) -> None:
         for slot in self.slots:
