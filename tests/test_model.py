@@ -270,6 +270,37 @@ def test_a_model_of_another_kind_is_saved_by_mlflow_again(tmp_path, monkeypatch)
     assert len(model_module._TEMPLATES) == 3
 
 
+@pytest.mark.parametrize("numpy_pin, scanned", [
+    (f"numpy=={np.__version__}", False),  # this process's: the check cannot warn
+    ("numpy==1.0.0", True),  # a journal's from another environment: MLflow says it differs
+])  # fmt: skip
+def test_mlflows_requirement_check_runs_only_for_requirements_of_another_process(
+    tmp_path, monkeypatch, numpy_pin, scanned
+):
+    """model._no_requirement_scan swaps one private name of MLflow's; when MLflow moves
+    it, this fails and says which MLflow did."""
+    import mlflow.utils.environment as environment
+    import mlflow.utils.requirements_utils as requirements_utils
+
+    mlflow_is = f"MLflow {mlflow.__version__}"
+    name = model_module._REQUIREMENT_CHECK
+    original = getattr(environment, name, None)
+    assert original is not None, f"{mlflow_is} has no mlflow.utils.environment.{name}"
+    checked = []
+    real = requirements_utils._check_requirement_satisfied
+    monkeypatch.setattr(requirements_utils, "_check_requirement_satisfied",
+                        lambda req: checked.append(req) or real(req))  # fmt: skip
+    monkeypatch.setattr(model_module, "_TEMPLATES", {})
+    entry = model_record("W.npy", step=0, example=None, metrics=[], dataset=None, tags={})
+    entry["requirements"] = [numpy_pin]
+    fake = SimpleNamespace(artifact_location=str(tmp_path), model_id="m-1")
+    path = save_pyfunc(tmp_path / "model", np.ones((2, 3)), entry, fake, run_id="r")
+    assert bool(checked) == scanned, f"{mlflow_is} checked {checked} (expected: {scanned})"
+    assert getattr(environment, name) is original  # swapped back
+    requirements = (path / "requirements.txt").read_text().split()
+    assert requirements == [f"mlflow=={mlflow.__version__}", numpy_pin]
+
+
 def test_figures_false_draws_no_figure_and_the_run_is_whole(tmp_path, store):
     drawn = run_tracked(store, tmp_path / "drawn", article_descent(3))
     run_dir = tmp_path / "run"

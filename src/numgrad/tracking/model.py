@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -238,12 +239,48 @@ def _save_with_mlflow(
         artifact_path=model.artifact_location, model_uuid=model.model_id, run_id=run_id,
         model_id=model.model_id,
     )  # fmt: skip
-    with _quiet_mlflow():
+    requirements = [f"mlflow=={mlflow.__version__}", *entry["requirements"]]
+    with _quiet_mlflow(), _no_requirement_scan(requirements):
         mlflow.pyfunc.save_model(
             path, python_model=str(CODE), artifacts={"W": str(weights)}, signature=signature,
             input_example=example, mlflow_model=mlmodel,
-            pip_requirements=[f"mlflow=={mlflow.__version__}", *entry["requirements"]],
+            pip_requirements=requirements,
         )  # fmt: skip
+
+
+# MLflow's check of a saved model's requirements against what is installed, by the
+# private name through which pyfunc.save_model calls it (MLflow 3.17).
+_REQUIREMENT_CHECK = "warn_dependency_requirement_mismatches"
+
+
+@contextlib.contextmanager
+def _no_requirement_scan(requirements: Sequence[str]) -> Iterator[None]:
+    """Skip MLflow's check of ``requirements`` against the installed packages when they
+    pin exactly this process's mlflow and numpy: it cannot warn then, and it lists the
+    files of every installed distribution to map modules to packages, 0.3 s of the
+    first model in every process (a single run's, each sender's and numgrad-sync's).
+
+    MLflow has no public switch for it. Its one private name is swapped only while the
+    model is saved, and only when present: test_model fails, naming MLflow's version,
+    when it moves. Requirements from another process's numpy (a journal synced from
+    elsewhere) are checked as before, so MLflow still says that they differ."""
+    import mlflow
+    import mlflow.utils.environment as environment
+
+    pinned_here = [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}"]
+    original = getattr(environment, _REQUIREMENT_CHECK, None)
+    if original is None or list(requirements) != pinned_here:
+        yield
+        return
+    with _SWAP_LOCK:
+        setattr(environment, _REQUIREMENT_CHECK, lambda requirements: None)
+        try:
+            yield
+        finally:
+            setattr(environment, _REQUIREMENT_CHECK, original)
+
+
+_SWAP_LOCK = threading.Lock()  # a module's attribute is swapped and restored by one at a time
 
 
 @contextlib.contextmanager
