@@ -10,7 +10,7 @@ complete histories, or the script stops.
 
 - overhead: 16 short jobs (``optimizer.lr=<16 values> optimizer.steps=10``, basic
   launcher) on an existing store, tracked against ``tracking.enabled=false``
-  (target: at most 2.0x);
+  (target: at most 1.3x, issue 22; 2.0x before it);
 - launchers: 16 jobs of a few seconds each (the book's loop gradient on a 20x10 net,
   200 samples) on a fresh store, basic launcher against joblib with 2 workers
   (target: joblib at least 1.6x faster).
@@ -39,7 +39,7 @@ LAUNCHERS = {
     "basic (sequential)": (),
     "joblib, 2 workers": ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
 }
-OVERHEAD_TARGET, SPEEDUP_TARGET = 2.0, 1.6
+OVERHEAD_TARGET, SPEEDUP_TARGET = 1.3, 1.6  # issue 22 lowered the overhead target from 2.0
 
 
 def sweep_seconds(work: Path, args: tuple[str, ...], steps: int | None) -> float:
