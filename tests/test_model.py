@@ -24,10 +24,11 @@ from numgrad.descent import Descent
 from numgrad.functions import softmax
 from numgrad.gradient import vectorized_gradient
 from numgrad.net import SimpleNet
-from numgrad.tracking import model as model_module
+from numgrad.tracking import pyfunc_folder
 from numgrad.tracking.journal import JOURNAL_FILE, Journal, read_journal
 from numgrad.tracking.mlflow_store import MlflowStore
-from numgrad.tracking.model import KEY_TAG, model_record, save_pyfunc
+from numgrad.tracking.model import KEY_TAG, model_record
+from numgrad.tracking.pyfunc_folder import save_pyfunc
 from numgrad.tracking.uploader import Uploader
 from numgrad.ui import stop
 from tests.conftest import answers, free_port, numgrad_env, wait_for
@@ -221,8 +222,8 @@ def test_mlflow_models_serve_answers_with_the_nets_probabilities(tmp_path, store
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_a_later_model_of_the_same_kind_is_what_mlflow_would_save(tmp_path, dtype, monkeypatch):
     """The first model of a kind is saved by MLflow, later ones are copied from it
-    (model._TEMPLATES): file for file what MLflow saves, but their own W and ids."""
-    monkeypatch.setattr(model_module, "_TEMPLATES", {})
+    (pyfunc_folder._TEMPLATES): file for file what MLflow saves, but their own W and ids."""
+    monkeypatch.setattr(pyfunc_folder, "_TEMPLATES", {})
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3, 2))
     entry = model_record("W.npy", step=4, example=x, metrics=[], dataset=None, tags={})
@@ -235,8 +236,8 @@ def test_a_later_model_of_the_same_kind_is_what_mlflow_would_save(tmp_path, dtyp
 
     save("first", W1, "m-1", "r-1")
     copied = save("copied", W2, "m-2", "r-2")
-    assert len(model_module._TEMPLATES) == 1
-    model_module._TEMPLATES.clear()
+    assert len(pyfunc_folder._TEMPLATES) == 1
+    pyfunc_folder._TEMPLATES.clear()
     fresh = save("fresh", W2, "m-2", "r-2")  # what MLflow itself writes for this model
 
     def mlmodel(path):
@@ -258,7 +259,7 @@ def test_a_later_model_of_the_same_kind_is_what_mlflow_would_save(tmp_path, dtyp
 
 
 def test_a_model_of_another_kind_is_saved_by_mlflow_again(tmp_path, monkeypatch):
-    monkeypatch.setattr(model_module, "_TEMPLATES", {})
+    monkeypatch.setattr(pyfunc_folder, "_TEMPLATES", {})
     x = np.ones((1, 2))
     entry = model_record("W.npy", step=0, example=x, metrics=[], dataset=None, tags={})
     for i, W in enumerate([np.ones((2, 3)), np.ones((2, 4)), np.ones((2, 3), np.float32)]):
@@ -267,7 +268,7 @@ def test_a_model_of_another_kind_is_saved_by_mlflow_again(tmp_path, monkeypatch)
         path = save_pyfunc(tmp_path / str(i) / "model", W, entry, fake, run_id="r")
         got = mlflow.pyfunc.load_model(str(path)).predict(x.astype(W.dtype))
         assert got.shape == (1, W.shape[1]) and got.dtype == W.dtype
-    assert len(model_module._TEMPLATES) == 3
+    assert len(pyfunc_folder._TEMPLATES) == 3
 
 
 @pytest.mark.parametrize("numpy_pin, scanned", [
@@ -277,20 +278,20 @@ def test_a_model_of_another_kind_is_saved_by_mlflow_again(tmp_path, monkeypatch)
 def test_mlflows_requirement_check_runs_only_for_requirements_of_another_process(
     tmp_path, monkeypatch, numpy_pin, scanned
 ):
-    """model._no_requirement_scan swaps one private name of MLflow's; when MLflow moves
+    """pyfunc_folder._no_requirement_scan swaps one private name of MLflow's; when MLflow moves
     it, this fails and says which MLflow did."""
     import mlflow.utils.environment as environment
     import mlflow.utils.requirements_utils as requirements_utils
 
     mlflow_is = f"MLflow {mlflow.__version__}"
-    name = model_module._REQUIREMENT_CHECK
+    name = pyfunc_folder._REQUIREMENT_CHECK
     original = getattr(environment, name, None)
     assert original is not None, f"{mlflow_is} has no mlflow.utils.environment.{name}"
     checked = []
     real = requirements_utils._check_requirement_satisfied
     monkeypatch.setattr(requirements_utils, "_check_requirement_satisfied",
                         lambda req: checked.append(req) or real(req))  # fmt: skip
-    monkeypatch.setattr(model_module, "_TEMPLATES", {})
+    monkeypatch.setattr(pyfunc_folder, "_TEMPLATES", {})
     entry = model_record("W.npy", step=0, example=None, metrics=[], dataset=None, tags={})
     entry["requirements"] = [numpy_pin]
     fake = SimpleNamespace(artifact_location=str(tmp_path), model_id="m-1")

@@ -13,7 +13,8 @@
 - :mod:`~numgrad.tracking.history`: ``history.csv``, bounded;
 - :mod:`~numgrad.tracking.files`: the other files a run keeps and uploads;
 - :mod:`~numgrad.tracking.dataset`: the training data as an MLflow dataset input;
-- :mod:`~numgrad.tracking.model`: the final SimpleNet as an MLflow logged model
+- :mod:`~numgrad.tracking.model`: the final SimpleNet as an MLflow logged model, and
+  :mod:`~numgrad.tracking.pyfunc_folder` its folder
   (:mod:`~numgrad.tracking.simplenet_pyfunc` is the model's code);
 - :mod:`~numgrad.tracking.ending`: how a run ends: status, final metrics, description;
 - :mod:`~numgrad.tracking.pages`: a run's page in the MLflow UI;
@@ -21,6 +22,7 @@
 - :mod:`~numgrad.tracking.logged`: a logged run read back (a warm start's W0, a rerun's config);
 - :mod:`~numgrad.tracking.sync`: ``numgrad-sync``.
 
-Only ``mlflow_store`` and ``model`` import mlflow, and only when a store is opened or
-a model sent: ``tracking.enabled=false`` and ``tracking.offline=true`` never load it.
+Only ``mlflow_store``, ``model`` and ``pyfunc_folder`` import mlflow, and only when a
+store is opened or a model sent: ``tracking.enabled=false`` and ``tracking.offline=true``
+never load it.
 """

@@ -1,6 +1,6 @@
 """MLflow's pyfunc model of a trained SimpleNet: class probabilities ``softmax(x @ W)``.
 
-Not imported by numgrad. It is a "model from code" file: :mod:`numgrad.tracking.model`
+Not imported by numgrad. It is a "model from code" file: :mod:`numgrad.tracking.pyfunc_folder`
 passes its path to ``mlflow.pyfunc.save_model``, which copies it into the model, and
 MLflow runs it whenever the model is loaded. So a logged model needs only mlflow and
 numpy, not numgrad. ``W`` is the model's artifact ``W`` (a ``.npy`` file); its dtype
