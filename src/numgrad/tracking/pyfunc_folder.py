@@ -30,12 +30,9 @@ CODE = Path(__file__).with_name("simplenet_pyfunc.py")
 def save_pyfunc(
     path: Path, W: np.ndarray, entry: Mapping[str, Any], model: Any, run_id: str
 ) -> Path:
-    """Write the pyfunc model of ``W`` into the folder ``path`` (which must not exist).
-
-    The first model of its kind in a process (W's dtype and shape, the input example,
-    the requirements) is saved by MLflow; later ones are copies of it with their own
-    W and ids in ``MLmodel``: what MLflow would write, in a tenth of the time (a
-    sweep's sender and ``numgrad-sync`` make one per run)."""
+    """Write the pyfunc model of ``W`` into the folder ``path`` (which must not exist):
+    saved by MLflow when it is the first of its kind in this process, else copied from
+    that first one (the module's docstring says why)."""
     import mlflow
     from mlflow.models import Model
 
@@ -142,7 +139,7 @@ def _no_requirement_scan(requirements: Sequence[str]) -> Iterator[None]:
         yield
         return
     with _SWAP_LOCK:
-        setattr(environment, _REQUIREMENT_CHECK, lambda requirements: None)
+        setattr(environment, _REQUIREMENT_CHECK, lambda model_requirements: None)
         try:
             yield
         finally:
